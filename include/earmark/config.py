@@ -1,0 +1,164 @@
+"""Earmark's configuration: one place, environment variables with documented defaults.
+
+Read at run time (``Settings.from_env()``), never cached at import, so a worker picks up a changed
+environment on its next task. The README's configuration table is generated from ``SETTINGS``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from datetime import time
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable: its default and what it means."""
+
+    env: str
+    default: str
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("EARMARK_DATA_ROOT", "/mnt/data",
+            "Data volume holding incoming/, audio/, quarantine/ and processed/."),
+    Setting("EARMARK_DB_CONN_ID", "earmark_db",
+            "Airflow connection of the results DB (Postgres in production, SQLite embedded)."),
+    Setting("EARMARK_TIMEZONE", "Europe/London", "Timezone of the daily schedule and the deadline."),
+    Setting("EARMARK_START_TIME", "06:00", "Local time the daily run starts (HH:MM)."),
+    Setting("EARMARK_DEADLINE_TIME", "12:00",
+            "Local time by which the day must be done; missing it sends an email (HH:MM)."),
+    Setting("EARMARK_DEADLINE_ALERTS", "true",
+            "Attach the Deadline Alert to the DAG. Only `airflow dags test` runs turn it off."),
+    Setting("EARMARK_ALERT_EMAIL", "ops@example.org", "Where deadline and failure emails go."),
+    Setting("EARMARK_SMTP_CONN_ID", "smtp_default", "Airflow SMTP connection used for alerts."),
+    Setting("EARMARK_ASR_MODEL_DIR", "/models/whisper-large-v3-turbo",
+            "Local Whisper model directory (transformers format)."),
+    Setting("EARMARK_BASE_MODEL_DIR", "/models/gemma-2-9b", "Local Gemma-2 base model directory."),
+    Setting("EARMARK_ADAPTER_DIR", "/models/cope-a-lora", "Local CoPE-A LoRA adapter (peft)."),
+    Setting("EARMARK_POLICIES_DIR", "include/policies",
+            "Directory of policy markdown files; every *.md is screened (relative: to the project)."),
+    Setting("EARMARK_DEVICE", "auto", "Inference device: auto, cuda or cpu."),
+    Setting("EARMARK_DTYPE", "auto", "Inference dtype: auto (bfloat16 on GPU, float32 on CPU)."),
+    Setting("EARMARK_LANGUAGE", "en", "Whisper language."),
+    Setting("EARMARK_ASR_MAX_NEW_TOKENS", "440", "Whisper token limit per 30 s window."),
+    Setting("EARMARK_FLAG_THRESHOLD", "0.5",
+            "A (file, policy) score at or above this goes to the RA review queue."),
+    Setting("EARMARK_BATCH_AUDIO_SECONDS", "14400",
+            "Audio seconds per GPU batch (one mapped GPU task each; keeps tasks well under an hour)."),
+    Setting("EARMARK_BATCH_MAX_FILES", "2000", "Most files in one GPU batch."),
+    Setting("EARMARK_ASR_BATCH_SIZE", "16", "Whisper generate batch size."),
+    Setting("EARMARK_CLASSIFY_BATCH_SIZE", "16", "CoPE forward-pass batch size."),
+    Setting("EARMARK_MAX_AUDIO_SECONDS", "14400", "Longest accepted recording."),
+    Setting("EARMARK_PROCESSED_RETENTION_DAYS", "30",
+            "Archives in processed/ older than this are pruned."),
+)
+
+_DEFAULTS = {s.env: s.default for s in SETTINGS}
+
+
+def _get(name: str) -> str:
+    return os.environ.get(name, _DEFAULTS[name])
+
+
+def _hhmm(value: str) -> time:
+    hour, minute = value.split(":")
+    return time(int(hour), int(minute))
+
+
+def _bool(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Typed view of the environment at one moment."""
+
+    data_root: Path
+    db_conn_id: str
+    timezone: str
+    start_time: time
+    deadline_time: time
+    deadline_alerts: bool
+    alert_email: str
+    smtp_conn_id: str
+    asr_model_dir: Path
+    base_model_dir: Path
+    adapter_dir: Path
+    policies_dir: Path
+    device: str
+    dtype: str
+    language: str
+    asr_max_new_tokens: int
+    flag_threshold: float
+    batch_audio_seconds: float
+    batch_max_files: int
+    asr_batch_size: int
+    classify_batch_size: int
+    max_audio_seconds: float
+    processed_retention_days: int
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            data_root=Path(_get("EARMARK_DATA_ROOT")),
+            db_conn_id=_get("EARMARK_DB_CONN_ID"),
+            timezone=_get("EARMARK_TIMEZONE"),
+            start_time=_hhmm(_get("EARMARK_START_TIME")),
+            deadline_time=_hhmm(_get("EARMARK_DEADLINE_TIME")),
+            deadline_alerts=_bool(_get("EARMARK_DEADLINE_ALERTS")),
+            alert_email=_get("EARMARK_ALERT_EMAIL"),
+            smtp_conn_id=_get("EARMARK_SMTP_CONN_ID"),
+            asr_model_dir=Path(_get("EARMARK_ASR_MODEL_DIR")),
+            base_model_dir=Path(_get("EARMARK_BASE_MODEL_DIR")),
+            adapter_dir=Path(_get("EARMARK_ADAPTER_DIR")),
+            policies_dir=PROJECT_ROOT / _get("EARMARK_POLICIES_DIR"),
+            device=_get("EARMARK_DEVICE"),
+            dtype=_get("EARMARK_DTYPE"),
+            language=_get("EARMARK_LANGUAGE"),
+            asr_max_new_tokens=int(_get("EARMARK_ASR_MAX_NEW_TOKENS")),
+            flag_threshold=float(_get("EARMARK_FLAG_THRESHOLD")),
+            batch_audio_seconds=float(_get("EARMARK_BATCH_AUDIO_SECONDS")),
+            batch_max_files=int(_get("EARMARK_BATCH_MAX_FILES")),
+            asr_batch_size=int(_get("EARMARK_ASR_BATCH_SIZE")),
+            classify_batch_size=int(_get("EARMARK_CLASSIFY_BATCH_SIZE")),
+            max_audio_seconds=float(_get("EARMARK_MAX_AUDIO_SECONDS")),
+            processed_retention_days=int(_get("EARMARK_PROCESSED_RETENTION_DAYS")),
+        )
+
+    @property
+    def incoming(self) -> Path:
+        return self.data_root / "incoming"
+
+    @property
+    def audio(self) -> Path:
+        return self.data_root / "audio"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.data_root / "quarantine"
+
+    @property
+    def processed(self) -> Path:
+        return self.data_root / "processed"
+
+    def ensure_layout(self) -> None:
+        """Create the data-root folders; harmless when they exist."""
+        for folder in (self.incoming, self.audio, self.quarantine, self.processed):
+            folder.mkdir(parents=True, exist_ok=True)
+
+
+def settings_table_markdown() -> str:
+    """The configuration table for the README, from ``SETTINGS``."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    rows += [f"| `{s.env}` | `{s.default}` | {s.help} |" for s in SETTINGS]
+    return "\n".join(rows)
+
+
+assert {f.name for f in fields(Settings)} == {
+    s.env.removeprefix("EARMARK_").lower() for s in SETTINGS
+}, "Settings and SETTINGS must list the same variables"

@@ -1,0 +1,118 @@
+"""A self-contained Airflow + Earmark environment in one folder: the demo's and the tests'.
+
+Everything lives under ``home``: Airflow's metadata DB (SQLite), the data root, tiny models and,
+by default, the SQLite results DB. The environment variables it produces are the whole
+configuration; ``env.sh`` holds them for a shell (``make ui`` sources it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from earmark.config import PROJECT_ROOT
+
+
+@dataclass(frozen=True)
+class LocalEnv:
+    """Paths and settings of one local environment."""
+
+    home: Path
+    results_db_url: str | None = None  # None: SQLite file under home
+    timezone: str = "Europe/London"
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.home / "airflow"
+
+    @property
+    def data_root(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def models(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def results_db(self) -> Path:
+        return self.home / "results.db"
+
+    def db_connection(self) -> dict[str, object]:
+        if self.results_db_url is None:
+            return {"conn_type": "sqlite", "host": str(self.results_db)}
+        from sqlalchemy.engine import make_url  # noqa: PLC0415
+
+        url = make_url(self.results_db_url)
+        return {"conn_type": "postgres", "host": url.host, "port": url.port, "login": url.username,
+                "password": url.password or "", "schema": url.database}
+
+    def store_url(self) -> str:
+        return self.results_db_url or f"sqlite:///{self.results_db}"
+
+    def variables(self, *, deadline_alerts: bool = True) -> dict[str, str]:
+        """Environment for Airflow and Earmark in this folder."""
+        bin_dir = Path(sys.executable).parent
+        return {
+            "AIRFLOW_HOME": str(self.airflow_home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.airflow_home}/airflow.db",
+            "AIRFLOW__CORE__DEFAULT_TIMEZONE": "utc",
+            "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
+            "AIRFLOW_CONN_EARMARK_DB": json.dumps(self.db_connection()),
+            "AIRFLOW_CONN_EARMARK_FS": json.dumps(
+                {"conn_type": "fs", "extra": {"path": str(self.data_root)}}),
+            "AIRFLOW_CONN_SMTP_DEFAULT": json.dumps(
+                {"conn_type": "smtp", "host": "127.0.0.1", "port": 8025,
+                 "extra": {"disable_ssl": True, "disable_tls": True, "from_email":
+                           "earmark@localhost"}}),
+            "EARMARK_DATA_ROOT": str(self.data_root),
+            "EARMARK_TIMEZONE": self.timezone,
+            "EARMARK_ASR_MODEL_DIR": str(self.models / "asr"),
+            "EARMARK_BASE_MODEL_DIR": str(self.models / "base"),
+            "EARMARK_ADAPTER_DIR": str(self.models / "adapter"),
+            "EARMARK_DEADLINE_ALERTS": "true" if deadline_alerts else "false",
+            "EARMARK_DEVICE": "cpu",
+            "EARMARK_ASR_MAX_NEW_TOKENS": "24",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+
+    def environ(self, **overrides: str) -> dict[str, str]:
+        env = {**os.environ, **self.variables()}
+        env.update(overrides)
+        return env
+
+    def airflow(self, *args: str, env: dict[str, str] | None = None,
+                check: bool = True, capture: bool = False) -> subprocess.CompletedProcess[str]:
+        """Run the ``airflow`` CLI of this interpreter's environment in this folder."""
+        airflow_bin = Path(sys.executable).parent / "airflow"
+        return subprocess.run([str(airflow_bin), *args], env=env or self.environ(),
+                              check=check, text=True, capture_output=capture)
+
+    def prepare(self) -> None:
+        """Create folders, Airflow's metadata DB, the gpu pool and the tiny models."""
+        from earmark.tiny_models import build_tiny_models  # noqa: PLC0415
+
+        for folder in (self.airflow_home, self.data_root / "incoming", self.models):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.airflow("db", "migrate", capture=True)
+        self.airflow("pools", "set", "gpu", "1", "GPU slots (one per GPU)", capture=True)
+        paths = build_tiny_models(self.models)
+        assert paths.asr == self.models / "asr", paths
+        self.write_env_file()
+
+    def write_env_file(self) -> Path:
+        lines = [f"export {k}={shlex.quote(v)}" for k, v in self.variables().items()]
+        target = self.home / "env.sh"
+        target.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return target

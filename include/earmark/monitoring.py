@@ -1,0 +1,132 @@
+"""The day's state from the results DB: noon check, ETA and the readable summary.
+
+Queries people read live in ``include/sql/``; this module runs them and shapes the answers.
+Counts and ids only: nothing here touches transcript text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from earmark.config import PROJECT_ROOT, Settings
+from earmark.schedule import deadline_for
+from earmark.store.db import Store
+
+SQL_DIR = PROJECT_ROOT / "include" / "sql"
+TERMINAL_STATUSES = ("classified", "quarantined")
+
+
+def load_sql(name: str) -> str:
+    """The text of ``include/sql/<name>.sql``."""
+    return (SQL_DIR / f"{name}.sql").read_text(encoding="utf-8")
+
+
+def named_queries(name: str) -> dict[str, str]:
+    """Split a .sql file into its ``-- name: X`` sections."""
+    queries: dict[str, str] = {}
+    current: str | None = None
+    for line in load_sql(name).splitlines():
+        if line.startswith("-- name:"):
+            current = line.removeprefix("-- name:").strip()
+            queries[current] = ""
+        elif current is not None:
+            queries[current] += line + "\n"
+    return {k: v.strip().rstrip(";") for k, v in queries.items()}
+
+
+@dataclass
+class DayStatus:
+    """Where one day stands; every field is a count, a time or a flag."""
+
+    run_date: str
+    archives: dict[str, int] = field(default_factory=dict)
+    files: dict[str, int] = field(default_factory=dict)
+    audio_hours: float = 0.0
+    pending_audio_hours: float = 0.0
+    labels: int = 0
+    flagged: int = 0
+    review_queue: dict[str, int] = field(default_factory=dict)
+    throughput_x_realtime: float | None = None
+    deadline: str = ""
+    now: str = ""
+    complete: bool = False
+    eta: str | None = None
+    on_time: bool | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def day_status(settings: Settings, store: Store, run_date: str,
+               now: datetime | None = None) -> DayStatus:
+    """Counts by status, throughput from the recorded GPU batches, completeness and ETA."""
+    queries = named_queries("day_status")
+    now = now or datetime.now(UTC)
+    status = DayStatus(run_date=run_date)
+    with store.engine.connect() as conn:
+        def run(name: str) -> list[sa.Row]:
+            return list(conn.execute(sa.text(queries[name]), {"d": run_date}))
+
+        status.archives = {r.status: int(r.n) for r in run("archives_by_status")}
+        status.files = {r.status: int(r.n) for r in run("files_by_status")}
+        audio = run("audio_seconds")[0]
+        status.audio_hours = round(float(audio.total_s or 0) / 3600, 3)
+        status.pending_audio_hours = round(float(audio.pending_s or 0) / 3600, 3)
+        labels = run("labels")[0]
+        status.labels, status.flagged = int(labels.n or 0), int(labels.flagged or 0)
+        status.review_queue = {r.status: int(r.n) for r in run("review_queue_by_status")}
+        speed = run("gpu_throughput")[0]
+    if speed.wall_s:
+        status.throughput_x_realtime = round(float(speed.audio_s) / float(speed.wall_s), 1)
+    deadline = deadline_for(run_date, settings)
+    status.deadline = deadline.isoformat()
+    status.now = now.astimezone(deadline.tzinfo).isoformat(timespec="seconds")
+    live = sum(n for s, n in status.files.items() if s not in TERMINAL_STATUSES)
+    status.complete = live == 0 and status.archives.get("registered", 0) == 0
+    if status.complete:
+        status.on_time = now <= deadline
+    elif status.throughput_x_realtime:
+        seconds_left = status.pending_audio_hours * 3600 / status.throughput_x_realtime
+        eta = now.timestamp() + seconds_left
+        status.eta = datetime.fromtimestamp(eta, deadline.tzinfo).isoformat(timespec="seconds")
+        status.on_time = eta <= deadline.timestamp()
+    return status
+
+
+def format_summary(status: DayStatus) -> str:
+    """A summary a person can read at a glance."""
+    def counts(d: dict[str, int]) -> str:
+        return ", ".join(f"{k} {v}" for k, v in sorted(d.items())) or "none"
+
+    if status.complete:
+        verdict = "complete, on time" if status.on_time else "complete, AFTER the deadline"
+    else:
+        verdict = f"INCOMPLETE (ETA {status.eta or 'unknown'})"
+    lines = [
+        f"Earmark day {status.run_date}",
+        f"  archives      {counts(status.archives)}",
+        f"  files         {counts(status.files)}",
+        f"  audio         {status.audio_hours:.2f} h ({status.pending_audio_hours:.2f} h pending)",
+        f"  labels        {status.labels} ({status.flagged} flagged)",
+        f"  review queue  {counts(status.review_queue)}",
+        f"  throughput    "
+        + (f"{status.throughput_x_realtime}x real time" if status.throughput_x_realtime
+           else "n/a"),
+        f"  deadline      {status.deadline}: {verdict}",
+    ]
+    return "\n".join(lines)
+
+
+def quarantine_report(store: Store, run_date: str) -> list[dict[str, Any]]:
+    """Every rejected archive and quarantined file of the day, with its reason."""
+    query = named_queries("day_status")["quarantine"]
+    return [dict(r._mapping) for r in store.rows(query, d=run_date)]
+
+
+def sql_path(name: str) -> Path:
+    return SQL_DIR / f"{name}.sql"

@@ -1,0 +1,239 @@
+"""The GPU stage of one planned batch: transcribe its files, then screen them against policies.
+
+Each task loads its model once and streams the whole batch through it. Every write is an upsert
+keyed on the contract's unique keys with guarded status transitions, so a retried or redelivered
+task ends in the same state as a clean one. A file that cannot be decoded is quarantined; the rest
+of the batch goes on. Transcript text goes to the results DB only, never to logs or XCom.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+
+from earmark.config import Settings
+from earmark.store.db import Store
+
+log = logging.getLogger(__name__)
+
+
+class TranscriberLike(Protocol):
+    def transcribe(self, audios: list[Any]) -> list[str]: ...
+
+
+class ClassifierLike(Protocol):
+    def score(self, policy: Any, contents: list[str]) -> list[float]: ...
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """Counts and timing of one stage of one batch: safe for XCom and logs."""
+
+    batch_id: int
+    items: int
+    skipped: int
+    quarantined: int
+    audio_s: float
+    wall_s: float
+
+
+def resolve_device(setting: str) -> str:
+    if setting != "auto":
+        return setting
+    import torch  # noqa: PLC0415 - heavy; only inside tasks
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_dtype(setting: str, device: str) -> str:
+    if setting != "auto":
+        return setting
+    return "bfloat16" if device.startswith("cuda") else "float32"
+
+
+def asr_model_id(settings: Settings) -> str:
+    return settings.asr_model_dir.name
+
+
+def classifier_model_id(settings: Settings) -> str:
+    return f"{settings.base_model_dir.name}+{settings.adapter_dir.name}"
+
+
+def load_transcriber(settings: Settings) -> TranscriberLike:
+    from earmark.inference.transcriber import Transcriber, TranscriberOptions  # noqa: PLC0415
+
+    device = resolve_device(settings.device)
+    return Transcriber(TranscriberOptions(
+        model_dir=settings.asr_model_dir, device=device,
+        dtype=resolve_dtype(settings.dtype, device), batch_size=settings.asr_batch_size,
+        language=settings.language, max_new_tokens=settings.asr_max_new_tokens,
+    ))
+
+
+def load_classifier(settings: Settings) -> ClassifierLike:
+    from earmark.inference.classifier import Classifier, ClassifierOptions  # noqa: PLC0415
+
+    device = resolve_device(settings.device)
+    return Classifier(ClassifierOptions(
+        base_dir=settings.base_model_dir, adapter_dir=settings.adapter_dir, device=device,
+        dtype=resolve_dtype(settings.dtype, device), batch_size=settings.classify_batch_size,
+    ))
+
+
+def _batch_files(store: Store, batch_id: int) -> list[sa.Row]:
+    return store.rows(
+        "SELECT f.id, f.path, f.duration_s, f.status FROM batch_files b"
+        " JOIN audio_files f ON f.id = b.file_id WHERE b.batch_id = :b ORDER BY f.id",
+        b=batch_id,
+    )
+
+
+def _quarantine_file(store: Store, file_id: int, reason: str) -> None:
+    with store.begin() as conn:
+        conn.execute(sa.text(
+            "UPDATE audio_files SET status = 'quarantined', error = :e,"
+            " updated_at = CURRENT_TIMESTAMP WHERE id = :id"
+        ), {"e": reason, "id": file_id})
+
+
+def _write_transcripts(store: Store, model: str, items: Sequence[tuple[int, str]]) -> None:
+    with store.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO transcripts (file_id, model, text, n_chars) VALUES (:f, :m, :t, :n)"
+            " ON CONFLICT (file_id, model) DO UPDATE SET text = excluded.text,"
+            " n_chars = excluded.n_chars, created_at = CURRENT_TIMESTAMP"
+        ), [{"f": f, "m": model, "t": t, "n": len(t)} for f, t in items])
+        conn.execute(sa.text(
+            "UPDATE audio_files SET status = 'transcribed', updated_at = CURRENT_TIMESTAMP"
+            " WHERE id = :f AND status = 'ready'"
+        ), [{"f": f} for f, _ in items])
+
+
+def transcribe_batch(settings: Settings, store: Store, batch_id: int, *, reprocess: bool = False,
+                     transcriber: TranscriberLike | None = None) -> StageResult:
+    """Transcribe every live file of the batch that has no transcript yet (all, if reprocess)."""
+    from earmark.inference.audio import AudioDecodeError, load_many  # noqa: PLC0415
+
+    started = time.perf_counter()
+    model = asr_model_id(settings)
+    batch = _batch_files(store, batch_id)
+    done_ids = set() if reprocess else {row.file_id for row in store.rows(
+        "SELECT t.file_id FROM transcripts t JOIN batch_files b ON b.file_id = t.file_id"
+        " WHERE b.batch_id = :b AND t.model = :m", b=batch_id, m=model)}
+    files = [f for f in batch if f.status != "quarantined" and f.id not in done_ids]
+    skipped = len(batch) - len(files)
+    files.sort(key=lambda f: -(f.duration_s or 0.0))
+    quarantined = 0
+    audio_s = 0.0
+    if files:
+        transcriber = transcriber or load_transcriber(settings)
+        chunk_ids: list[int] = []
+        chunk_audio: list[Any] = []
+
+        def flush() -> None:
+            texts = transcriber.transcribe(chunk_audio)
+            _write_transcripts(store, model, list(zip(chunk_ids, texts, strict=True)))
+            chunk_ids.clear()
+            chunk_audio.clear()
+
+        paths = [Path(f.path) for f in files]
+        for index, decoded in load_many(paths, 16000, workers=min(4, os.cpu_count() or 1)):
+            file = files[index]
+            if isinstance(decoded, AudioDecodeError):
+                _quarantine_file(store, file.id, f"undecodable: {decoded}")
+                quarantined += 1
+                continue
+            chunk_ids.append(file.id)
+            chunk_audio.append(decoded)
+            audio_s += len(decoded) / 16000
+            if len(chunk_audio) >= settings.asr_batch_size:
+                flush()
+        if chunk_audio:
+            flush()
+    result = StageResult(batch_id, len(files) - quarantined, skipped, quarantined, audio_s,
+                         time.perf_counter() - started)
+    with store.begin() as conn:
+        conn.execute(sa.text(
+            "UPDATE gpu_batches SET transcribe_wall_s = :w, transcribed_files = :n WHERE id = :b"
+        ), {"w": result.wall_s, "n": result.items, "b": batch_id})
+    log.info("batch %s transcribed: %s", batch_id, result)
+    return result
+
+
+def classify_batch(settings: Settings, store: Store, batch_id: int, *, reprocess: bool = False,
+                   classifier: ClassifierLike | None = None) -> StageResult:
+    """Score every transcribed file of the batch against every policy; flag into the RA queue."""
+    from earmark.inference.policies import load_policies  # noqa: PLC0415
+
+    started = time.perf_counter()
+    policies = load_policies(settings.policies_dir)
+    model = classifier_model_id(settings)
+    transcripts = store.rows(
+        "SELECT t.file_id, t.text, f.duration_s FROM batch_files b"
+        " JOIN audio_files f ON f.id = b.file_id"
+        " JOIN transcripts t ON t.file_id = f.id AND t.model = :asr"
+        " WHERE b.batch_id = :b AND f.status IN ('transcribed', 'classified') ORDER BY f.id",
+        b=batch_id, asr=asr_model_id(settings),
+    )
+    current_sha = {p.name: p.sha256 for p in policies}
+    labelled = set() if reprocess else {
+        (r.file_id, r.policy) for r in store.rows(
+            "SELECT l.file_id, l.policy, l.policy_sha FROM labels l"
+            " JOIN batch_files b ON b.file_id = l.file_id WHERE b.batch_id = :b AND l.model = :m",
+            b=batch_id, m=model)
+        if current_sha.get(r.policy) == r.policy_sha
+    }
+    items = 0
+    for policy in policies:
+        todo = [t for t in transcripts if (t.file_id, policy.name) not in labelled]
+        if not todo:
+            continue
+        classifier = classifier or load_classifier(settings)
+        scores = classifier.score(policy, [t.text for t in todo])
+        _write_labels(store, policy, model, settings.flag_threshold,
+                      [(t.file_id, s) for t, s in zip(todo, scores, strict=True)])
+        items += len(todo)
+    with store.begin() as conn:
+        conn.execute(sa.text(
+            "UPDATE audio_files SET status = 'classified', updated_at = CURRENT_TIMESTAMP"
+            " WHERE status = 'transcribed' AND id IN (SELECT file_id FROM batch_files"
+            " WHERE batch_id = :b)"
+            " AND (SELECT count(*) FROM labels l WHERE l.file_id = audio_files.id"
+            " AND l.model = :m) >= :n"
+        ), {"b": batch_id, "m": model, "n": len(policies)})
+    result = StageResult(batch_id, items, len(transcripts) * len(policies) - items, 0,
+                         sum(float(t.duration_s or 0.0) for t in transcripts),
+                         time.perf_counter() - started)
+    with store.begin() as conn:
+        conn.execute(sa.text(
+            "UPDATE gpu_batches SET classify_wall_s = :w, classified_items = :n WHERE id = :b"
+        ), {"w": result.wall_s, "n": items, "b": batch_id})
+    log.info("batch %s classified: %s", batch_id, result)
+    return result
+
+
+def _write_labels(store: Store, policy: Any, model: str, threshold: float,
+                  scored: Sequence[tuple[int, float]]) -> None:
+    rows = [{"f": f, "p": policy.name, "sha": policy.sha256, "m": model,
+             "s": min(1.0, max(0.0, float(s))), "l": int(s >= threshold)} for f, s in scored]
+    flagged = [r for r in rows if r["l"] == 1]
+    with store.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO labels (file_id, policy, policy_sha, model, score, label)"
+            " VALUES (:f, :p, :sha, :m, :s, :l)"
+            " ON CONFLICT (file_id, policy, policy_sha, model) DO UPDATE SET"
+            " score = excluded.score, label = excluded.label, created_at = CURRENT_TIMESTAMP"
+        ), rows)
+        if flagged:
+            conn.execute(sa.text(
+                "INSERT INTO review_queue (file_id, policy, score) VALUES (:f, :p, :s)"
+                " ON CONFLICT (file_id, policy) DO UPDATE SET score = excluded.score"
+                " WHERE review_queue.status = 'pending'"
+            ), flagged)

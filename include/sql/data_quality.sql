@@ -1,0 +1,38 @@
+-- Data-quality checks run by the `data_quality` task (common-sql SQLCheckOperator: every
+-- query must return a single row whose values are all truthy). Each takes the run date as
+-- {{ run_date }}, rendered by the DAG. Portable between Postgres and SQLite.
+
+-- name: every_live_file_transcribed
+-- A file marked transcribed or classified has a transcript.
+SELECT count(*) = 0
+FROM audio_files f
+JOIN archives a ON a.id = f.archive_id
+WHERE a.run_date = '{{ run_date }}'
+  AND f.status IN ('transcribed', 'classified')
+  AND NOT EXISTS (SELECT 1 FROM transcripts t WHERE t.file_id = f.id);
+
+-- name: every_flag_in_review_queue
+-- Every flagged label has its review item.
+SELECT count(*) = 0
+FROM labels l
+JOIN audio_files f ON f.id = l.file_id
+JOIN archives a ON a.id = f.archive_id
+WHERE a.run_date = '{{ run_date }}'
+  AND l.label = 1
+  AND NOT EXISTS (SELECT 1 FROM review_queue r WHERE r.file_id = l.file_id AND r.policy = l.policy);
+
+-- name: quarantine_has_reason
+-- Nothing is rejected or quarantined without a reason.
+SELECT count(*) = 0
+FROM (
+    SELECT id FROM archives WHERE run_date = '{{ run_date }}' AND status = 'rejected' AND error IS NULL
+    UNION ALL
+    SELECT f.id FROM audio_files f JOIN archives a ON a.id = f.archive_id
+    WHERE a.run_date = '{{ run_date }}' AND f.status = 'quarantined' AND f.error IS NULL
+) AS unexplained;
+
+-- name: unpacked_archives_have_files_registered
+SELECT count(*) = 0
+FROM archives a
+WHERE a.run_date = '{{ run_date }}' AND a.status = 'unpacked'
+  AND a.n_files <> (SELECT count(*) FROM audio_files f WHERE f.archive_id = a.id);

@@ -1,0 +1,57 @@
+-- Where one day stands. Every query takes :d, the run date (YYYY-MM-DD).
+-- Used by the noon check, the report task and `earmark status`.
+
+-- name: archives_by_status
+SELECT status, count(*) AS n
+FROM archives
+WHERE run_date = :d
+GROUP BY status;
+
+-- name: files_by_status
+SELECT f.status, count(*) AS n
+FROM audio_files f
+JOIN archives a ON a.id = f.archive_id
+WHERE a.run_date = :d
+GROUP BY f.status;
+
+-- name: audio_seconds
+SELECT
+    sum(f.duration_s) AS total_s,
+    sum(CASE WHEN f.status IN ('ready', 'transcribed') THEN f.duration_s ELSE 0 END) AS pending_s
+FROM audio_files f
+JOIN archives a ON a.id = f.archive_id
+WHERE a.run_date = :d AND f.status <> 'quarantined';
+
+-- name: labels
+SELECT count(*) AS n, sum(l.label) AS flagged
+FROM labels l
+JOIN audio_files f ON f.id = l.file_id
+JOIN archives a ON a.id = f.archive_id
+WHERE a.run_date = :d;
+
+-- name: review_queue_by_status
+SELECT r.status, count(*) AS n
+FROM review_queue r
+JOIN audio_files f ON f.id = r.file_id
+JOIN archives a ON a.id = f.archive_id
+WHERE a.run_date = :d
+GROUP BY r.status;
+
+-- name: gpu_throughput
+-- Audio seconds per wall second over the day's finished batches (both GPU stages).
+SELECT
+    sum(audio_s) AS audio_s,
+    sum(coalesce(transcribe_wall_s, 0) + coalesce(classify_wall_s, 0)) AS wall_s
+FROM gpu_batches
+WHERE run_date = :d AND transcribe_wall_s IS NOT NULL AND classify_wall_s IS NOT NULL;
+
+-- name: quarantine
+SELECT 'archive' AS kind, a.name AS item, a.error AS reason
+FROM archives a
+WHERE a.run_date = :d AND a.status = 'rejected'
+UNION ALL
+SELECT 'file' AS kind, a.name || ':' || f.member_path AS item, f.error AS reason
+FROM audio_files f
+JOIN archives a ON a.id = f.archive_id
+WHERE a.run_date = :d AND f.status = 'quarantined'
+ORDER BY kind, item;
