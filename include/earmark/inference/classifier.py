@@ -1,0 +1,271 @@
+"""CoPE-A policy classifier: Gemma-2 base + LoRA adapter, merged once at load.
+
+For each content the score is P("1") from a softmax over the logits of the "1" and
+"0" tokens at the prompt's last token, from a single forward pass (no generate).
+Only those two logits are computed: the last real token's hidden state is gathered
+and multiplied with the two lm_head rows, then Gemma-2's final soft-capping applies.
+
+Contents whose prompt exceeds ``max_context_tokens`` are split on token boundaries
+into pieces that fit; the content's score is the max over its pieces.
+
+Speed: pieces are sorted by length and batched with right padding (real tokens keep
+positions 0..n-1 and never see padding). With ``use_prefix_cache`` the policy part
+of the prompt is run once, its KV cache is repeated across the batch, and only the
+per-content suffixes are fed. Each item's suffix is cut from the tokenization of its
+whole prompt, so the ids the model sees are identical to a full pass; an item whose
+prompt tokenization does not start with the prefix ids falls back to a full pass.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+
+from earmark.inference.policies import Policy
+from earmark.inference.prompt import build_prompt, split_prompt
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_ATTN_IMPLEMENTATIONS = ("eager", "flex_attention", "flash_attention_2")
+_SPLIT_MARGIN_TOKENS = 8
+
+
+@dataclass
+class ClassifierOptions:
+    """How to load and run the CoPE-A classifier."""
+
+    base_dir: Path
+    adapter_dir: Path | None
+    device: str = "cpu"
+    dtype: str = "float32"
+    batch_size: int = 8
+    max_context_tokens: int = 8192
+    attn_implementation: str = "eager"
+    use_prefix_cache: bool = True
+    max_batch_tokens: int | None = None  # cap on rows x longest prompt per batch (memory)
+
+
+@dataclass
+class _Item:
+    """One prompt piece to score: ``owner`` is the index of its content."""
+
+    owner: int
+    ids: list[int]
+
+
+@dataclass
+class _Prefix:
+    """Policy prefix token ids and their batch-1 KV cache (computed lazily)."""
+
+    text: str
+    ids: list[int]
+    cache: DynamicCache | None = None
+
+
+class Classifier:
+    """Loads the merged model once; ``score`` returns P(match) per content."""
+
+    def __init__(self, options: ClassifierOptions) -> None:
+        if options.dtype not in _DTYPES:
+            raise ValueError(f"unsupported dtype {options.dtype!r}; use one of {sorted(_DTYPES)}")
+        if options.attn_implementation not in _ATTN_IMPLEMENTATIONS:
+            # Gemma-2 soft-caps attention logits; sdpa cannot, and 5.x refuses it anyway.
+            raise ValueError(
+                f"unsupported attn_implementation {options.attn_implementation!r}; "
+                f"use one of {_ATTN_IMPLEMENTATIONS}"
+            )
+        if options.batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self.options = options
+        self.device = torch.device(options.device)
+        self.tokenizer = AutoTokenizer.from_pretrained(options.base_dir)
+        model = AutoModelForCausalLM.from_pretrained(
+            options.base_dir,
+            dtype=_DTYPES[options.dtype],
+            attn_implementation=options.attn_implementation,
+        )
+        if options.adapter_dir is not None:
+            model = PeftModel.from_pretrained(model, options.adapter_dir).merge_and_unload()
+        self.model = model.to(self.device).eval()
+        self.decoder = self.model.get_decoder()
+        one, zero = (self._single_token_id(t) for t in ("1", "0"))
+        head = self.model.get_output_embeddings().weight
+        self._answer_rows = head[[one, zero]].detach()  # [2, hidden]: row 0 is "1"
+        self._softcap = getattr(self.model.config, "final_logit_softcapping", None)
+        self._pad_id = self.tokenizer.pad_token_id
+        if self._pad_id is None:
+            self._pad_id = self.tokenizer.eos_token_id or 0
+        self._prefix: _Prefix | None = None
+
+    def _single_token_id(self, text: str) -> int:
+        ids = self.tokenizer.encode(text, add_special_tokens=False)
+        if len(ids) != 1:
+            raise ValueError(f"answer token {text!r} is not a single token in this tokenizer")
+        return ids[0]
+
+    # ---- public -------------------------------------------------------------------
+
+    def score(self, policy: Policy | str, contents: list[str]) -> list[float]:
+        """P("1") for each content under ``policy``; each value is in [0, 1]."""
+        policy_text = policy.text if isinstance(policy, Policy) else policy
+        if not contents:
+            return []
+        items = [
+            _Item(owner=i, ids=ids)
+            for i, content in enumerate(contents)
+            for ids in self._piece_ids(policy_text, content)
+        ]
+        piece_scores = self._score_items(policy_text, items)
+        best = [0.0] * len(contents)
+        for item, value in zip(items, piece_scores, strict=True):
+            best[item.owner] = max(best[item.owner], value)
+        return best
+
+    def split_content(self, policy: Policy | str, content: str) -> list[str]:
+        """The pieces ``content`` is cut into so each prompt fits ``max_context_tokens``."""
+        policy_text = policy.text if isinstance(policy, Policy) else policy
+        return [text for text, _ in self._pieces(policy_text, content)]
+
+    # ---- internals ----------------------------------------------------------------
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=True)["input_ids"]
+
+    def _piece_ids(self, policy_text: str, content: str) -> list[list[int]]:
+        return [ids for _, ids in self._pieces(policy_text, content)]
+
+    def _pieces(self, policy_text: str, content: str) -> list[tuple[str, list[int]]]:
+        """``(piece text, prompt ids)`` pairs; a single pair when the whole content fits."""
+        limit = self.options.max_context_tokens
+        whole = self._encode(build_prompt(policy_text, content))
+        if len(whole) <= limit:
+            return [(content, whole)]
+        overhead = len(self._encode(build_prompt(policy_text, "")))
+        budget = limit - overhead - _SPLIT_MARGIN_TOKENS
+        if budget < 1:
+            raise ValueError(
+                f"policy prompt alone needs {overhead} tokens; "
+                f"max_context_tokens={limit} is too small"
+            )
+        enc = self.tokenizer(content, add_special_tokens=False, return_offsets_mapping=True)
+        starts = [start for start, _ in enc["offset_mapping"]]
+        while True:
+            cuts = sorted({starts[k] for k in range(0, len(starts), budget)} | {0})
+            bounds = [*cuts[1:], len(content)]
+            texts = [content[a:b] for a, b in zip(cuts, bounds, strict=True) if b > a]
+            pieces = [(t, self._encode(build_prompt(policy_text, t))) for t in texts]
+            longest = max(len(ids) for _, ids in pieces)
+            if longest <= limit:
+                return pieces
+            if budget == 1:
+                raise ValueError("content could not be split to fit max_context_tokens")
+            budget = max(1, budget - (longest - limit))
+
+    def _score_items(self, policy_text: str, items: list[_Item]) -> list[float]:
+        scores = [0.0] * len(items)
+        prefix = self._get_prefix(policy_text) if self.options.use_prefix_cache else None
+        cached: list[int] = []
+        full: list[int] = []
+        for k, item in enumerate(items):
+            if prefix is not None and self._starts_with_prefix(item.ids, prefix.ids):
+                cached.append(k)
+            else:
+                full.append(k)
+        if prefix is not None and full:
+            log.debug("prefix tokenization mismatch for %d item(s); using full pass", len(full))
+        for batch in self._batches(items, cached):
+            suffixes = [items[k].ids[len(prefix.ids) :] for k in batch]
+            for k, value in zip(batch, self._forward_suffixes(prefix, suffixes), strict=True):
+                scores[k] = value
+        for batch in self._batches(items, full):
+            rows = [items[k].ids for k in batch]
+            for k, value in zip(batch, self._forward_full(rows), strict=True):
+                scores[k] = value
+        return scores
+
+    @staticmethod
+    def _starts_with_prefix(ids: list[int], prefix_ids: list[int]) -> bool:
+        return len(ids) > len(prefix_ids) and ids[: len(prefix_ids)] == prefix_ids
+
+    def _batches(self, items: list[_Item], indices: list[int]) -> list[list[int]]:
+        """Indices sorted by token length, cut into batches of ``batch_size``.
+
+        With ``max_batch_tokens`` a batch also closes once rows x its longest prompt
+        would exceed that budget (a single over-long row still gets its own batch).
+        """
+        order = sorted(indices, key=lambda k: len(items[k].ids))
+        size, budget = self.options.batch_size, self.options.max_batch_tokens
+        batches: list[list[int]] = []
+        current: list[int] = []
+        for k in order:
+            too_many = len(current) >= size
+            too_big = budget is not None and (len(current) + 1) * len(items[k].ids) > budget
+            if current and (too_many or too_big):
+                batches.append(current)
+                current = []
+            current.append(k)
+        if current:
+            batches.append(current)
+        return batches
+
+    def _get_prefix(self, policy_text: str) -> _Prefix:
+        prefix_text, _ = split_prompt(policy_text)
+        if self._prefix is None or self._prefix.text != prefix_text:
+            self._prefix = _Prefix(text=prefix_text, ids=self._encode(prefix_text))
+        return self._prefix
+
+    def _right_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Right-padded ids, 0/1 mask and each row's last real index, on the device."""
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+            mask[i, : len(row)] = 1
+        last = torch.tensor([len(r) - 1 for r in rows], dtype=torch.long)
+        return ids.to(self.device), mask.to(self.device), last.to(self.device)
+
+    def _answer_probability(self, hidden: torch.Tensor, last: torch.Tensor) -> list[float]:
+        """P("1") from the hidden states at each row's last real token."""
+        h = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        logits = (h @ self._answer_rows.T).float()
+        if self._softcap:
+            logits = torch.tanh(logits / self._softcap) * self._softcap
+        return torch.softmax(logits, dim=-1)[:, 0].clamp(0.0, 1.0).cpu().tolist()
+
+    @torch.inference_mode()
+    def _forward_full(self, rows: list[list[int]]) -> list[float]:
+        ids, mask, last = self._right_pad(rows)
+        out = self.decoder(input_ids=ids, attention_mask=mask, use_cache=False)
+        return self._answer_probability(out.last_hidden_state, last)
+
+    @torch.inference_mode()
+    def _prefix_cache(self, prefix: _Prefix) -> DynamicCache:
+        if prefix.cache is None:
+            cache = DynamicCache(config=self.model.config)
+            ids = torch.tensor([prefix.ids], dtype=torch.long, device=self.device)
+            self.decoder(input_ids=ids, cache=cache, use_cache=True)
+            prefix.cache = cache
+        return prefix.cache
+
+    @torch.inference_mode()
+    def _forward_suffixes(self, prefix: _Prefix, suffixes: list[list[int]]) -> list[float]:
+        n = len(prefix.ids)
+        cache = copy.deepcopy(self._prefix_cache(prefix))
+        cache.batch_repeat_interleave(len(suffixes))
+        ids, suffix_mask, last = self._right_pad(suffixes)
+        prefix_mask = torch.ones((len(suffixes), n), dtype=suffix_mask.dtype, device=self.device)
+        mask = torch.cat([prefix_mask, suffix_mask], dim=1)
+        positions = torch.arange(n, n + ids.shape[1], device=self.device).unsqueeze(0)
+        positions = positions.expand(len(suffixes), -1)
+        out = self.decoder(
+            input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True
+        )
+        return self._answer_probability(out.last_hidden_state, last)
