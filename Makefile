@@ -1,0 +1,49 @@
+# Earmark — the targets people expect. `make help` lists them.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DEMO   ?= .demo
+
+.DEFAULT_GOAL := help
+.PHONY: help venv demo ui test test-unit test-integration lint format dags-test clean
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(BIN)/airflow: requirements.txt requirements-dev.txt constraints.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt -c constraints.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
+venv: $(BIN)/airflow  ## Create .venv with every pinned dependency
+
+demo: venv  ## Run a sample day through earmark_daily on the embedded default and print a summary
+	$(BIN)/python -m earmark.demo --home $(DEMO)
+
+ui: venv  ## Start Airflow (standalone) on the demo's home: the same runs in the UI
+	. $(DEMO)/env.sh && $(BIN)/airflow standalone
+
+dags-test: venv  ## airflow dags test earmark_daily DATE=YYYY-MM-DD on the demo's home
+	. $(DEMO)/env.sh && EARMARK_DEADLINE_ALERTS=false $(BIN)/airflow dags test earmark_daily $(DATE)
+
+test: venv  ## Lint and every test (unit, DAG integrity, integration on Postgres)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+test-unit: venv  ## Unit and DAG tests only (no Postgres needed for the SQLite half)
+	$(BIN)/python -m pytest -q tests/unit tests/dags
+
+test-integration: venv  ## The whole DAG against a real Postgres results DB
+	$(BIN)/python -m pytest -q tests/integration
+
+lint: venv  ## ruff
+	$(BIN)/ruff check .
+
+format: venv  ## ruff format + autofix
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:  ## Remove the demo's home and caches (keeps .venv)
+	rm -rf $(DEMO) .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,121 @@
+"""The whole earmark_daily DAG against a real Postgres results DB with the tiny models.
+
+Runs ``airflow dags test`` in a subprocess (SQLite metadata, the results in Postgres), then the
+same day again, then once more with reprocess, and checks the contract tables each time.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from datetime import date
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from earmark.localenv import LocalEnv
+from earmark.store.db import Store
+
+pytestmark = pytest.mark.integration
+DAY = "2026-11-29"
+
+
+def _add_bad_archive(incoming: Path) -> None:
+    """One archive with a garbage .wav beside a good one, and one unsafe archive."""
+    from earmark.intake import sha256_file
+    from earmark.sampledata import generate_day
+
+    scratch = incoming.parent / "scratch"
+    good = generate_day(scratch, date.fromisoformat(DAY), archives=1, files_per_archive=1,
+                        minutes=0.2, seed=99)[0]
+    with tarfile.open(good) as src:
+        member = next(m for m in src.getmembers() if m.isfile())
+        payload = src.extractfile(member).read()
+    mixed = incoming / f"{DAY}-mixed.tar"
+    with tarfile.open(mixed, "w") as tar:
+        for name, data in ((member.name, payload), ("bad/garbage.wav", b"not audio" * 50)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    unsafe = incoming / f"{DAY}-unsafe.tar"
+    with tarfile.open(unsafe, "w") as tar:
+        info = tarfile.TarInfo("../escape.wav")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"RIFF"))
+    for archive in (mixed, unsafe):
+        Path(f"{archive}.sha256").write_text(f"{sha256_file(archive)}  {archive.name}\n")
+
+
+def _snapshot(store: Store) -> dict[str, object]:
+    def q(sql: str) -> object:
+        return store.scalar(sql)
+
+    return {
+        "archives": q("SELECT count(*) FROM archives"),
+        "files": q("SELECT count(*) FROM audio_files"),
+        "transcripts": q("SELECT count(*) FROM transcripts"),
+        "labels": q("SELECT count(*) FROM labels"),
+        "review": q("SELECT count(*) FROM review_queue"),
+        "statuses": dict(store.rows("SELECT status, count(*) FROM audio_files GROUP BY status")),
+    }
+
+
+def test_daily_dag_end_to_end_then_rerun(tmp_path, pg_url):
+    from earmark.demo import run_day
+    from earmark.sampledata import generate_day
+
+    env = LocalEnv(tmp_path, results_db_url=pg_url)
+    env.prepare()
+    incoming = env.data_root / "incoming"
+    generate_day(incoming, date.fromisoformat(DAY), archives=2, files_per_archive=3,
+                 minutes=1.5, seed=7)
+    _add_bad_archive(incoming)
+
+    run_day(env, DAY)
+    store = Store.from_url(pg_url)
+    first = _snapshot(store)
+
+    # Every archive and every file in a known, terminal state.
+    archives = dict(store.rows("SELECT name, status FROM archives"))
+    assert archives[f"{DAY}-unsafe.tar"] == "rejected"
+    assert archives[f"{DAY}-mixed.tar"] == "unpacked"
+    assert sum(s == "unpacked" for s in archives.values()) == 3
+    assert set(first["statuses"]) <= {"classified", "quarantined"}
+    assert first["statuses"]["quarantined"] == 1
+    assert first["files"] == 2 * 3 + 2
+    bad = store.rows("SELECT member_path, error FROM audio_files WHERE status = 'quarantined'")
+    assert bad[0].member_path == "bad/garbage.wav" and bad[0].error
+    assert (env.data_root / "quarantine" / DAY / f"{DAY}-unsafe.tar").exists()
+    assert not (env.data_root / "escape.wav").exists()
+    assert not list(incoming.iterdir())
+
+    # One transcript per classified file; one label per (file, policy); a review item per flag.
+    classified = first["statuses"]["classified"]
+    policies = len(list((Path(__file__).parents[2] / "include" / "policies").glob("*.md")))
+    assert first["transcripts"] == classified
+    assert first["labels"] == classified * policies
+    assert store.scalar("SELECT count(*) FROM (SELECT file_id, policy FROM labels"
+                        " GROUP BY file_id, policy HAVING count(*) > 1) d") == 0
+    flagged = store.rows("SELECT file_id, policy FROM labels WHERE label = 1 ORDER BY 1, 2")
+    queued = store.rows("SELECT file_id, policy FROM review_queue ORDER BY 1, 2")
+    assert [tuple(r) for r in flagged] == [tuple(r) for r in queued]
+    assert store.scalar("SELECT count(*) FROM labels WHERE score < 0 OR score > 1") == 0
+    assert store.scalar("SELECT count(*) FROM gpu_batches WHERE transcribe_wall_s IS NULL") == 0
+
+    # The same day again, the same archives delivered again: nothing new.
+    generate_day(incoming, date.fromisoformat(DAY), archives=2, files_per_archive=3,
+                 minutes=1.5, seed=7)
+    run_day(env, DAY)
+    assert _snapshot(store) == first
+    assert len(list((env.data_root / "processed" / "duplicates").glob("*.tar"))) == 2
+
+    # Reprocess redoes the GPU work and still leaves one row each.
+    before = store.scalar("SELECT max(created_at) FROM transcripts")
+    run_day(env, DAY, reprocess=True)
+    assert _snapshot(store) == first
+    assert store.scalar("SELECT min(created_at) FROM transcripts") > before
+    summary = json.dumps(_snapshot(store), default=str)
+    assert "classified" in summary
+    store.dispose()

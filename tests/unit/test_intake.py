@@ -1,0 +1,148 @@
+"""Archive intake against a real results store (SQLite and Postgres): every archive and every
+file ends in a state that can be queried, with a reason when it is not processed."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from dataclasses import replace
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from earmark.config import Settings
+from earmark.ingest.extract import InsufficientDisk
+from earmark.intake import register_archives, sha256_file, unpack_archive
+from earmark.sampledata import generate_day
+
+DAY = "2026-11-29"
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    s = replace(Settings.from_env(), data_root=tmp_path / "data")
+    s.ensure_layout()
+    return s
+
+
+def _write_tar(path: Path, members: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    Path(f"{path}.sha256").write_text(sha256_file(path) + "\n")
+    return path
+
+
+def _files(store, **where):
+    return store.rows("SELECT member_path, status, error FROM audio_files ORDER BY member_path")
+
+
+def test_sample_day_registers_and_unpacks(settings, store):
+    generate_day(settings.incoming, date.fromisoformat(DAY), archives=2, files_per_archive=3,
+                 minutes=0.5, seed=1)
+    ids = register_archives(settings, store, DAY)
+    assert len(ids) == 2
+    for archive_id in ids:
+        summary = unpack_archive(settings, store, archive_id, workers=2)
+        assert summary.status == "unpacked" and summary.ready == 3 and summary.quarantined == 0
+    assert store.scalar("SELECT count(*) FROM audio_files WHERE status = 'ready'") == 6
+    assert not list(settings.incoming.iterdir())
+    assert len(list((settings.processed / DAY).iterdir())) == 4  # archives + markers
+    for path in store.rows("SELECT path FROM audio_files"):
+        assert Path(path.path).is_file()
+        assert Path(path.path).is_relative_to(settings.audio / DAY)
+
+
+def test_unpack_is_idempotent(settings, store):
+    generate_day(settings.incoming, date.fromisoformat(DAY), archives=1, files_per_archive=2,
+                 minutes=0.2, seed=2)
+    [archive_id] = register_archives(settings, store, DAY)
+    first = unpack_archive(settings, store, archive_id)
+    again = unpack_archive(settings, store, archive_id)
+    assert first == again
+    assert store.scalar("SELECT count(*) FROM audio_files") == 2
+
+
+def test_same_bytes_delivered_again_is_a_no_op(settings, store):
+    day = date.fromisoformat(DAY)
+    generate_day(settings.incoming, day, archives=1, files_per_archive=2, minutes=0.2, seed=3)
+    [archive_id] = register_archives(settings, store, DAY)
+    unpack_archive(settings, store, archive_id)
+    # The same bytes under another name: recognised by sha256, whatever the name.
+    [archive] = generate_day(settings.incoming, day, archives=1, files_per_archive=2,
+                             minutes=0.2, seed=3)
+    renamed = archive.with_name("renamed.tar")
+    archive.rename(renamed)
+    Path(f"{archive}.sha256").rename(f"{renamed}.sha256")
+    assert register_archives(settings, store, DAY) == []
+    assert store.scalar("SELECT count(*) FROM archives") == 1
+    assert (settings.processed / "duplicates" / "renamed.tar").exists()
+    assert not list(settings.incoming.iterdir())
+
+
+def test_archive_without_marker_is_not_touched(settings, store):
+    partial = settings.incoming / "uploading.tar"
+    partial.write_bytes(b"\0" * 1024)
+    assert register_archives(settings, store, DAY) == []
+    assert partial.exists()
+    assert store.scalar("SELECT count(*) FROM archives") == 0
+
+
+def test_checksum_mismatch_is_rejected_with_reason(settings, store):
+    archive = _write_tar(settings.incoming / "cut.tar", {"a.wav": b"x" * 2048})
+    Path(f"{archive}.sha256").write_text("0" * 64 + "\n")
+    assert register_archives(settings, store, DAY) == []
+    row = store.rows("SELECT status, error, path FROM archives")[0]
+    assert row.status == "rejected" and row.error.startswith("checksum_mismatch")
+    assert Path(row.path) == settings.quarantine / DAY / "cut.tar"
+    assert (settings.quarantine / DAY / "cut.tar.reason.json").exists()
+
+
+def test_unsafe_archive_rejected_nothing_written(settings, store):
+    _write_tar(settings.incoming / "evil.tar", {"../../escape.wav": b"RIFF" * 10})
+    [archive_id] = register_archives(settings, store, DAY)
+    summary = unpack_archive(settings, store, archive_id)
+    assert summary.status == "rejected"
+    assert store.scalar("SELECT error FROM archives").startswith("path_traversal")
+    assert not (settings.data_root / "escape.wav").exists()
+    assert not (settings.data_root.parent / "escape.wav").exists()
+    assert not [p for p in settings.audio.rglob("*") if not p.is_dir()]
+    assert (settings.quarantine / DAY / "evil.tar").exists()
+
+
+def test_bad_file_quarantined_rest_of_archive_goes_on(settings, store):
+    [good] = generate_day(settings.data_root / "scratch", date.fromisoformat(DAY), archives=1,
+                          files_per_archive=1, minutes=0.1, seed=4)
+    with tarfile.open(good) as tar:
+        member = next(m for m in tar.getmembers() if m.isfile())
+        payload = tar.extractfile(member).read()
+    _write_tar(settings.incoming / "mixed.tar",
+               {member.name: payload, "empty.wav": b"", "notes.txt": b"hello"})
+    [archive_id] = register_archives(settings, store, DAY)
+    summary = unpack_archive(settings, store, archive_id)
+    assert (summary.ready, summary.quarantined) == (1, 2)
+    rows = {r.member_path: r for r in _files(store)}
+    assert rows["empty.wav"].status == "quarantined"
+    assert rows["empty.wav"].error.split(":")[0] in {"unreadable", "too_short"}
+    assert rows["notes.txt"].error.startswith("unsupported_extension")
+    assert rows[member.name].status == "ready"
+    assert (settings.quarantine / DAY / "mixed" / "empty.wav").exists()
+
+
+def test_disk_full_raises_and_leaves_archive_for_retry(settings, store, monkeypatch):
+    generate_day(settings.incoming, date.fromisoformat(DAY), archives=1, files_per_archive=1,
+                 minutes=0.1, seed=5)
+    [archive_id] = register_archives(settings, store, DAY)
+    import shutil
+
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=1024))
+    with pytest.raises(InsufficientDisk):
+        unpack_archive(settings, store, archive_id)
+    assert store.scalar("SELECT status FROM archives") == "registered"
+    assert len(list(settings.incoming.glob("*.tar"))) == 1
+    monkeypatch.setattr(shutil, "disk_usage", real)
+    assert unpack_archive(settings, store, archive_id).status == "unpacked"
