@@ -19,7 +19,6 @@ from airflow.sdk import (
     task,
     task_group,
 )
-
 from earmark.config import Settings
 from earmark.monitoring import named_queries
 from earmark.schedule import cron_expression, deadline_interval
@@ -237,7 +236,7 @@ def earmark_daily() -> None:
 
         current, store, context = _context()
         status = day_status(current, store, _run_date(context))
-        print(format_summary(status))  # noqa: T201 - the task log is the report's home
+        print(format_summary(status))  # the task log is the report's home
         prune_processed(current)
         if not status.complete:
             raise RuntimeError(f"day {status.run_date} incomplete: files {status.files}")

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -16,15 +19,32 @@ from earmark.config import PROJECT_ROOT, Settings
 from earmark.localenv import LocalEnv
 
 
-def run_day(env: LocalEnv, day: str, *, reprocess: bool = False) -> None:
-    """``airflow dags test`` for ``day`` (the Deadline Alert off: see the README)."""
+def run_day(env: LocalEnv, day: str, *, reprocess: bool = False,
+            log_file: Path | None = None) -> None:
+    """``airflow dags test`` for ``day`` (the Deadline Alert off: see the README).
+
+    Raises ``CalledProcessError`` when the run fails. With ``log_file``, Airflow's output goes
+    there instead of the terminal.
+    """
     conf = json.dumps({"date": day, "reprocess": reprocess})
     environ = env.environ(EARMARK_DEADLINE_ALERTS="false")
-    env.airflow("dags", "test", "earmark_daily", day, "--conf", conf, env=environ)
+    args = ("dags", "test", "earmark_daily", day, "--conf", conf)
+    if log_file is None:
+        env.airflow(*args, env=environ)
+        return
+    with log_file.open("w", encoding="utf-8") as log:
+        subprocess.run([str(Path(sys.executable).parent / "airflow"), *args], env=environ,
+                       stdout=log, stderr=subprocess.STDOUT, check=True)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from earmark.monitoring import day_status, format_summary  # noqa: PLC0415
+    from earmark.monitoring import (  # noqa: PLC0415
+        day_status,
+        format_items,
+        format_summary,
+        quarantine_report,
+        review_items,
+    )
     from earmark.sampledata import generate_day  # noqa: PLC0415
     from earmark.store.db import Store  # noqa: PLC0415
 
@@ -36,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=3.0, help="minutes of audio in all")
     args = parser.parse_args(argv)
 
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     env = LocalEnv(args.home.resolve())
     print(f"Preparing {env.home} (Airflow metadata, gpu pool, tiny models)…", flush=True)
     env.prepare()
@@ -43,14 +65,21 @@ def main(argv: list[str] | None = None) -> int:
                            archives=args.archives, files_per_archive=args.files,
                            minutes=args.minutes, seed=0)
     print(f"Sample day {args.date}: {len(written)} archives in {env.data_root / 'incoming'}")
-    run_day(env, args.date)
-
-    import os  # noqa: PLC0415
+    log_file = env.home / f"dags-test-{args.date}.log"
+    print(f"Running earmark_daily for {args.date} with `airflow dags test` (log: {log_file})…",
+          flush=True)
+    try:
+        run_day(env, args.date, log_file=log_file)
+    except subprocess.CalledProcessError:
+        print("The run FAILED. Last lines of the log:", file=sys.stderr)
+        print("\n".join(log_file.read_text().splitlines()[-40:]), file=sys.stderr)
+        return 1
 
     os.environ.update(env.variables())
     store = Store.from_url(env.store_url())
     print()
     print(format_summary(day_status(Settings.from_env(), store, args.date)))
+    print(format_items(review_items(store, args.date), quarantine_report(store, args.date)))
     print()
     print("Open the same run in the Airflow UI:  make ui   (then http://localhost:8080;")
     print(f"  the admin password is in {env.airflow_home}/simple_auth_manager_passwords.json"

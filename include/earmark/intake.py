@@ -79,7 +79,7 @@ def _move(src: Path, dest_dir: Path) -> Path:
     dest = dest_dir / src.name
     if dest.exists() and not src.samefile(dest):
         dest = dest_dir / f"{src.name}.{int(time.time() * 1000)}"
-    os.replace(src, dest)
+    src.replace(dest)
     return dest
 
 
@@ -203,7 +203,8 @@ def unpack_archive(settings: Settings, store: Store, archive_id: int,
                 "UPDATE archives SET status = 'rejected', error = :e, path = :p,"
                 " updated_at = CURRENT_TIMESTAMP WHERE id = :id AND status = 'registered'"
             ), {"e": f"{rejected.code}: {rejected.detail}", "p": str(moved), "id": archive_id})
-        return _summary(store, store.rows("SELECT * FROM archives WHERE id = :id", id=archive_id)[0])
+        row = store.rows("SELECT * FROM archives WHERE id = :id", id=archive_id)[0]
+        return _summary(store, row)
 
     limits = AudioLimits(max_duration_s=settings.max_audio_seconds)
     members = list(extracted.members)

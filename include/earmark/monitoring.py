@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -114,7 +113,7 @@ def format_summary(status: DayStatus) -> str:
         f"  audio         {status.audio_hours:.2f} h ({status.pending_audio_hours:.2f} h pending)",
         f"  labels        {status.labels} ({status.flagged} flagged)",
         f"  review queue  {counts(status.review_queue)}",
-        f"  throughput    "
+        "  throughput    "
         + (f"{status.throughput_x_realtime}x real time" if status.throughput_x_realtime
            else "n/a"),
         f"  deadline      {status.deadline}: {verdict}",
@@ -128,5 +127,18 @@ def quarantine_report(store: Store, run_date: str) -> list[dict[str, Any]]:
     return [dict(r._mapping) for r in store.rows(query, d=run_date)]
 
 
-def sql_path(name: str) -> Path:
-    return SQL_DIR / f"{name}.sql"
+def review_items(store: Store, run_date: str, limit: int = 10) -> list[dict[str, Any]]:
+    """The day's review items, highest score first."""
+    query = named_queries("day_status")["review_items"]
+    return [dict(r._mapping) for r in store.rows(query, d=run_date)[:limit]]
+
+
+def format_items(items: list[dict[str, Any]], quarantined: list[dict[str, Any]]) -> str:
+    """Review items and quarantine entries as short lines (ids and names only)."""
+    lines = ["Review queue (top by score):"] if items else ["Review queue: empty"]
+    lines += [f"  #{i['id']:<5} {i['status']:<8} {i['policy']:<12} {i['score']:.3f}  "
+              f"{i['archive']}:{i['member_path']}" for i in items]
+    if quarantined:
+        lines.append("Quarantine:")
+        lines += [f"  {q['kind']:<8} {q['item']}  ({q['reason']})" for q in quarantined]
+    return "\n".join(lines)

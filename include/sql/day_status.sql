@@ -55,3 +55,12 @@ FROM audio_files f
 JOIN archives a ON a.id = f.archive_id
 WHERE a.run_date = :d AND f.status = 'quarantined'
 ORDER BY kind, item;
+
+-- name: review_items
+-- The day's review queue, highest score first (ids and names only, never transcript text).
+SELECT r.id, r.status, r.policy, r.score, a.name AS archive, f.member_path
+FROM review_queue r
+JOIN audio_files f ON f.id = r.file_id
+JOIN archives a ON a.id = f.archive_id
+WHERE a.run_date = :d
+ORDER BY r.score DESC, r.id;

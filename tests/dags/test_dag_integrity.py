@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -76,7 +77,7 @@ def test_deadline_configured(daily):
 def test_pipeline_order(daily):
     order = ["check_for_work", "register_archives", "unpack", "plan_batches",
              "gpu_batch.transcribe", "gpu_batch.classify", "noon_check", "report"]
-    for upstream, downstream in zip(order, order[1:], strict=False):
+    for upstream, downstream in itertools.pairwise(order):
         assert upstream in daily.get_task(downstream).upstream_task_ids, (upstream, downstream)
     assert "wait_for_archives" in daily.get_task("register_archives").upstream_task_ids
     sensor = daily.get_task("wait_for_archives")

@@ -13,8 +13,6 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
-
 from earmark.localenv import LocalEnv
 from earmark.store.db import Store
 

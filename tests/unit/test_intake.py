@@ -10,7 +10,6 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-
 from earmark.config import Settings
 from earmark.ingest.extract import InsufficientDisk
 from earmark.intake import register_archives, sha256_file, unpack_archive

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from earmark.store.db import Store, migrations
+
+CONTRACT_TABLES = {"archives", "audio_files", "transcripts", "labels", "review_queue"}
+
+
+def test_migrations_are_numbered_and_ordered():
+    versions = [v for v, _ in migrations()]
+    assert versions == sorted(versions)
+    assert versions[0].startswith("0001_")
+
+
+def test_migrate_creates_contract_tables_once(store):
+    assert store.migrate() == []  # the fixture already migrated
+    names = set(sa.inspect(store.engine).get_table_names())
+    assert names >= CONTRACT_TABLES
+    assert store.schema_version() == migrations()[-1][0]
+
+
+def test_status_values_are_enforced(store):
+    with pytest.raises(sa.exc.IntegrityError), store.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO archives (name, sha256, run_date, status, path)"
+            " VALUES ('a.tar', 'x', '2026-11-29', 'lost', '/x')"))
+
+
+def test_unique_keys_make_inserts_idempotent(store):
+    insert = sa.text(
+        "INSERT INTO archives (name, sha256, run_date, path)"
+        " VALUES (:n, 'same', '2026-11-29', '/x') ON CONFLICT (sha256) DO NOTHING RETURNING id")
+    with store.begin() as conn:
+        first = conn.execute(insert, {"n": "a.tar"}).scalar()
+        second = conn.execute(insert, {"n": "b.tar"}).scalar()
+    assert first is not None and second is None
+    assert store.scalar("SELECT count(*) FROM archives") == 1
+
+
+def test_score_outside_unit_interval_is_rejected(store):
+    with store.begin() as conn:
+        archive = conn.execute(sa.text(
+            "INSERT INTO archives (name, sha256, run_date, path)"
+            " VALUES ('a', 's', '2026-11-29', '/') RETURNING id")).scalar()
+        file_id = conn.execute(sa.text(
+            "INSERT INTO audio_files (archive_id, member_path, path, status)"
+            " VALUES (:a, 'x.wav', '/x.wav', 'ready') RETURNING id"), {"a": archive}).scalar()
+    with pytest.raises(sa.exc.IntegrityError), store.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO labels (file_id, policy, policy_sha, model, score, label)"
+            " VALUES (:f, 'p', 's', 'm', 1.5, 1)"), {"f": file_id})
+
+
+def test_a_failed_migration_leaves_nothing_behind(tmp_path, monkeypatch):
+    from earmark.store import db
+
+    broken = [*migrations(), ("9999_broken", "CREATE TABLE half (id INTEGER); SELECT nonsense(")]
+    monkeypatch.setattr(db, "migrations", lambda: broken)
+    store = Store.from_url(f"sqlite:///{tmp_path / 'r.db'}")
+    with pytest.raises(sa.exc.OperationalError):
+        store.migrate()
+    assert "half" not in sa.inspect(store.engine).get_table_names()
+    assert "archives" not in sa.inspect(store.engine).get_table_names()
