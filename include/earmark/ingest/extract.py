@@ -1,0 +1,456 @@
+"""Unpack an untrusted tar archive (.tar or .tar.gz) into a directory, or reject it.
+
+Why so strict: `tarfile` itself sets no limits and, without a filter, writes through `../`,
+absolute paths and links. Here every header is scanned first, before anything is written:
+only regular files and directories are accepted (any link, device, FIFO or sparse member
+rejects the whole archive), names must be relative, unique after normalisation and within
+length/depth limits, and member count and sizes are capped. Extraction then goes into a
+fresh temporary directory next to the destination (same filesystem) with the `data` filter
+and sanitised modes, and is renamed into place only when complete. On any failure the
+temporary directory is removed, so a destination either holds a complete extraction or
+nothing new.
+
+Errors: `ArchiveRejected` means the input is bad (do not retry); `InsufficientDisk` and any
+other `OSError` (ENOSPC, EIO, ...) are infrastructure problems (retry later).
+
+Truncation: a cut inside a member is always detected. A cut exactly at a member boundary is
+detected because the end-of-archive marker (a zero block) must be present. A cut inside the
+trailing padding after that marker loses no data and is accepted. The archive checksum,
+verified by the caller, remains the authority on completeness.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import gzip
+import os
+import re
+import secrets
+import shutil
+import stat
+import tarfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+__all__ = [
+    "ArchiveRejected",
+    "ExtractLimits",
+    "ExtractResult",
+    "InsufficientDisk",
+    "Member",
+    "safe_extract",
+    "scan_archive",
+]
+
+FILE_MODE = 0o644
+DIR_MODE = 0o755
+NAME_MAX_BYTES = 255  # longest single path component most filesystems accept
+_BLOCK = tarfile.BLOCKSIZE
+_MAX_SINGLE_READ = 4 * 1024 * 1024  # headers (pax, GNU long names) larger than this are bombs
+_COPY_BUFSIZE = 1024 * 1024
+_MAX_GZIP_TRAILER = 1024 * 1024  # decompressed bytes allowed after the tar end marker
+_DISK_BLOCK = 4096
+_GZIP_MAGIC = b"\x1f\x8b"
+_OTHER_COMPRESSION = (b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd", b"PK\x03\x04")
+
+
+@dataclass(frozen=True)
+class ExtractLimits:
+    """Caps applied to every archive before anything is written."""
+
+    max_members: int = 10_000
+    max_member_bytes: int = 2 * 1024**3
+    max_total_bytes: int = 50 * 1024**3
+    max_path_length: int = 255
+    max_path_depth: int = 8
+    free_disk_margin_bytes: int = 1 * 1024**3
+
+
+class ArchiveRejected(Exception):  # noqa: N818 - public name fixed by the API
+    """The archive itself is unacceptable; `code` is a short snake_case reason."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(code, detail)
+        self.code = code
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.detail}"
+
+
+class InsufficientDisk(OSError):  # noqa: N818 - public name fixed by the API
+    """Not enough free space to extract right now; retry later, the archive is fine."""
+
+    def __init__(self, path: Path, needed: int, free: int) -> None:
+        super().__init__(
+            errno.ENOSPC, f"need {needed} bytes (incl. margin), {free} free", str(path)
+        )
+        self.path = Path(path)
+        self.needed = needed
+        self.free = free
+
+    def __reduce__(self) -> tuple[type[InsufficientDisk], tuple[Path, int, int]]:
+        return (type(self), (self.path, self.needed, self.free))
+
+
+@dataclass(frozen=True)
+class Member:
+    """A regular file of the archive: normalised relative posix path and size in bytes."""
+
+    path: str
+    size: int
+
+
+@dataclass(frozen=True)
+class ExtractResult:
+    """Where the archive was extracted and which regular files it holds (archive order)."""
+
+    directory: Path
+    members: tuple[Member, ...]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """A scanned member: its header, renamed to the normalised path that gets extracted."""
+
+    info: tarfile.TarInfo
+    path: str
+
+    @classmethod
+    def of(cls, info: tarfile.TarInfo, path: str) -> _Entry:
+        # Extract under the normalised name, never the raw one ('b/.' would open a directory).
+        return cls(info.replace(name=path, deep=False), path)
+
+
+class _BoundedReader:
+    """File-like wrapper refusing single huge reads, so header bombs fail instead of OOM."""
+
+    def __init__(self, inner: BinaryIO) -> None:
+        self._inner = inner
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0 or size > _MAX_SINGLE_READ:
+            raise ArchiveRejected("corrupt", f"header or read of {size} bytes is too large")
+        return self._inner.read(size)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._inner.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._inner.tell()
+
+
+def _translate(exc: BaseException, opening: bool) -> ArchiveRejected | None:  # noqa: PLR0911
+    """Map a parsing/decompression error to a rejection; None for infrastructure errors."""
+    if isinstance(exc, ArchiveRejected):
+        return exc
+    if isinstance(exc, EOFError):
+        return ArchiveRejected("truncated", f"compressed stream ended early ({exc})")
+    if isinstance(exc, tarfile.ReadError):
+        message = str(exc)
+        if "unexpected end of data" in message:
+            return ArchiveRejected("truncated", message)
+        if message.startswith("zlib error"):  # tarfile's wrapping of a damaged deflate stream
+            return ArchiveRejected("corrupt", message)
+        return ArchiveRejected("not_a_tar" if opening else "corrupt", message)
+    if isinstance(exc, zlib.error | gzip.BadGzipFile):
+        return ArchiveRejected("corrupt", f"gzip stream is damaged ({exc})")
+    if isinstance(exc, tarfile.FilterError):
+        code = {
+            tarfile.OutsideDestinationError: "path_traversal",
+            tarfile.AbsolutePathError: "absolute_path",
+        }.get(type(exc), "unsafe_member_type")
+        return ArchiveRejected(code, str(exc))
+    if isinstance(exc, tarfile.TarError | ValueError | RecursionError):
+        return ArchiveRejected("corrupt", f"{type(exc).__name__}: {exc}")
+    return None
+
+
+@contextlib.contextmanager
+def _rejecting(opening: bool = False) -> Iterator[None]:
+    try:
+        yield
+    except (
+        ArchiveRejected,
+        EOFError,
+        zlib.error,
+        tarfile.TarError,
+        ValueError,
+        RecursionError,
+        gzip.BadGzipFile,
+    ) as exc:
+        rejected = _translate(exc, opening)
+        if rejected is None or rejected is exc:
+            raise
+        raise rejected from exc
+
+
+@contextlib.contextmanager
+def _open_tar(archive: Path) -> Iterator[tarfile.TarFile]:
+    """Open .tar or .tar.gz (decided by content, not name) behind a bounded reader."""
+    with Path(archive).open("rb") as raw:
+        magic = raw.read(8)
+        raw.seek(0)
+        if magic.startswith(_OTHER_COMPRESSION):
+            raise ArchiveRejected("not_a_tar", "unsupported compression (only tar and tar.gz)")
+        stream: BinaryIO = (
+            gzip.GzipFile(fileobj=raw, mode="rb") if magic.startswith(_GZIP_MAGIC) else raw
+        )
+        with contextlib.closing(stream):
+            with _rejecting(opening=True):
+                tf = tarfile.open(fileobj=_BoundedReader(stream), mode="r:")  # noqa: SIM115
+            with tf:
+                tf.copybufsize = _COPY_BUFSIZE
+                yield tf
+
+
+def _show(name: str) -> str:
+    """A member name for error details: repr'd (control chars visible) and length-capped."""
+    return repr(name if len(name) <= 120 else name[:120] + "...")
+
+
+def _member_type_ok(info: tarfile.TarInfo) -> bool:
+    if info.issparse():
+        return False
+    return info.type in (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.DIRTYPE)
+
+
+def _normalise(info: tarfile.TarInfo, limits: ExtractLimits) -> str:
+    """Return the normalised relative posix path ('' for the root itself) or reject."""
+    name = info.name
+    shown = _show(name)
+    if name == "":
+        raise ArchiveRejected("invalid_name", "member with an empty name")
+    if name.startswith("/"):
+        raise ArchiveRejected("absolute_path", f"member {shown} has an absolute path")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ArchiveRejected("invalid_name", f"member {shown} is not valid UTF-8") from None
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in name) or "\\" in name:
+        raise ArchiveRejected("invalid_name", f"member {shown} has control chars or backslash")
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise ArchiveRejected("path_traversal", f"member {shown} contains '..'")
+    path = "/".join(parts)
+    if len(path.encode("utf-8")) > limits.max_path_length or any(
+        len(part.encode("utf-8")) > NAME_MAX_BYTES for part in parts
+    ):
+        raise ArchiveRejected("path_too_long", f"member {shown} has too long a path")
+    if len(parts) > limits.max_path_depth:
+        raise ArchiveRejected(
+            "path_too_deep",
+            f"member {shown} is {len(parts)} levels deep (max {limits.max_path_depth})",
+        )
+    return path
+
+
+class _Layout:
+    """Tracks files and directories seen so far to reject duplicates and file/dir clashes."""
+
+    def __init__(self) -> None:
+        self.files: set[str] = set()
+        self.dirs: set[str] = set()  # explicit
+        self.implied: set[str] = set()  # parents of anything
+
+    def add(self, path: str, is_dir: bool) -> None:
+        shown = _show(path)
+        if path in self.files or path in self.dirs:
+            raise ArchiveRejected("duplicate_member", f"{shown} occurs more than once")
+        if not is_dir and path in self.implied:
+            raise ArchiveRejected("path_conflict", f"{shown} is both a file and a directory")
+        parents = path.split("/")[:-1]
+        for depth in range(1, len(parents) + 1):
+            parent = "/".join(parents[:depth])
+            if parent in self.files:
+                raise ArchiveRejected(
+                    "path_conflict", f"{_show(parent)} is both a file and a directory"
+                )
+            self.implied.add(parent)
+        (self.dirs if is_dir else self.files).add(path)
+
+
+def _scan(tf: tarfile.TarFile, limits: ExtractLimits) -> list[_Entry]:
+    """Read every header (no data written) and enforce all structural rules and limits."""
+    entries: list[_Entry] = []
+    layout = _Layout()
+    count = 0
+    total = 0
+    with _rejecting():
+        for info in tf:
+            count += 1
+            if count > limits.max_members:
+                raise ArchiveRejected("too_many_members", f"more than {limits.max_members} members")
+            if not _member_type_ok(info):
+                raise ArchiveRejected(
+                    "unsafe_member_type",
+                    f"member {_show(info.name)} is not a regular file or directory"
+                    f" (type {info.type!r})",
+                )
+            path = _normalise(info, limits)
+            if info.isdir():
+                if path:  # '.' / './' is the root itself; nothing to create
+                    layout.add(path, is_dir=True)
+                    entries.append(_Entry.of(info, path))
+                continue
+            if not path:
+                raise ArchiveRejected("invalid_name", f"file member {_show(info.name)} has no name")
+            if info.size > limits.max_member_bytes:
+                raise ArchiveRejected(
+                    "member_too_large",
+                    f"member {_show(path)} declares {info.size} bytes"
+                    f" (max {limits.max_member_bytes})",
+                )
+            total += info.size
+            if total > limits.max_total_bytes:
+                raise ArchiveRejected(
+                    "archive_too_large", f"members total more than {limits.max_total_bytes} bytes"
+                )
+            layout.add(path, is_dir=False)
+            entries.append(_Entry.of(info, path))
+        _check_end_marker(tf)
+    return entries
+
+
+def _check_end_marker(tf: tarfile.TarFile) -> None:
+    """Require the zero block that ends a tar; for gzip, also read to the CRC trailer.
+
+    tarfile silently stops at a missing or garbled header, which would hide a cut exactly at
+    a member boundary or a damaged header in the middle.
+    """
+    fileobj = tf.fileobj
+    fileobj.seek(tf.offset)
+    block = fileobj.read(_BLOCK)
+    if len(block) < _BLOCK:
+        raise ArchiveRejected("truncated", f"no end-of-archive marker at offset {tf.offset}")
+    if block.count(0) != _BLOCK:
+        raise ArchiveRejected("corrupt", f"unreadable header at offset {tf.offset}")
+    if isinstance(getattr(fileobj, "_inner", None), gzip.GzipFile):
+        drained = 0
+        while chunk := fileobj.read(_COPY_BUFSIZE):
+            drained += len(chunk)
+            if drained > _MAX_GZIP_TRAILER:
+                raise ArchiveRejected("corrupt", "unexpected data after the end of the tar")
+
+
+def _members(entries: list[_Entry]) -> tuple[Member, ...]:
+    return tuple(Member(e.path, e.info.size) for e in entries if not e.info.isdir())
+
+
+def scan_archive(archive: Path, limits: ExtractLimits = ExtractLimits()) -> tuple[Member, ...]:
+    """Check every header of `archive` against `limits`; return its regular files.
+
+    Nothing is written. Raises `ArchiveRejected` for any unsafe or malformed archive.
+    """
+    with _open_tar(archive) as tf:
+        return _members(_scan(tf, limits))
+
+
+def _space_needed(entries: list[_Entry]) -> int:
+    blocks = sum(-(-e.info.size // _DISK_BLOCK) + 1 for e in entries)
+    return (blocks + 1) * _DISK_BLOCK
+
+
+def _check_free_disk(directory: Path, entries: list[_Entry], limits: ExtractLimits) -> None:
+    needed = _space_needed(entries) + limits.free_disk_margin_bytes
+    free = shutil.disk_usage(directory).free
+    if free < needed:
+        raise InsufficientDisk(directory, needed, free)
+
+
+def _sanitise(member: tarfile.TarInfo, dest_path: str) -> tarfile.TarInfo:
+    """The stdlib `data` filter plus fixed modes and the normalised name."""
+    filtered = tarfile.data_filter(member, dest_path)
+    mode = DIR_MODE if filtered.isdir() else FILE_MODE
+    return filtered.replace(mode=mode, uid=None, gid=None, uname=None, gname=None, deep=False)
+
+
+def _leftover_pattern(name: str) -> re.Pattern[str]:
+    return re.compile(rf"\.(tmp|old)-{re.escape(name)}-[0-9a-f]{{8}}")
+
+
+def _remove_tree(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _remove_stale(parent: Path, name: str) -> None:
+    """Remove temp/old directories a killed earlier attempt for this destination left."""
+    pattern = _leftover_pattern(name)
+    for entry in parent.iterdir():
+        if pattern.fullmatch(entry.name):
+            _remove_tree(entry)
+
+
+def _verify_tree(root: Path, entries: list[_Entry]) -> None:
+    """Everything on disk is exactly what was scanned: no extras, right types and sizes."""
+    expected = {e.path: e.info for e in entries}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            full = Path(dirpath, name)
+            rel = full.relative_to(root).as_posix()
+            st = full.lstat()
+            info = expected.get(rel)
+            if stat.S_ISDIR(st.st_mode) and (info is None or info.isdir()):
+                full.chmod(DIR_MODE)  # implied parents were made with the process umask
+                continue
+            if info is None or not stat.S_ISREG(st.st_mode) or st.st_size != info.size:
+                raise ArchiveRejected("corrupt", f"extracted {rel!r} does not match its header")
+
+
+def _install(tmp: Path, destination: Path) -> None:
+    """Rename the finished extraction into place, replacing an earlier complete one."""
+    if not os.path.lexists(destination):
+        tmp.rename(destination)
+        return
+    old = destination.with_name(f".old-{destination.name}-{secrets.token_hex(4)}")
+    destination.rename(old)
+    try:
+        tmp.rename(destination)
+    except BaseException:
+        old.rename(destination)
+        raise
+    _remove_tree(old)
+
+
+def safe_extract(
+    archive: Path,
+    destination: Path,
+    limits: ExtractLimits = ExtractLimits(),
+) -> ExtractResult:
+    """Extract `archive` into `destination` completely, or leave the filesystem unchanged.
+
+    The archive is scanned first (`scan_archive` rules), free disk is checked, then members
+    are written to `.tmp-<name>-<hex>` inside `destination.parent` and renamed to
+    `destination`. An existing `destination` (e.g. from an earlier complete run) is replaced:
+    it is renamed to `.old-<name>-<hex>`, the new tree renamed in, the old one removed.
+    Leftovers of a killed earlier attempt for the same destination are removed first, so a
+    retry ends in the same state.
+    """
+    destination = Path(destination)
+    parent = destination.parent
+    with _open_tar(archive) as tf:
+        entries = _scan(tf, limits)
+        parent.mkdir(parents=True, exist_ok=True)
+        _check_free_disk(parent, entries, limits)
+        _remove_stale(parent, destination.name)
+        tmp = parent / f".tmp-{destination.name}-{secrets.token_hex(4)}"
+        tmp.mkdir(mode=0o700)
+        try:
+            with _rejecting():
+                # Members were pre-scanned (regular files and dirs only) and are filtered again.
+                tf.extractall(tmp, members=[e.info for e in entries], filter=_sanitise)  # noqa: S202
+            _verify_tree(tmp, entries)
+            tmp.chmod(DIR_MODE)
+            _install(tmp, destination)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return ExtractResult(directory=destination, members=_members(entries))
