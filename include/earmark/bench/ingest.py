@@ -1,0 +1,167 @@
+"""Ingest benchmark: safe extraction + full audio validation + registration vs plain ``tar -xf``.
+
+Generates one archive of about ``--gb`` GB of 16-bit WAV, times ``tar -xf`` of it as the baseline
+and Earmark's unpack (pre-scan, filtered extraction to a temp dir and rename, streaming decode of
+every file, bulk registration in Postgres) in the same run, best of ``--repeat``. Then measures
+the registration rate alone with synthetic rows. Prints figures; asserts nothing about speed.
+
+    python -m earmark.bench.ingest --gb 1 --pg-url postgresql+psycopg://postgres@127.0.0.1/postgres
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import date
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from earmark.config import Settings
+from earmark.intake import register_archives, register_files, unpack_archive
+from earmark.sampledata import generate_day
+from earmark.store.db import Store
+
+# Mixed rates and channels of the sample generator average about 82 kB of WAV per second.
+_WAV_BYTES_PER_SECOND = 82_000
+
+
+@dataclass(frozen=True)
+class IngestFigures:
+    archive_bytes: int
+    files: int
+    tar_s: float
+    checksum_s: float
+    unpack_s: float
+    registration_rows: int
+    registration_s: float
+
+    @property
+    def ratio(self) -> float:
+        return self.unpack_s / self.tar_s
+
+    def lines(self) -> list[str]:
+        mb = self.archive_bytes / 1e6
+        return [
+            f"archive           {mb:,.0f} MB of 16-bit WAV, {self.files} files",
+            f"tar -xf           {self.tar_s:6.2f} s   {mb / self.tar_s:8.1f} MB/s   (baseline)",
+            f"earmark unpack    {self.unpack_s:6.2f} s   {mb / self.unpack_s:8.1f} MB/s"
+            f"   = {self.ratio:.2f}x the time of tar -xf (goal <= 2x)",
+            f"  sha256 check    {self.checksum_s:6.2f} s   {mb / self.checksum_s:8.1f} MB/s"
+            "   (at registration, before extraction)",
+            f"registration      {self.registration_rows / self.registration_s:,.0f} files/s"
+            f"   ({self.registration_rows} rows into Postgres, goal > 5,000/s)",
+        ]
+
+
+@contextmanager
+def _fresh_database(admin_url: str) -> Iterator[str]:
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    name = f"earmark_bench_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin.url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _best(repeat: int, run: Callable[[], float]) -> float:
+    return min(run() for _ in range(repeat))
+
+
+def run(gb: float, files: int, pg_url: str, workdir: Path, repeat: int) -> IngestFigures:
+    source = workdir / "source"
+    day = date(2026, 11, 29)
+    minutes = gb * 1e9 / _WAV_BYTES_PER_SECOND / 60
+    [archive] = generate_day(source, day, archives=1, files_per_archive=files, minutes=minutes,
+                             seed=42, formats=("WAV",))
+    marker = Path(f"{archive}.sha256")
+
+    def tar_once() -> float:
+        target = workdir / "tar-out"
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir()
+        started = time.perf_counter()
+        subprocess.run(["tar", "-xf", str(archive), "-C", str(target)], check=True)
+        elapsed = time.perf_counter() - started
+        shutil.rmtree(target)
+        return elapsed
+
+    checksum_times: list[float] = []
+
+    def unpack_once() -> float:
+        data = workdir / f"data-{uuid.uuid4().hex[:6]}"
+        settings = replace(Settings.from_env(), data_root=data)
+        settings.ensure_layout()
+        (settings.incoming / archive.name).hardlink_to(archive)
+        (settings.incoming / marker.name).write_bytes(marker.read_bytes())
+        with _fresh_database(pg_url) as url:
+            store = Store.from_url(url)
+            started = time.perf_counter()
+            [archive_id] = register_archives(settings, store, day.isoformat())
+            checksum_times.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            summary = unpack_archive(settings, store, archive_id)
+            elapsed = time.perf_counter() - started
+            store.dispose()
+        if summary.ready != files:
+            raise RuntimeError(f"expected {files} ready files, got {summary}")
+        shutil.rmtree(data)
+        return elapsed
+
+    tar_s = _best(repeat, tar_once)
+    unpack_s = _best(repeat, unpack_once)
+    rows, registration_s = _registration_rate(pg_url, 20_000)
+    return IngestFigures(archive.stat().st_size, files, tar_s, min(checksum_times), unpack_s,
+                         rows, registration_s)
+
+
+def _registration_rate(pg_url: str, rows: int) -> tuple[int, float]:
+    with _fresh_database(pg_url) as url:
+        store = Store.from_url(url)
+        store.migrate()
+        with store.begin() as conn:
+            archive_id = conn.execute(sa.text(
+                "INSERT INTO archives (name, sha256, run_date, path)"
+                " VALUES ('bench.tar', 'bench', '2026-11-29', '/bench') RETURNING id")).scalar()
+        records = [{"archive_id": archive_id, "member_path": f"d/{i:06d}.wav", "sha256": "0" * 64,
+                    "path": f"/data/audio/d/{i:06d}.wav", "bytes": 1_000_000, "format": "WAV",
+                    "duration_s": 30.0, "sample_rate": 16000, "channels": 1, "silent": 0,
+                    "status": "ready", "error": None} for i in range(rows)]
+        started = time.perf_counter()
+        register_files(store, archive_id, records)
+        elapsed = time.perf_counter() - started
+        assert store.scalar("SELECT count(*) FROM audio_files") == rows
+        store.dispose()
+    return rows, elapsed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gb", type=float, default=1.0, help="archive size to generate")
+    parser.add_argument("--files", type=int, default=200, help="files in the archive")
+    parser.add_argument("--repeat", type=int, default=2, help="best of this many runs each")
+    parser.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+                        help="a Postgres where this user may create (and drop) databases")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="scratch folder on the volume to measure (default: a temp dir)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(dir=args.workdir) as scratch:
+        figures = run(args.gb, args.files, args.pg_url, Path(scratch), args.repeat)
+    print("\n".join(figures.lines()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
