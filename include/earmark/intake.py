@@ -182,7 +182,8 @@ def _validate(path: Path, limits: AudioLimits) -> AudioInfo | AudioRejected:
 
 
 def unpack_archive(settings: Settings, store: Store, archive_id: int,
-                   workers: int | None = None) -> UnpackSummary:
+                   workers: int | None = None,
+                   limits: ExtractLimits | None = None) -> UnpackSummary:
     """Extract one registered archive safely, validate every file, register them in bulk."""
     row = store.rows("SELECT * FROM archives WHERE id = :id", id=archive_id)[0]
     run_date = str(row.run_date)
@@ -194,7 +195,7 @@ def unpack_archive(settings: Settings, store: Store, archive_id: int,
     marker = archive.with_name(archive.name + MARKER_SUFFIX)
     destination = settings.audio / run_date / _stem(archive.name)
     try:
-        extracted = safe_extract(archive, destination, ExtractLimits())
+        extracted = safe_extract(archive, destination, limits or ExtractLimits())
     except ArchiveRejected as rejected:
         moved = _quarantine_archive(settings, archive, marker, run_date,
                                     rejected.code, rejected.detail)

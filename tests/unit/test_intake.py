@@ -145,3 +145,16 @@ def test_disk_full_raises_and_leaves_archive_for_retry(settings, store, monkeypa
     assert len(list(settings.incoming.glob("*.tar"))) == 1
     monkeypatch.setattr(shutil, "disk_usage", real)
     assert unpack_archive(settings, store, archive_id).status == "unpacked"
+
+
+def test_retention_prunes_old_processed_days_only(settings):
+    from earmark.intake import prune_processed
+
+    for day in ("2026-10-01", "2026-11-20", "duplicates"):
+        (settings.processed / day).mkdir(parents=True)
+        (settings.processed / day / "x.tar").write_bytes(b"x")
+    removed = prune_processed(replace(settings, processed_retention_days=30),
+                              today=date(2026, 11, 30))
+    assert removed == [settings.processed / "2026-10-01"]
+    assert (settings.processed / "2026-11-20" / "x.tar").exists()
+    assert (settings.processed / "duplicates" / "x.tar").exists()
