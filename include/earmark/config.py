@@ -52,8 +52,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EARMARK_BATCH_AUDIO_SECONDS", "14400",
             "Audio seconds per GPU batch (one mapped GPU task each, well under an hour)."),
     Setting("EARMARK_BATCH_MAX_FILES", "2000", "Most files in one GPU batch."),
-    Setting("EARMARK_ASR_BATCH_SIZE", "16", "Whisper generate batch size."),
-    Setting("EARMARK_CLASSIFY_BATCH_SIZE", "16", "CoPE forward-pass batch size."),
+    Setting("EARMARK_ASR_BATCH_SIZE", "64",
+            "Most files per Whisper generate call (on GPU the memory budget may lower it)."),
+    Setting("EARMARK_CLASSIFY_BATCH_SIZE", "64",
+            "Most prompts per CoPE forward pass (on GPU the memory budget may lower it)."),
+    Setting("EARMARK_GPU_MEMORY_GIB", "22",
+            "GPU memory the GPU stage may use; batch sizes are derived from it."),
+    Setting("EARMARK_CLASSIFIER_ATTENTION", "eager",
+            "Gemma-2 attention: eager, flex_attention or flash_attention_2 (never sdpa)."),
     Setting("EARMARK_MAX_AUDIO_SECONDS", "14400", "Longest accepted recording."),
     Setting("EARMARK_PROCESSED_RETENTION_DAYS", "30",
             "Archives in processed/ older than this are pruned."),
@@ -100,6 +106,8 @@ class Settings:
     batch_max_files: int
     asr_batch_size: int
     classify_batch_size: int
+    gpu_memory_gib: float
+    classifier_attention: str
     max_audio_seconds: float
     processed_retention_days: int
 
@@ -127,6 +135,8 @@ class Settings:
             batch_max_files=int(_get("EARMARK_BATCH_MAX_FILES")),
             asr_batch_size=int(_get("EARMARK_ASR_BATCH_SIZE")),
             classify_batch_size=int(_get("EARMARK_CLASSIFY_BATCH_SIZE")),
+            gpu_memory_gib=float(_get("EARMARK_GPU_MEMORY_GIB")),
+            classifier_attention=_get("EARMARK_CLASSIFIER_ATTENTION"),
             max_audio_seconds=float(_get("EARMARK_MAX_AUDIO_SECONDS")),
             processed_retention_days=int(_get("EARMARK_PROCESSED_RETENTION_DAYS")),
         )

@@ -66,24 +66,59 @@ def classifier_model_id(settings: Settings) -> str:
     return f"{settings.base_model_dir.name}+{settings.adapter_dir.name}"
 
 
+# A typical CoPE prompt: a ~1,000-token policy, the template and a few minutes of speech.
+TYPICAL_PROMPT_TOKENS = 2048
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """Device, dtype and batch limits of the GPU stage: the settings, capped by the budget."""
+
+    device: str
+    dtype: str
+    asr_batch: int
+    classify_batch: int
+    classify_max_batch_tokens: int | None = None
+    classify_max_context_tokens: int = 8192
+
+
+def stage_plan(settings: Settings) -> StagePlan:
+    """On a GPU, batch sizes are the smaller of the settings and what the memory budget fits."""
+    device = resolve_device(settings.device)
+    dtype = resolve_dtype(settings.dtype, device)
+    if not device.startswith("cuda"):
+        return StagePlan(device, dtype, settings.asr_batch_size, settings.classify_batch_size)
+    from earmark.inference.budget import batch_sizes  # noqa: PLC0415
+
+    fits = batch_sizes(settings.gpu_memory_gib, classifier_prompt_tokens=TYPICAL_PROMPT_TOKENS,
+                       attn_implementation=settings.classifier_attention,
+                       max_classify_batch=settings.classify_batch_size)
+    return StagePlan(device, dtype, min(settings.asr_batch_size, fits.asr_batch),
+                     fits.classify_batch, fits.classify_max_batch_tokens,
+                     fits.classify_max_context_tokens)
+
+
 def load_transcriber(settings: Settings) -> TranscriberLike:
     from earmark.inference.transcriber import Transcriber, TranscriberOptions  # noqa: PLC0415
 
-    device = resolve_device(settings.device)
+    plan = stage_plan(settings)
     return Transcriber(TranscriberOptions(
-        model_dir=settings.asr_model_dir, device=device,
-        dtype=resolve_dtype(settings.dtype, device), batch_size=settings.asr_batch_size,
-        language=settings.language, max_new_tokens=settings.asr_max_new_tokens,
+        model_dir=settings.asr_model_dir, device=plan.device, dtype=plan.dtype,
+        batch_size=plan.asr_batch, language=settings.language,
+        max_new_tokens=settings.asr_max_new_tokens,
     ))
 
 
 def load_classifier(settings: Settings) -> ClassifierLike:
     from earmark.inference.classifier import Classifier, ClassifierOptions  # noqa: PLC0415
 
-    device = resolve_device(settings.device)
+    plan = stage_plan(settings)
     return Classifier(ClassifierOptions(
-        base_dir=settings.base_model_dir, adapter_dir=settings.adapter_dir, device=device,
-        dtype=resolve_dtype(settings.dtype, device), batch_size=settings.classify_batch_size,
+        base_dir=settings.base_model_dir, adapter_dir=settings.adapter_dir, device=plan.device,
+        dtype=plan.dtype, batch_size=plan.classify_batch,
+        max_batch_tokens=plan.classify_max_batch_tokens,
+        max_context_tokens=plan.classify_max_context_tokens,
+        attn_implementation=settings.classifier_attention,
     ))
 
 
@@ -144,7 +179,11 @@ def transcribe_batch(settings: Settings, store: Store, batch_id: int, *, reproce
             chunk_audio.clear()
 
         paths = [Path(f.path) for f in files]
-        for index, decoded in load_many(paths, 16000, workers=min(4, os.cpu_count() or 1)):
+        # Decode the next chunk while the GPU works on this one. Memory stays bounded: a
+        # planned batch holds at most EARMARK_BATCH_AUDIO_SECONDS of audio.
+        decoded_files = load_many(paths, 16000, workers=min(8, os.cpu_count() or 1),
+                                  prefetch=2 * settings.asr_batch_size)
+        for index, decoded in decoded_files:
             file = files[index]
             if isinstance(decoded, AudioDecodeError):
                 _quarantine_file(store, file.id, f"undecodable: {decoded}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import sqlite3
 import tarfile
 from datetime import date
 from pathlib import Path
@@ -46,6 +47,25 @@ def _add_bad_archive(incoming: Path) -> None:
         Path(f"{archive}.sha256").write_text(f"{sha256_file(archive)}  {archive.name}\n")
 
 
+def _assert_no_transcript_text_leaked(store: Store, env: LocalEnv, log_file: Path) -> None:
+    """Transcripts live in the results DB only: not in logs, XCom or rendered map indexes."""
+    texts = [t for t in store.rows("SELECT text FROM transcripts") if len(t.text.strip()) >= 12]
+    assert texts, "the tiny ASR model produced no transcript long enough to look for"
+    haystacks = {"dags test output": log_file.read_text(errors="replace")}
+    for task_log in (env.airflow_home / "logs").rglob("*"):
+        if task_log.is_file():
+            haystacks[str(task_log)] = task_log.read_text(errors="replace")
+    metadata = sqlite3.connect(env.airflow_home / "airflow.db")
+    haystacks["xcom"] = " ".join(str(v) for (v,) in metadata.execute("SELECT value FROM xcom"))
+    haystacks["map index labels"] = " ".join(str(v) for (v,) in metadata.execute(
+        "SELECT rendered_map_index FROM task_instance"))
+    metadata.close()
+    for row in texts:
+        needle = row.text.strip()[:40]
+        for where, text in haystacks.items():
+            assert needle not in text, f"transcript text found in {where}"
+
+
 def _snapshot(store: Store) -> dict[str, object]:
     def q(sql: str) -> object:
         return store.scalar(sql)
@@ -71,9 +91,11 @@ def test_daily_dag_end_to_end_then_rerun(tmp_path, pg_url):
                  minutes=1.5, seed=7)
     _add_bad_archive(incoming)
 
-    run_day(env, DAY)
+    log_file = tmp_path / "first-run.log"
+    run_day(env, DAY, log_file=log_file)
     store = Store.from_url(pg_url)
     first = _snapshot(store)
+    _assert_no_transcript_text_leaked(store, env, log_file)
 
     # Every archive and every file in a known, terminal state.
     archives = dict(store.rows("SELECT name, status FROM archives"))

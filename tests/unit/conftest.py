@@ -13,6 +13,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory):
     """TinyModelPaths (asr, base, adapter) of tiny random models; a few seconds on CPU."""
-    from earmark.tiny_models import build_tiny_models  # noqa: PLC0415 - keep torch out of other tests
+    from earmark.tiny_models import build_tiny_models
 
     return build_tiny_models(tmp_path_factory.mktemp("tiny-models"))

@@ -53,14 +53,16 @@ def load_many(
     paths: Iterable[Path],
     target_sr: int = WHISPER_SAMPLE_RATE,
     workers: int = 4,
+    prefetch: int | None = None,
 ) -> Iterator[tuple[int, np.ndarray | AudioDecodeError]]:
     """Decode ``paths`` in a thread pool; yield ``(index, audio or error)`` in input order.
 
-    At most ``2 * workers`` decodes are in flight, so memory stays bounded while the
-    consumer is busy (e.g. running the GPU on the previous batch).
+    At most ``prefetch`` (default ``2 * workers``) decodes are in flight, so memory stays
+    bounded while the consumer is busy; a prefetch of one GPU batch lets the next batch decode
+    while the GPU works on the current one.
     """
     workers = max(1, workers)
-    window = 2 * workers
+    window = max(prefetch or 2 * workers, 1)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="earmark-decode") as pool:
         pending: list[tuple[int, Future[np.ndarray | AudioDecodeError]]] = []
         for index, path in enumerate(paths):

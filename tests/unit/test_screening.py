@@ -1,0 +1,135 @@
+"""The GPU stage's orchestration with the tiny real models: idempotent writes, a bad file does
+not lose the batch, flagged labels land in the review queue, the budget caps batch sizes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date
+from pathlib import Path
+
+import pytest
+from earmark.batches import plan_batches
+from earmark.config import Settings
+from earmark.intake import register_archives, unpack_archive
+from earmark.sampledata import generate_day
+from earmark.screening import (
+    classify_batch,
+    load_classifier,
+    load_transcriber,
+    stage_plan,
+    transcribe_batch,
+)
+
+DAY = "2026-11-29"
+
+
+def test_budget_caps_gpu_batches():
+    base = replace(Settings.from_env(), device="cuda", dtype="bfloat16")
+    small = stage_plan(replace(base, gpu_memory_gib=22))
+    large = stage_plan(replace(base, gpu_memory_gib=139))
+    assert small.classify_batch < large.classify_batch
+    assert small.classify_max_batch_tokens < large.classify_max_batch_tokens
+    assert large.asr_batch <= base.asr_batch_size
+
+
+def test_cpu_plan_uses_the_settings():
+    plan = stage_plan(replace(Settings.from_env(), device="cpu", dtype="auto"))
+    assert (plan.device, plan.dtype) == ("cpu", "float32")
+
+
+@pytest.fixture(scope="module")
+def tiny_settings(tiny_models):
+    return replace(
+        Settings.from_env(), device="cpu", dtype="float32", asr_model_dir=tiny_models.asr,
+        base_model_dir=tiny_models.base, adapter_dir=tiny_models.adapter, asr_max_new_tokens=8,
+        flag_threshold=0.42, asr_batch_size=2,
+    )
+
+
+@pytest.fixture(scope="module")
+def models(tiny_settings):
+    """The production loaders, once per module: each task loads its models once too."""
+    return {"transcriber": load_transcriber(tiny_settings),
+            "classifier": load_classifier(tiny_settings)}
+
+
+def transcribe(settings, store, batch_id, models, **kw):
+    return transcribe_batch(settings, store, batch_id, transcriber=models["transcriber"], **kw)
+
+
+def classify(settings, store, batch_id, models, **kw):
+    return classify_batch(settings, store, batch_id, classifier=models["classifier"], **kw)
+
+
+@pytest.fixture
+def day(tmp_path, store, tiny_settings):
+    settings = replace(tiny_settings, data_root=tmp_path / "data")
+    settings.ensure_layout()
+    generate_day(settings.incoming, date.fromisoformat(DAY), archives=1, files_per_archive=4,
+                 minutes=0.5, seed=11)
+    for archive_id in register_archives(settings, store, DAY):
+        unpack_archive(settings, store, archive_id)
+    [batch_id] = plan_batches(store, "run-1", DAY, reprocess=False, max_audio_s=3600,
+                              max_files=100)
+    return settings, store, batch_id
+
+
+def _counts(store):
+    return {t: store.scalar(f"SELECT count(*) FROM {t}")
+            for t in ("transcripts", "labels", "review_queue")}
+
+
+def test_batch_with_a_bad_file_keeps_the_others(day, models):
+    settings, store, batch_id = day
+    victim = store.rows("SELECT id, path FROM audio_files ORDER BY id LIMIT 1")[0]
+    with Path(victim.path).open("r+b") as handle:  # damaged on the volume after validation
+        handle.truncate(20)
+
+    result = transcribe(settings, store, batch_id, models)
+    assert (result.items, result.quarantined) == (3, 1)
+    status = dict(store.rows("SELECT id, status FROM audio_files"))
+    assert status.pop(victim.id) == "quarantined"
+    assert set(status.values()) == {"transcribed"}
+    assert store.scalar("SELECT error FROM audio_files WHERE id = :i", i=victim.id) \
+        .startswith("undecodable")
+
+    classify(settings, store, batch_id, models)
+    assert set(dict(store.rows("SELECT id, status FROM audio_files")).values()) == \
+        {"classified", "quarantined"}
+    counts = _counts(store)
+    assert counts["transcripts"] == 3 and counts["labels"] == 3 * 2  # two policies
+    flagged = store.rows("SELECT file_id, policy, score FROM labels WHERE label = 1 ORDER BY 1, 2")
+    queued = store.rows("SELECT file_id, policy, score FROM review_queue ORDER BY 1, 2")
+    assert [tuple(r) for r in flagged] == [tuple(r) for r in queued]
+    assert all(r.score >= settings.flag_threshold for r in queued)
+
+
+def test_rerun_and_reprocess_leave_one_row_each(day, models):
+    settings, store, batch_id = day
+    transcribe(settings, store, batch_id, models)
+    classify(settings, store, batch_id, models)
+    first = _counts(store)
+
+    again = transcribe(settings, store, batch_id, models)
+    assert (again.items, again.skipped) == (0, 4)
+    assert classify(settings, store, batch_id, models).items == 0
+    assert _counts(store) == first
+
+    redo = transcribe(settings, store, batch_id, models, reprocess=True)
+    assert redo.items == 4
+    assert classify(settings, store, batch_id, models, reprocess=True).items == 8
+    assert _counts(store) == first
+    assert store.scalar("SELECT count(*) FROM gpu_batches WHERE transcribe_wall_s > 0") == 1
+
+
+def test_changed_policy_is_scored_again(day, models, tmp_path):
+    settings, store, batch_id = day
+    transcribe(settings, store, batch_id, models)
+    classify(settings, store, batch_id, models)
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    for source in sorted(settings.policies_dir.glob("*.md")):
+        (policies / source.name).write_text(source.read_text() + "\nRevised.\n")
+    revised = replace(settings, policies_dir=policies)
+    assert classify(revised, store, batch_id, models).items == 8
+    assert store.scalar("SELECT count(DISTINCT policy_sha) FROM labels") == 4
