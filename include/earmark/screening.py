@@ -66,6 +66,11 @@ def classifier_model_id(settings: Settings) -> str:
     return f"{settings.base_model_dir.name}+{settings.adapter_dir.name}"
 
 
+# Fixed prompts to compare a fast attention path against eager when the classifier loads.
+ATTENTION_CHECK_POLICY = "Flag content that threatens a person. " * 40
+ATTENTION_CHECK_CONTENTS = ["Thanks for the lovely afternoon.", "I know where you live. " * 30]
+ATTENTION_CHECK_TOLERANCE = 0.01  # bf16 kernels differ from eager by ~1e-3
+
 # A typical CoPE prompt: a ~1,000-token policy, the template and a few minutes of speech.
 TYPICAL_PROMPT_TOKENS = 2048
 
@@ -113,13 +118,19 @@ def load_classifier(settings: Settings) -> ClassifierLike:
     from earmark.inference.classifier import Classifier, ClassifierOptions  # noqa: PLC0415
 
     plan = stage_plan(settings)
-    return Classifier(ClassifierOptions(
+    classifier = Classifier(ClassifierOptions(
         base_dir=settings.base_model_dir, adapter_dir=settings.adapter_dir, device=plan.device,
         dtype=plan.dtype, batch_size=plan.classify_batch,
         max_batch_tokens=plan.classify_max_batch_tokens,
         max_context_tokens=plan.classify_max_context_tokens,
         attn_implementation=settings.classifier_attention,
     ))
+    drift = classifier.attention_drift(ATTENTION_CHECK_POLICY, ATTENTION_CHECK_CONTENTS)
+    if drift > ATTENTION_CHECK_TOLERANCE:
+        raise RuntimeError(
+            f"{settings.classifier_attention} scores differ from eager by {drift:.4f} on the "
+            "fixed check prompts (soft-capping lost?); use EARMARK_CLASSIFIER_ATTENTION=eager")
+    return classifier
 
 
 def _batch_files(store: Store, batch_id: int) -> list[sa.Row]:

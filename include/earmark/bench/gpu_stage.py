@@ -852,6 +852,10 @@ def _classify_stage(opts: BenchOptions, dirs: ModelDirs, corpus: _Corpus, subset
     # Warm up on another policy text, so the timed run computes its own prefix cache.
     classifier.score("warm-up policy", corpus.contents[:2])
     _score_baseline(classifier, "warm-up policy", corpus.contents[:1])
+    if opts.attn != "eager":
+        drift = classifier.attention_drift(policy, corpus.contents[:4])
+        log(f"attention check: {opts.attn} vs eager on 4 fixed prompts, max |score diff| "
+            f"{drift:.2e}")
 
     log(f"optimized classify: {len(corpus.contents)} items, batch {classify_batch}, "
         f"max batch tokens {max_batch_tokens}, attn {opts.attn}")

@@ -128,6 +128,26 @@ class Classifier:
             best[item.owner] = max(best[item.owner], value)
         return best
 
+    def attention_drift(self, policy: Policy | str, contents: list[str]) -> float:
+        """Largest score difference on ``contents`` between this attention and eager.
+
+        Gemma-2 soft-caps its attention logits; a fast path that drops the cap (sdpa does)
+        still runs but scores differently. Checking a few fixed prompts against eager at load
+        time turns that silent error into a loud one.
+        """
+        current = self.options.attn_implementation
+        if current == "eager":
+            return 0.0
+        fast = self.score(policy, contents)
+        self.model.set_attn_implementation("eager")
+        self._prefix = None
+        try:
+            reference = self.score(policy, contents)
+        finally:
+            self.model.set_attn_implementation(current)
+            self._prefix = None
+        return max(abs(a - b) for a, b in zip(fast, reference, strict=True))
+
     def split_content(self, policy: Policy | str, content: str) -> list[str]:
         """The pieces ``content`` is cut into so each prompt fits ``max_context_tokens``."""
         policy_text = policy.text if isinstance(policy, Policy) else policy
