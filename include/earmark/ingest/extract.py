@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from earmark.ingest.rejection import Rejected
+
 __all__ = [
     "ArchiveRejected",
     "ExtractLimits",
@@ -70,16 +72,8 @@ class ExtractLimits:
     free_disk_margin_bytes: int = 1 * 1024**3
 
 
-class ArchiveRejected(Exception):  # noqa: N818 - public name fixed by the API
+class ArchiveRejected(Rejected):
     """The archive itself is unacceptable; `code` is a short snake_case reason."""
-
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(code, detail)
-        self.code = code
-        self.detail = detail
-
-    def __str__(self) -> str:
-        return f"{self.code}: {self.detail}"
 
 
 class InsufficientDisk(OSError):  # noqa: N818 - public name fixed by the API

@@ -21,6 +21,8 @@ from typing import BinaryIO
 import numpy as np
 import soundfile as sf
 
+from earmark.ingest.rejection import Rejected
+
 __all__ = ["AudioInfo", "AudioLimits", "AudioRejected", "validate_audio"]
 
 SILENCE_FLOOR_DBFS = -200.0  # peak_dbfs reported for digital silence (instead of -inf)
@@ -45,16 +47,8 @@ class AudioLimits:
     allowed_extensions: tuple[str, ...] = (".wav", ".flac")
 
 
-class AudioRejected(Exception):  # noqa: N818 - public name fixed by the API
+class AudioRejected(Rejected):
     """The file is not acceptable audio; `code` is a short snake_case reason."""
-
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(code, detail)
-        self.code = code
-        self.detail = detail
-
-    def __str__(self) -> str:
-        return f"{self.code}: {self.detail}"
 
 
 @dataclass(frozen=True)
