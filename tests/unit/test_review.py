@@ -1,0 +1,73 @@
+"""The RA review queue on both backends: distinct claims under concurrency, leases expire."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from earmark.review import ReviewError, claim_next, release_expired, resolve
+
+NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def queue(store):
+    """Six flagged items with distinct scores."""
+    with store.begin() as conn:
+        archive = conn.execute(sa.text(
+            "INSERT INTO archives (name, sha256, run_date, path, status)"
+            " VALUES ('a.tar', 's', '2026-11-29', '/p', 'unpacked') RETURNING id")).scalar()
+        for i in range(6):
+            file_id = conn.execute(sa.text(
+                "INSERT INTO audio_files (archive_id, member_path, path, status)"
+                " VALUES (:a, :m, :p, 'classified') RETURNING id"),
+                {"a": archive, "m": f"f{i}.wav", "p": f"/audio/f{i}.wav"}).scalar()
+            conn.execute(sa.text(
+                "INSERT INTO review_queue (file_id, policy, score) VALUES (:f, 'harassment', :s)"),
+                {"f": file_id, "s": 0.5 + i / 100})
+    return store
+
+
+def test_claims_highest_score_first_and_never_twice(queue):
+    first = claim_next(queue, "ana", now=NOW)
+    second = claim_next(queue, "ben", now=NOW)
+    assert first.score > second.score
+    assert first.id != second.id
+    assert first.audio_path.startswith("/audio/")
+
+
+def test_concurrent_claims_get_different_items(queue):
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        items = list(pool.map(lambda i: claim_next(queue, f"ra{i}", now=NOW), range(8)))
+    claimed = [item.id for item in items if item is not None]
+    assert len(claimed) == 6 == len(set(claimed))
+    assert items.count(None) == 2
+
+
+def test_expired_claim_returns_to_the_queue(queue):
+    item = claim_next(queue, "ana", lease=timedelta(minutes=5), now=NOW)
+    later = NOW + timedelta(minutes=10)
+    with pytest.raises(ReviewError, match="not held"):
+        resolve(queue, item.id, "ana", "violation", now=later)
+    assert release_expired(queue, now=later) == 1
+    again = claim_next(queue, "ben", now=later)
+    assert again.id == item.id and again.claimed_by == "ben"
+
+
+def test_only_the_holder_resolves_once(queue):
+    item = claim_next(queue, "ana", now=NOW)
+    with pytest.raises(ReviewError):
+        resolve(queue, item.id, "ben", "violation", now=NOW)
+    resolve(queue, item.id, "ana", "no_violation", note="music, no speech", now=NOW)
+    with pytest.raises(ReviewError):
+        resolve(queue, item.id, "ana", "violation", now=NOW)
+    row = queue.rows("SELECT status, decision, note FROM review_queue WHERE id = :i", i=item.id)[0]
+    assert tuple(row) == ("resolved", "no_violation", "music, no speech")
+
+
+def test_bad_decision_refused(queue):
+    item = claim_next(queue, "ana", now=NOW)
+    with pytest.raises(ReviewError, match="decision"):
+        resolve(queue, item.id, "ana", "maybe", now=NOW)
