@@ -1,0 +1,71 @@
+"""``earmark``: operator commands against the results DB.
+
+    earmark migrate                 apply pending schema migrations
+    earmark status [--date D]       where a day stands (counts, throughput, deadline)
+    earmark quarantine [--date D]   every rejected archive and quarantined file, with reasons
+    earmark review-items [--date D] the day's review queue (ids, names, scores)
+
+The results DB is ``--db-url`` or the Airflow connection ``EARMARK_DB_CONN_ID`` (for example
+from ``AIRFLOW_CONN_EARMARK_DB``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from earmark.config import Settings
+from earmark.store.db import Store
+
+
+def _store(args: argparse.Namespace, settings: Settings) -> Store:
+    if args.db_url:
+        return Store.from_url(args.db_url)
+    from earmark.airflow_support import results_store  # noqa: PLC0415
+
+    return results_store(settings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from earmark import monitoring  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(prog="earmark", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--db-url", help="SQLAlchemy URL of the results DB")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("migrate", help="apply pending migrations")
+    for name in ("status", "quarantine", "review-items"):
+        sub = commands.add_parser(name)
+        sub.add_argument("--date", help="YYYY-MM-DD (default: today, local)")
+        sub.add_argument("--json", action="store_true", help="machine-readable output")
+    args = parser.parse_args(argv)
+
+    settings = Settings.from_env()
+    store = _store(args, settings)
+    try:
+        if args.command == "migrate":
+            applied = store.migrate()
+            print(f"applied {', '.join(applied)}" if applied else "schema up to date")
+            return 0
+        day = args.date or datetime.now(ZoneInfo(settings.timezone)).date().isoformat()
+        if args.command == "status":
+            status = monitoring.day_status(settings, store, day)
+            print(json.dumps(status.as_dict()) if args.json else monitoring.format_summary(status))
+        elif args.command == "quarantine":
+            rows = monitoring.quarantine_report(store, day)
+            print(json.dumps(rows) if args.json else
+                  "\n".join(f"{r['kind']:<8} {r['item']}  ({r['reason']})" for r in rows)
+                  or "nothing quarantined")
+        else:
+            items = monitoring.review_items(store, day, limit=1000)
+            print(json.dumps(items, default=str) if args.json else
+                  monitoring.format_items(items, []))
+    finally:
+        store.dispose()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
