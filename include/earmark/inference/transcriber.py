@@ -82,13 +82,16 @@ class Transcriber:
         longform = max(len(a) for a in batch) > self._window_samples
         # Short-form needs exactly 30 s of (silence-padded) features; long-form needs
         # the full length plus an attention mask telling generate where each clip ends.
-        inputs = self.processor(
+        # Log-mel on the model's device: the STFT of a batch of long clips is the costliest CPU
+        # step of the stage, and a GPU does it in milliseconds.
+        inputs = self.processor.feature_extractor(
             [np.asarray(a, dtype=np.float32) for a in batch],
             sampling_rate=SAMPLE_RATE,
             return_tensors="pt",
             truncation=not longform,
             padding="longest" if longform else "max_length",
             return_attention_mask=True,
+            device=str(self.device),
         )
         features = inputs["input_features"].to(self.device, dtype=self.dtype)
         kwargs: dict = {
