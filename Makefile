@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 DEMO   ?= .demo
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo ui test test-unit test-integration lint format dags-test clean
+.PHONY: help venv browser demo ui test test-unit test-integration lint format dags-test clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -28,7 +28,10 @@ ui: venv  ## Start Airflow (standalone) on the demo's home: the same runs in the
 dags-test: venv  ## airflow dags test earmark_daily DATE=YYYY-MM-DD on the demo's home
 	. $(DEMO)/env.sh && EARMARK_DEADLINE_ALERTS=false $(BIN)/airflow dags test earmark_daily $(DATE)
 
-test: venv  ## Lint and every test (unit, DAG integrity, integration on Postgres)
+browser:  ## Debian's headless Chromium for the review UI's browser test (apt; root or sudo)
+	bash .ci/install-browser.sh
+
+test: venv browser  ## Lint and every test (unit, DAG integrity, integration on Postgres, browser)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 

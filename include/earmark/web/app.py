@@ -1,0 +1,236 @@
+"""The RA review FastAPI app: day status, claim, listen and read, decide.
+
+Airflow mounts it at ``/earmark`` (``plugins/earmark_review.py``). Mounted apps are not
+authenticated by Airflow, so every route depends on ``requires_access_view(PLUGINS)``; the
+reviewer is the authenticated Airflow user. Routes stay thin: the queue is ``earmark.review``,
+the counts ``earmark.monitoring``. Transcript text goes into the item page only, never into a
+title, URL or log line.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import date, datetime
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
+from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_view
+from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from earmark import monitoring, review
+from earmark.config import Settings
+from earmark.store.db import Store
+from earmark.web import queries
+
+log = logging.getLogger(__name__)
+
+DECISION_LABELS = {"violation": "Violation", "no_violation": "No violation", "unclear": "Unclear"}
+NOTE_MAX = 2000
+AUDIO_TYPES = {"WAV": "audio/wav", "WAVEX": "audio/wav", "FLAC": "audio/flac", "OGG": "audio/ogg",
+               "MP3": "audio/mpeg"}
+SECURITY_HEADERS = {  # every page and the audio: private, never cached
+    "Cache-Control": "private, no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline';"
+                               " frame-ancestors 'self'; form-action 'self'",
+}
+
+
+def _when(value: str | datetime) -> str:
+    """A timestamp as ``YYYY-MM-DD HH:MM TZ`` in EARMARK_TIMEZONE."""
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    local = moment.astimezone(ZoneInfo(Settings.from_env().timezone))
+    return local.strftime("%Y-%m-%d %H:%M %Z").strip()
+
+
+def _templates() -> Jinja2Templates:
+    env = Environment(loader=PackageLoader("earmark.web", "templates"),
+                      autoescape=select_autoescape(["html"]))
+    env.filters["when"] = _when
+    return Jinja2Templates(env=env)
+
+
+TEMPLATES = _templates()
+
+
+# ---- dependencies ----------------------------------------------------------------------------
+def get_settings() -> Settings:
+    """Settings read from the environment at request time."""
+    return Settings.from_env()
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_store(settings: SettingsDep) -> Iterator[Store]:
+    """The results DB from the Airflow connection, disposed after the request."""
+    from earmark.airflow_support import results_store  # noqa: PLC0415 - Airflow at request time
+
+    store = results_store(settings)
+    try:
+        yield store
+    finally:
+        store.dispose()
+
+
+StoreDep = Annotated[Store, Depends(get_store)]
+
+
+def get_reviewer(user: GetUserDep) -> str:
+    """The authenticated Airflow user's name: who claims and decides."""
+    return user.get_name()
+
+
+ReviewerDep = Annotated[str, Depends(get_reviewer)]
+
+
+def same_origin(request: Request) -> None:
+    """Refuse a cookie-authenticated POST whose Origin (or Referer) is another site (CSRF)."""
+    if request.headers.get("authorization", "").lower().startswith("bearer "):
+        return  # an explicit token is not sent by a browser on its own
+    source = request.headers.get("origin") or request.headers.get("referer") or ""
+    host = request.headers.get("x-forwarded-host") or request.headers.get("host")
+    if not source or urlsplit(source).netloc != host:
+        raise HTTPException(403, "This form must be sent from the Earmark pages themselves.")
+
+
+# ---- rendering -------------------------------------------------------------------------------
+def _base(request: Request) -> str:
+    return request.scope.get("root_path", "").rstrip("/")
+
+
+def render(request: Request, template: str, status_code: int = 200, **context: Any) -> Response:
+    """A page from ``templates/``; ``base`` is the mount prefix for links."""
+    context.setdefault("reviewer", None)
+    return TEMPLATES.TemplateResponse(request, template, {"base": _base(request), **context},
+                                      status_code=status_code, headers=SECURITY_HEADERS)
+
+
+def message(request: Request, status_code: int, title: str, text: str, *,
+            link: str | None = None, link_text: str = "Back to RA review") -> Response:
+    """A friendly message page (errors included)."""
+    return render(request, "message.html", status_code, title=title, message=text,
+                  kind="error" if status_code >= 400 else "", page="",
+                  link=link if link is not None else f"{_base(request)}/review",
+                  link_text=link_text)
+
+
+def _verdict(status: monitoring.DayStatus) -> tuple[str, str]:
+    """(badge class, words) for where the day stands against its deadline."""
+    if not status.archives:
+        return "warn", "No archives registered for this day yet"
+    if status.complete:
+        return ("ok", "Complete, on time") if status.on_time else (
+            "bad", "Complete, AFTER the deadline")
+    if status.on_time is None:
+        return "warn", "In progress, ETA unknown"
+    eta = _when(status.eta or "")
+    return ("ok", f"In progress, ETA {eta}: on time") if status.on_time else (
+        "bad", f"INCOMPLETE, ETA {eta}: after the deadline")
+
+
+# ---- the app ---------------------------------------------------------------------------------
+def create_app() -> FastAPI:
+    """The Earmark pages; every route requires an authenticated Airflow user."""
+    app = FastAPI(title="Earmark RA review", docs_url=None, redoc_url=None, openapi_url=None,
+                  dependencies=[Depends(requires_access_view(AccessView.PLUGINS))])
+
+    @app.exception_handler(review.ReviewError)
+    async def review_error(request: Request, error: review.ReviewError) -> Response:
+        return message(request, 409, "That didn't work", str(error))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        if error.status_code == 401:
+            from airflow.api_fastapi.app import get_auth_manager  # noqa: PLC0415
+
+            login = get_auth_manager().get_url_login(next_url=str(request.url.path))
+            return message(request, 401, "Please sign in",
+                           "The Earmark pages need your Airflow login.", link=login,
+                           link_text="Sign in")
+        return message(request, error.status_code, "That didn't work", str(error.detail))
+
+    @app.get("/", response_class=HTMLResponse, name="status")
+    def status_page(request: Request, settings: SettingsDep, store: StoreDep,
+                    reviewer: ReviewerDep,
+                    day: Annotated[str | None, Query(alias="date")] = None) -> Response:
+        """Where a day stands (default: today in EARMARK_TIMEZONE)."""
+        run_date = _run_date(day, settings)
+        status = monitoring.day_status(settings, store, run_date)
+        return render(request, "status.html", page="status", title=f"Day {run_date}",
+                      reviewer=reviewer, s=status, verdict=_verdict(status),
+                      summary=monitoring.format_summary(status),
+                      items=monitoring.review_items(store, run_date))
+
+    @app.get("/review", response_class=HTMLResponse, name="review")
+    def review_page(request: Request, store: StoreDep, reviewer: ReviewerDep,
+                    empty: bool = False) -> Response:
+        """The reviewer's held item, or a button to claim the next."""
+        return render(request, "review.html", page="review", title="RA review",
+                      reviewer=reviewer, held=queries.held_item(store, reviewer),
+                      queue=queries.queue_counts(store), empty=empty,
+                      lease_minutes=int(review.DEFAULT_LEASE.total_seconds() // 60))
+
+    @app.post("/review/claim", dependencies=[Depends(same_origin)])
+    def claim(request: Request, store: StoreDep, reviewer: ReviewerDep) -> Response:
+        """Claim the next item (or go back to the one already held)."""
+        held = queries.held_item(store, reviewer)
+        item = held.item if held else review.claim_next(store, reviewer)
+        if item is None:
+            return RedirectResponse(f"{_base(request)}/review?empty=1", status_code=303)
+        log.info("review item %s claimed by %s", item.id, reviewer)
+        return RedirectResponse(f"{_base(request)}/review/{item.id}", status_code=303)
+
+    @app.get("/review/{item_id}", response_class=HTMLResponse, name="item")
+    def item_page(request: Request, item_id: int, settings: SettingsDep, store: StoreDep,
+                  reviewer: ReviewerDep) -> Response:
+        """The held item: audio, transcript, policy and the decision form."""
+        held = queries.item_detail(store, item_id, reviewer)
+        return render(request, "item.html", page="review", title=f"Item #{item_id}",
+                      reviewer=reviewer, held=held, note_max=NOTE_MAX,
+                      decisions=list(DECISION_LABELS.items()),
+                      policy=queries.policy_text(settings.policies_dir, held.item.policy))
+
+    @app.post("/review/{item_id}/decide", dependencies=[Depends(same_origin)])
+    def decide(request: Request, item_id: int, store: StoreDep, reviewer: ReviewerDep,
+               decision: Annotated[str, Form()],
+               note: Annotated[str, Form(max_length=NOTE_MAX)] = "") -> Response:
+        """Record the decision on a held item, then back to the review page."""
+        review.resolve(store, item_id, reviewer, decision, note.strip())
+        log.info("review item %s resolved by %s: %s", item_id, reviewer, decision)
+        return RedirectResponse(f"{_base(request)}/review", status_code=303)
+
+    @app.get("/audio/{item_id}", name="audio")
+    def audio(item_id: int, store: StoreDep, reviewer: ReviewerDep) -> Response:
+        """The recording, streamed (Range requests too) to the claim holder only."""
+        try:
+            held = queries.held_by(store, item_id, reviewer)
+        except review.ReviewError as error:
+            raise HTTPException(403, str(error)) from error
+        path = Path(held.item.audio_path)
+        if not path.is_file():
+            raise HTTPException(404, f"the recording of item {item_id} is missing")
+        media = AUDIO_TYPES.get((held.audio_format or "").upper(), "application/octet-stream")
+        return FileResponse(path, media_type=media, content_disposition_type="inline",
+                            headers=SECURITY_HEADERS)
+
+    return app
+
+
+def _run_date(value: str | None, settings: Settings) -> str:
+    """``value`` checked as YYYY-MM-DD, or today in the configured timezone."""
+    if not value:
+        return datetime.now(ZoneInfo(settings.timezone)).date().isoformat()
+    try:
+        return date.fromisoformat(value).isoformat()
+    except ValueError as error:
+        raise HTTPException(400, "date must be YYYY-MM-DD") from error

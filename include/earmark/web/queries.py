@@ -1,0 +1,85 @@
+"""Reads the review pages need beyond ``earmark.review``: the held item, its transcript, policy.
+
+The transcript is returned to the caller only; nothing here logs it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from earmark.review import ReviewError, ReviewItem
+from earmark.store.db import Store
+
+_ITEM_SQL = (
+    "SELECT r.id, r.file_id, r.policy, r.score, r.claimed_by, r.claimed_until, f.path, f.format,"
+    " f.duration_s, f.member_path, a.name AS archive"
+    " FROM review_queue r JOIN audio_files f ON f.id = r.file_id"
+    " JOIN archives a ON a.id = f.archive_id"
+)
+
+
+@dataclass(frozen=True)
+class HeldItem:
+    """A claimed item as its holder sees it (``transcript`` is filled in by ``item_detail``)."""
+
+    item: ReviewItem
+    audio_format: str | None
+    duration_s: float | None
+    source: str
+    transcript: str | None = None
+
+
+def _held(row: sa.Row) -> HeldItem:
+    item = ReviewItem(row.id, row.file_id, row.policy, float(row.score), row.claimed_by,
+                      row.claimed_until, row.path)
+    return HeldItem(item, row.format, row.duration_s, f"{row.archive}:{row.member_path}")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def held_item(store: Store, reviewer: str, now: datetime | None = None) -> HeldItem | None:
+    """The item ``reviewer`` holds an unexpired claim on, if any (the oldest claim first)."""
+    rows = store.rows(
+        _ITEM_SQL + " WHERE r.status = 'claimed' AND r.claimed_by = :who"
+        " AND r.claimed_until >= :now ORDER BY r.claimed_until, r.id LIMIT 1",
+        who=reviewer, now=now or _now())
+    return _held(rows[0]) if rows else None
+
+
+def held_by(store: Store, item_id: int, reviewer: str, now: datetime | None = None) -> HeldItem:
+    """Item ``item_id`` if ``reviewer`` holds an unexpired claim on it; ReviewError otherwise."""
+    rows = store.rows(
+        _ITEM_SQL + " WHERE r.id = :id AND r.status = 'claimed' AND r.claimed_by = :who"
+        " AND r.claimed_until >= :now", id=item_id, who=reviewer, now=now or _now())
+    if not rows:
+        raise ReviewError(f"item {item_id} is not held by {reviewer} (claim expired or taken)")
+    return _held(rows[0])
+
+
+def item_detail(store: Store, item_id: int, reviewer: str) -> HeldItem:
+    """``held_by`` plus the file's newest transcript: for the claim holder's page only."""
+    held = held_by(store, item_id, reviewer)
+    text = store.scalar(
+        "SELECT text FROM transcripts WHERE file_id = :f ORDER BY created_at DESC, id DESC LIMIT 1",
+        f=held.item.file_id)
+    return HeldItem(held.item, held.audio_format, held.duration_s, held.source, text)
+
+
+def policy_text(policies_dir: Path, policy: str) -> str | None:
+    """The text of policy ``policy`` (``<policies_dir>/<policy>.md``); None when absent."""
+    path = policies_dir / f"{policy}.md"
+    if path.parent != policies_dir or not path.is_file():
+        return None
+    return path.read_text(encoding="utf-8").strip()
+
+
+def queue_counts(store: Store) -> dict[str, int]:
+    """The whole review queue by status (all days)."""
+    return {r.status: int(r.n) for r in store.rows(
+        "SELECT status, count(*) AS n FROM review_queue GROUP BY status")}

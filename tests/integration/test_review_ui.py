@@ -1,0 +1,316 @@
+"""The RA review UI plugin in a real ``airflow api-server``: auth, claims, audio, decisions.
+
+Each test starts the api-server (SimpleAuthManager, users ana, ben and cleo) on a LocalEnv home
+with the results DB in a throwaway Postgres database, seeded with flagged items and tiny WAVs.
+The browser test drives Debian's headless Chromium (``.ci/install-browser.sh``) with Playwright.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+import sqlalchemy as sa
+from earmark.localenv import LocalEnv
+from earmark.store.db import Store
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+USERS = ("ana", "ben", "cleo")
+CHROMIUM = Path("/usr/bin/chromium")
+# (member, policy, score, transcript): the transcripts are secrets the logs must never show.
+SEED = [
+    ("a/one.wav", "harassment", 0.91, "SECRET-TRANSCRIPT-ONE you will regret this"),
+    ("a/two.wav", "self_harm", 0.83, "SECRET-TRANSCRIPT-TWO nobody would notice"),
+    ("b/three.wav", "harassment", 0.72, "SECRET-TRANSCRIPT-THREE I know where you live"),
+    ("b/four.wav", "harassment", 0.64, "SECRET-TRANSCRIPT-FOUR just a friendly chat"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _write_wav(path: Path, seconds: float, freq: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(16000 * seconds)) / 16000
+    sf.write(path, (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), 16000,
+             subtype="PCM_16")
+
+
+def _seed(store: Store, audio_dir: Path, run_date: str) -> dict[str, int]:
+    """One archive, a classified file per SEED row, its transcript and a review item; ids."""
+    ids: dict[str, int] = {}
+    with store.begin() as conn:
+        archive = conn.execute(sa.text(
+            "INSERT INTO archives (name, sha256, run_date, status, path, n_files)"
+            " VALUES ('day.tar', 'f00d', :d, 'unpacked', '/x/day.tar', :n) RETURNING id"),
+            {"d": run_date, "n": len(SEED)}).scalar_one()
+        for n, (member, policy, score, text) in enumerate(SEED):
+            path = audio_dir / member
+            _write_wav(path, 2.0 + 0.5 * n, 220.0 * (n + 1))
+            file_id = conn.execute(sa.text(
+                "INSERT INTO audio_files (archive_id, member_path, path, bytes, format, duration_s,"
+                " sample_rate, channels, status) VALUES (:a, :m, :p, :b, 'WAV', :s, 16000, 1,"
+                " 'classified') RETURNING id"),
+                {"a": archive, "m": member, "p": str(path), "b": path.stat().st_size,
+                 "s": 2.0 + 0.5 * n}).scalar_one()
+            conn.execute(sa.text(
+                "INSERT INTO transcripts (file_id, model, text, n_chars) VALUES (:f, 'w', :t, :n)"),
+                {"f": file_id, "t": text, "n": len(text)})
+            ids[member] = conn.execute(sa.text(
+                "INSERT INTO review_queue (file_id, policy, score) VALUES (:f, :p, :s)"
+                " RETURNING id"), {"f": file_id, "p": policy, "s": score}).scalar_one()
+    return ids
+
+
+@dataclass
+class UI:
+    """A running api-server with the plugin, and what the tests need to talk to it."""
+
+    base: str
+    env: LocalEnv
+    store: Store
+    log: Path
+    run_date: str
+    items: dict[str, int]
+    passwords: dict[str, str] = field(default_factory=dict)
+    _tokens: dict[str, str] = field(default_factory=dict)
+
+    def token(self, user: str) -> str:
+        if user not in self._tokens:
+            response = httpx.post(f"{self.base}/auth/token", timeout=30,
+                                  json={"username": user, "password": self.passwords[user]})
+            response.raise_for_status()
+            self._tokens[user] = response.json()["access_token"]
+        return self._tokens[user]
+
+    def client(self, user: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.token(user)}"} if user else {}
+        return httpx.Client(base_url=self.base, headers=headers, timeout=30)
+
+    def row(self, item_id: int) -> sa.Row:
+        return self.store.rows("SELECT * FROM review_queue WHERE id = :i", i=item_id)[0]
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop the api-server and everything it started (its process group)."""
+    if proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@pytest.fixture
+def ui(tmp_path: Path, pg_url: str) -> Iterator[UI]:
+    """The api-server on a fresh LocalEnv home, results DB in Postgres, seeded."""
+    env = LocalEnv(home=tmp_path / "home", results_db_url=pg_url)
+    env.airflow_home.mkdir(parents=True)
+    env.airflow("db", "migrate", capture=True)
+    store = Store.from_url(pg_url)
+    store.migrate()
+    run_date = datetime.now(ZoneInfo(env.timezone)).date().isoformat()
+    items = _seed(store, env.data_root / "audio" / run_date, run_date)
+    port = _free_port()
+    log = tmp_path / "api-server.log"
+    environ = env.environ(AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=",".join(
+        f"{user}:viewer" for user in USERS))
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "airflow"), "api-server", "--host", "127.0.0.1",
+             "--port", str(port), "--workers", "1"],
+            env=environ, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, f"api-server exited:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"api-server not up:\n{log.read_text()[-3000:]}"
+            try:
+                if httpx.get(f"{base}/api/v2/monitor/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        passwords = json.loads(
+            (env.airflow_home / "simple_auth_manager_passwords.json.generated").read_text())
+        yield UI(base, env, store, log, run_date, items, passwords)
+    finally:
+        _stop(proc)
+        store.dispose()
+    text = log.read_text(errors="replace")
+    leaked = [t for *_, t in SEED if t.split()[0] in text]
+    assert not leaked, "transcript text appeared in the api-server log"
+
+
+ROUTES = [("GET", "/earmark/"), ("GET", "/earmark/review"), ("POST", "/earmark/review/claim"),
+          ("GET", "/earmark/review/1"), ("POST", "/earmark/review/1/decide"),
+          ("GET", "/earmark/audio/1")]
+
+
+def test_review_flow_over_http(ui: UI) -> None:
+    """Auth on every route; separate claims; audio for the holder only; decisions; expiry."""
+    anon = ui.client()
+    for method, path in ROUTES:
+        assert anon.request(method, path).status_code == 401, path
+    assert "Sign in" in anon.get("/earmark/review").text
+
+    ana, ben = ui.client("ana"), ui.client("ben")
+    plugins = ana.get("/api/v2/plugins").json()["plugins"]
+    mine = next(p for p in plugins if p["name"] == "earmark_review")
+    assert mine["external_views"][0]["href"] == "/earmark/review"
+    assert ana.get("/api/v2/plugins/importErrors").json()["total_entries"] == 0
+    status = ana.get("/earmark/", params={"date": ui.run_date})
+    assert status.status_code == 200
+    assert "Review queue" in status.text and "pending" in status.text
+    assert ana.get("/earmark/", params={"date": "29/11/2026"}).status_code == 400
+    assert "Claim next" in ana.get("/earmark/review").text
+
+    # Two reviewers, two different items: the two highest scores.
+    claimed_a = ana.post("/earmark/review/claim")
+    claimed_b = ben.post("/earmark/review/claim")
+    assert claimed_a.status_code == claimed_b.status_code == 303
+    item_a = int(claimed_a.headers["location"].rsplit("/", 1)[1])
+    item_b = int(claimed_b.headers["location"].rsplit("/", 1)[1])
+    assert {item_a, item_b} == {ui.items["a/one.wav"], ui.items["a/two.wav"]}
+    assert item_a != item_b
+    # Claiming again while holding an item goes back to the held one.
+    assert ana.post("/earmark/review/claim").headers["location"].endswith(f"/{item_a}")
+
+    # The item page: only for the holder, with the transcript and the policy.
+    page = ana.get(f"/earmark/review/{item_a}")
+    assert page.status_code == 200
+    assert "SECRET-TRANSCRIPT-ONE" in page.text and "Criteria for Classifying" in page.text
+    assert f'src="/earmark/audio/{item_a}"' in page.text
+    assert "no-store" in page.headers["cache-control"]
+    refused = ben.get(f"/earmark/review/{item_a}")
+    assert refused.status_code == 409 and "SECRET" not in refused.text
+
+    # Audio streams to the holder (Range too) and to nobody else.
+    wav = (ui.env.data_root / "audio" / ui.run_date / "a/one.wav").read_bytes()
+    audio = ana.get(f"/earmark/audio/{item_a}")
+    assert audio.status_code == 200 and audio.headers["content-type"] == "audio/wav"
+    assert audio.content == wav
+    part = ana.get(f"/earmark/audio/{item_a}", headers={"Range": "bytes=0-99"})
+    assert part.status_code == 206 and part.content == wav[:100]
+    assert ben.get(f"/earmark/audio/{item_a}").status_code in (403, 409)
+
+    # CSRF: a cookie-authenticated POST from another origin is refused; same origin passes.
+    cookie = httpx.Client(base_url=ui.base, cookies={"_token": ui.token("ana")}, timeout=30)
+    evil = cookie.post(f"/earmark/review/{item_a}/decide", data={"decision": "violation"},
+                       headers={"Origin": "http://evil.example"})
+    assert evil.status_code == 403 and ui.row(item_a).status == "claimed"
+    assert cookie.post(f"/earmark/review/{item_a}/decide", data={"decision": "violation"}
+                       ).status_code == 403  # neither Origin nor Referer
+
+    # Decisions: only the holder, only once, only known decisions.
+    assert ben.post(f"/earmark/review/{item_a}/decide",
+                    data={"decision": "violation"}).status_code == 409
+    assert ana.post(f"/earmark/review/{item_a}/decide",
+                    data={"decision": "maybe"}).status_code == 409
+    done = cookie.post(f"/earmark/review/{item_a}/decide",
+                       data={"decision": "violation", "note": "clear threat"},
+                       headers={"Origin": ui.base})
+    assert done.status_code == 303 and done.headers["location"] == "/earmark/review"
+    row = ui.row(item_a)
+    assert (row.status, row.decision, row.note, row.claimed_by) == (
+        "resolved", "violation", "clear threat", "ana")
+    again = ana.post(f"/earmark/review/{item_a}/decide", data={"decision": "unclear"})
+    assert again.status_code == 409 and "not held by ana" in again.text
+
+    # An expired lease returns the item: ana claims ben's lapsed item, ben is refused.
+    with ui.store.begin() as conn:
+        conn.execute(sa.text("UPDATE review_queue SET claimed_until = :t WHERE id = :i"),
+                     {"t": datetime.now(UTC) - timedelta(minutes=1), "i": item_b})
+    assert "Claim next" in ben.get("/earmark/review").text
+    taken = ana.post("/earmark/review/claim")
+    assert taken.headers["location"].endswith(f"/{item_b}")
+    assert ui.row(item_b).claimed_by == "ana"
+    assert ben.get(f"/earmark/audio/{item_b}").status_code in (403, 409)
+    assert ben.post(f"/earmark/review/{item_b}/decide",
+                    data={"decision": "unclear"}).status_code == 409
+    assert ana.get(f"/earmark/audio/{item_b}").status_code == 200
+
+
+def _need_browser() -> None:
+    """A clear failure, not a skip, when the browser is missing (`make test` installs it)."""
+    missing = [what for what, ok in (
+        ("Debian's chromium (make browser)", CHROMIUM.exists()),
+        ("the playwright package (requirements-dev.txt)",
+         importlib.util.find_spec("playwright") is not None)) if not ok]
+    if missing:
+        pytest.fail(f"browser test needs {' and '.join(missing)}", pytrace=False)
+
+
+def test_review_in_a_real_browser(ui: UI, tmp_path: Path) -> None:
+    """Log in through Airflow's page, claim, hear the audio load, decide, back on the queue."""
+    _need_browser()
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True,
+            viewport={"width": 1366, "height": 900},
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync"])
+        try:
+            page = context.new_page()
+            page.set_default_timeout(20_000)
+            page.goto(f"{ui.base}/auth/login?next=/earmark/review")
+            page.locator("input[name=username], #username").first.fill("cleo")
+            page.locator("input[type=password]").first.fill(ui.passwords["cleo"])
+            page.locator("button[type=submit]").first.click()
+            page.wait_for_url("**/earmark/review")
+            expect(page.get_by_text("Signed in as")).to_contain_text("cleo")
+
+            page.get_by_role("button", name="Claim next").click()
+            page.wait_for_url("**/earmark/review/*")
+            item_id = int(page.url.rsplit("/", 1)[1])
+            expect(page.locator("#transcript")).to_contain_text("SECRET-TRANSCRIPT")
+            duration = page.evaluate("""() => new Promise((ok, fail) => {
+                const audio = document.querySelector('audio');
+                if (audio.readyState >= 1) return ok(audio.duration);
+                audio.addEventListener('loadedmetadata', () => ok(audio.duration));
+                audio.addEventListener('error', () => fail('audio error ' + audio.error.code));
+                audio.load();
+            })""")
+            assert duration > 1.5
+            page.wait_for_timeout(200)  # let the controls paint the duration
+            page.screenshot(path="/tmp/earmark-review.png", full_page=True)
+
+            page.get_by_label("No violation").check()
+            page.fill("#note", "benign, checked by ear")
+            page.get_by_role("button", name="Record decision").click()
+            page.wait_for_url("**/earmark/review")
+            expect(page.get_by_role("button", name="Claim next")).to_be_visible()
+        finally:
+            context.close()
+    row = ui.row(item_id)
+    assert (row.status, row.decision, row.claimed_by, row.note) == (
+        "resolved", "no_violation", "cleo", "benign, checked by ear")
