@@ -129,14 +129,15 @@ def _register_one(settings: Settings, store: Store, marker: Path, run_date: str)
     except ArchiveRejected as rejected:
         _reject_unregistered(settings, store, archive, marker, run_date, rejected)
         return
-    actual = sha256_file(archive)
     if not archive.name.endswith(ARCHIVE_SUFFIXES):
         _reject_unregistered(settings, store, archive, marker, run_date, ArchiveRejected(
             "not_a_tar", f"{archive.name}: expected one of {', '.join(ARCHIVE_SUFFIXES)}"))
         return
+    actual = sha256_file(archive)
     if actual != expected:
         _reject_unregistered(settings, store, archive, marker, run_date, ArchiveRejected(
-            "checksum_mismatch", f"marker says {expected[:12]}…, archive is {actual[:12]}…"))
+            "checksum_mismatch", f"marker says {expected[:12]}…, archive is {actual[:12]}…"),
+            sha=actual)
         return
     with store.begin() as conn:
         new_id = conn.execute(sa.text(
@@ -159,11 +160,12 @@ def _register_one(settings: Settings, store: Store, marker: Path, run_date: str)
 
 def _reject_unregistered(
     settings: Settings, store: Store, archive: Path, marker: Path, run_date: str,
-    rejected: ArchiveRejected,
+    rejected: ArchiveRejected, sha: str | None = None,
 ) -> None:
     moved = _quarantine_archive(settings, archive, marker, run_date, rejected.code, rejected.detail)
     # Keyed on the actual bytes so the same bad delivery is recorded once.
-    sha = sha256_file(moved) if moved.exists() else f"missing:{archive.name}"
+    if sha is None:
+        sha = sha256_file(moved) if moved.exists() else f"missing:{archive.name}"
     with store.begin() as conn:
         conn.execute(sa.text(
             "INSERT INTO archives (name, sha256, run_date, status, path, bytes, error)"
