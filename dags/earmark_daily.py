@@ -62,9 +62,9 @@ def _deadline() -> DeadlineAlert | None:
         interval=deadline_interval(settings),
         callback=AsyncCallback(SmtpNotifier, kwargs={
             **_alert_kwargs,
-            "subject": "[earmark] deadline missed: {{ dag_run.dag_id }} {{ dag_run.run_id }}",
+            "subject": "[earmark] deadline missed: {{ dag_run.dag_id }} {{ dag_run.dag_run_id }}",
             "html_content": (
-                "<p>{{ dag_run.dag_id }} run {{ dag_run.run_id }} (logical date "
+                "<p>{{ dag_run.dag_id }} run {{ dag_run.dag_run_id }} (logical date "
                 "{{ dag_run.logical_date }}) was not finished by its deadline "
                 "{{ deadline.deadline_time }}.</p>"
             ),

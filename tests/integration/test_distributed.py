@@ -1,0 +1,321 @@
+"""earmark_daily on the real distributed topology: Celery workers, Redis, Postgres, SMTP.
+
+One harness (``earmark.harness``) serves the whole module: api-server, scheduler, dag-processor,
+triggerer, a ``default,unpack,transfer`` worker and a ``gpu`` worker (concurrency 1, hostname
+``earmark-gpu-1``), a private Redis with AOF, fresh metadata and results databases and an SMTP
+sink. The results DB and the data root are emptied before each test. Tests run in file order:
+the manual run's end state is the reference the fault tests must reproduce.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+import sqlalchemy as sa
+from earmark.harness import DEFAULT_HOSTNAME, GPU_HOSTNAME, Harness, admin_engine
+
+pytestmark = pytest.mark.distributed
+
+DAY = "2026-11-29"
+SEED = 11
+GPU_TASKS = ("gpu_batch.transcribe", "gpu_batch.classify")
+RUN_TIMEOUT = 420
+REFERENCE: dict[str, object] = {}
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory):
+    h = Harness(tmp_path_factory.mktemp("harness"))
+    started = time.monotonic()
+    try:
+        h.up(unpause=False)
+        print(f"\nharness up in {time.monotonic() - started:.0f}s ({h.home})")
+        yield h
+    finally:
+        h.down()
+
+
+@pytest.fixture(scope="module")
+def scheduled(harness):
+    """Deliver the day of the latest 06:00 London tick, unpause: the scheduler's own run."""
+    h = harness
+    tz = ZoneInfo("Europe/London")
+    now = datetime.now(tz)
+    tick = now.replace(hour=6, minute=0, second=0, microsecond=0)
+    if tick > now:
+        tick -= timedelta(days=1)
+    day = tick.date().isoformat()
+    h.reset_results()
+    _deliver(h, day)
+    h.unpause()
+    deadline = time.monotonic() + 120
+    while not (runs := h.meta_rows(
+            "SELECT run_id, logical_date FROM dag_run WHERE run_type = 'scheduled'")):
+        assert time.monotonic() < deadline, "no scheduled run created after unpausing"
+        time.sleep(1)
+    run_id, logical_date = runs[0]
+    assert logical_date.astimezone(tz).date().isoformat() == day
+    assert h.wait_run(run_id, RUN_TIMEOUT) == "success"
+    return h, run_id, day, _state(h)
+
+
+@pytest.fixture
+def fresh(harness, scheduled):
+    """Empty results DB and data root; every process running and resumed."""
+    for role in ("redis", "worker-gpu"):
+        proc = harness.procs.get(role)
+        if proc is None or not proc.alive():
+            harness.start(role)
+        else:
+            harness.resume(role)
+    harness.wait_worker("worker-gpu")
+    harness.fail_active_runs()  # left over by a failed test
+    harness.reset_results()
+    return harness
+
+
+def _deliver(h: Harness, day: str = DAY) -> None:
+    from earmark.sampledata import generate_day
+
+    generate_day(h.data_root / "incoming", date.fromisoformat(day), archives=2,
+                 files_per_archive=2, minutes=0.4, seed=SEED)
+
+
+def _state(h: Harness) -> dict[str, object]:
+    """The results DB's contract tables, without ids, paths and timestamps."""
+    store = h.results_store()
+    try:
+        key = ("FROM audio_files f JOIN archives a ON a.id = f.archive_id")
+        state = {
+            "archives": [tuple(r) for r in store.rows(
+                "SELECT name, status, n_files FROM archives ORDER BY name")],
+            "files": [tuple(r) for r in store.rows(
+                f"SELECT a.name, f.member_path, f.status {key} ORDER BY 1, 2")],
+            "transcripts": [tuple(r) for r in store.rows(
+                f"SELECT a.name, f.member_path, t.model, t.text {key}"
+                " JOIN transcripts t ON t.file_id = f.id ORDER BY 1, 2")],
+            "labels": [tuple(r) for r in store.rows(
+                f"SELECT a.name, f.member_path, l.policy, l.model, round(l.score::numeric, 4),"
+                f" l.label {key} JOIN labels l ON l.file_id = f.id ORDER BY 1, 2, 3")],
+            "review": [tuple(r) for r in store.rows(
+                f"SELECT a.name, f.member_path, r.policy, r.status {key}"
+                " JOIN review_queue r ON r.file_id = f.id ORDER BY 1, 2, 3")],
+        }
+    finally:
+        store.dispose()
+    return state
+
+
+def _assert_complete(state: dict[str, object]) -> None:
+    """Every file classified, one transcript each, one label per policy, flags queued."""
+    files = state["files"]
+    assert len(files) == 4 and {f[2] for f in files} == {"classified"}, files
+    assert [a[1] for a in state["archives"]] == ["unpacked", "unpacked"]
+    assert len(state["transcripts"]) == 4
+    policies = {row[2] for row in state["labels"]}
+    assert len(policies) >= 2 and len(state["labels"]) == 4 * len(policies)
+    flagged = [(r[0], r[1], r[2]) for r in state["labels"] if r[5] == 1]
+    assert [(r[0], r[1], r[2]) for r in state["review"]] == flagged
+
+
+def _assert_placement(h: Harness, run_id: str) -> None:
+    """Every task succeeded; GPU work on the gpu worker, the rest on the other one."""
+    tis = h.task_instances(run_id)
+    states = {(ti.task_id, ti.map_index): ti.state for ti in tis}
+    assert {s for (task, _), s in states.items() if task != "wait_for_archives"} == {"success"}, \
+        states
+    gpu = [ti for ti in tis if ti.task_id in GPU_TASKS]
+    assert len(gpu) == 2, tis  # 4 short files: one batch, two stages
+    for ti in gpu:
+        assert (ti.queue, ti.pool, ti.hostname) == ("gpu", "gpu", GPU_HOSTNAME), ti
+    unpack = [ti for ti in tis if ti.task_id == "unpack"]
+    assert len(unpack) == 2, tis
+    for ti in unpack:
+        assert (ti.queue, ti.hostname) == ("unpack", DEFAULT_HOSTNAME), ti
+    others = [ti for ti in tis if ti.task_id not in (*GPU_TASKS, "unpack", "wait_for_archives")]
+    assert others and {ti.hostname for ti in others} == {DEFAULT_HOSTNAME}
+
+
+def _run(h: Harness, run_id: str, **trigger) -> str:
+    h.trigger(run_id, **trigger)
+    return h.wait_run(run_id, RUN_TIMEOUT)
+
+
+def _deadline_rows(h: Harness, run_id: str) -> list:
+    return h.meta_rows("SELECT d.deadline_time, d.missed FROM deadline d JOIN dag_run r"
+                       " ON r.id = d.dagrun_id WHERE r.run_id = :r", r=run_id)
+
+
+def _reference(h: Harness) -> dict[str, object]:
+    if "state" not in REFERENCE:  # the manual-run test did not run first (e.g. -k)
+        h.reset_results()
+        _deliver(h)
+        assert _run(h, "reference") == "success"
+        REFERENCE["state"] = _state(h)
+        h.reset_results()
+    return REFERENCE["state"]
+
+
+# ---- runs -----------------------------------------------------------------------------------
+def test_scheduled_run(scheduled):
+    """Unpausing made the scheduler create the latest scheduled run (06:00 Europe/London)."""
+    h, run_id, day, state = scheduled
+    _assert_placement(h, run_id)
+    _assert_complete(state)
+    assert {a[0].split("-b")[0] for a in state["archives"]} == {day}, state["archives"]
+
+
+def test_manual_trigger_then_rerun_and_reprocess(fresh):
+    """The operator's command; the same day again changes nothing; reprocess redoes it."""
+    h = fresh
+    _deliver(h)
+    assert _run(h, "manual", conf={"date": DAY}) == "success"
+    _assert_placement(h, "manual")
+    state = _state(h)
+    _assert_complete(state)
+    REFERENCE["state"] = state
+
+    store = h.results_store()
+    created = store.scalar("SELECT max(created_at) FROM transcripts")
+    # Same day again, the same archives delivered again, with a logical date (so a deadline,
+    # six hours away): nothing new, and no deadline mail once it finishes in time.
+    _deliver(h)
+    assert _run(h, "rerun", conf={"date": DAY},
+                logical_date=datetime.now(UTC)) == "success"
+    assert _state(h) == state
+    assert store.scalar("SELECT max(created_at) FROM transcripts") == created
+    assert len(list((h.data_root / "processed" / "duplicates").glob("*.tar"))) == 2
+    assert not [m for m in h.mails() if "rerun" in m["subject"]]
+    assert all(not row.missed for row in _deadline_rows(h, "rerun"))
+
+    assert _run(h, "reprocess", conf={"date": DAY, "reprocess": True}) == "success"
+    assert _state(h) == state
+    assert store.scalar("SELECT min(created_at) FROM transcripts") > created
+    store.dispose()
+
+
+def test_deadline_missed_mail_then_failure_mail(fresh):
+    """GPU worker frozen (SIGSTOP): the deadline mail arrives; the stuck batch is failed, the run
+    fails and the failure mail arrives; the day rerun afterwards ends in the reference state."""
+    h = fresh
+    reference = _reference(h)
+    _deliver(h)
+    h.pause("worker-gpu")
+    # The deadline is the logical date + 6 h (06:00 -> 12:00): put it 45 s from now.
+    logical = datetime.now(UTC) - timedelta(hours=6) + timedelta(seconds=45)
+    h.trigger("late", conf={"date": DAY}, logical_date=logical)
+    mail = h.wait_mail(lambda m: "deadline missed" in m["subject"] and "late" in m["subject"],
+                       timeout=180)
+    body = mail.get_body(("html", "plain")).get_content()
+    assert "earmark_daily" in mail["subject"] and "late" in body
+    assert logical.strftime("%Y-%m-%d") in body, body
+    assert mail["to"] == "ops@example.org"
+    assert h.run_state("late") == "running"
+    assert [row.missed for row in _deadline_rows(h, "late")] == [True]
+
+    # The operator gives up on the stuck GPU batch; `report` then finds the day incomplete and
+    # fails (it would retry for minutes: the operator fails it too, as one does in the UI).
+    h.wait_ti("late", "gpu_batch.transcribe", ("queued", "scheduled"))
+    h.mark_failed("late", "gpu_batch.transcribe")
+    h.wait_ti("late", "report", ("up_for_retry",), timeout=120)
+    h.mark_failed("late", "report")
+    assert h.wait_run("late", 120) == "failed"
+    failed = h.wait_mail(lambda m: "run failed" in m["subject"] and "late" in m["subject"],
+                         timeout=120)
+    assert "earmark_daily" in failed["subject"]
+
+    h.resume("worker-gpu")
+    assert _run(h, "late_rerun", conf={"date": DAY}) == "success"
+    assert _state(h) == reference
+    assert not [m for m in h.mails() if "late_rerun" in m["subject"]]
+
+
+# ---- faults ---------------------------------------------------------------------------------
+def test_gpu_task_process_killed_mid_batch(fresh):
+    h = fresh
+    reference = _reference(h)
+    _deliver(h)
+    h.trigger("kill_task", conf={"date": DAY})
+    ti = h.wait_ti("kill_task", "gpu_batch.transcribe", ("running",))
+    os.kill(h.task_process(str(ti.id)), signal.SIGKILL)
+    assert h.wait_run("kill_task", RUN_TIMEOUT) == "success"
+    tries = {(t.task_id, t.map_index): t.try_number for t in h.task_instances("kill_task")}
+    assert tries[(ti.task_id, ti.map_index)] == 2, tries
+    _assert_placement(h, "kill_task")
+    assert _state(h) == reference
+
+
+def test_gpu_worker_killed_and_restarted(fresh):
+    h = fresh
+    reference = _reference(h)
+    _deliver(h)
+    h.trigger("kill_worker", conf={"date": DAY})
+    ti = h.wait_ti("kill_worker", "gpu_batch.transcribe", ("running",))
+    h.task_process(str(ti.id))  # the task really started on the gpu worker
+    h.kill("worker-gpu")
+    h.start("worker-gpu")
+    assert h.wait_run("kill_worker", RUN_TIMEOUT) == "success"
+    tries = {(t.task_id, t.map_index): t.try_number for t in h.task_instances("kill_worker")}
+    assert tries[(ti.task_id, ti.map_index)] >= 2, tries
+    _assert_placement(h, "kill_worker")
+    assert _state(h) == reference
+
+
+def test_redis_restarted_with_tasks_queued(fresh):
+    h = fresh
+    reference = _reference(h)
+    _deliver(h)
+    h.stop("worker-gpu")
+    h.trigger("redis", conf={"date": DAY})
+    h.wait_ti("redis", "gpu_batch.transcribe", ("queued",))
+    cli = ["redis-cli", "-p", str(h.ports["redis"])]
+    deadline = time.monotonic() + 30
+    while subprocess.run([*cli, "LLEN", "gpu"], capture_output=True, text=True,
+                         check=True).stdout.strip() != "1":
+        assert time.monotonic() < deadline, "the gpu task never reached the broker"
+        time.sleep(0.5)
+    time.sleep(1.5)  # appendfsync everysec
+    h.kill("redis")  # a crash, not a clean shutdown
+    h.start("redis")
+    deadline = time.monotonic() + 30
+    while True:
+        out = subprocess.run([*cli, "LLEN", "gpu"], capture_output=True, text=True, check=False)
+        if out.returncode == 0 and out.stdout.strip().isdigit():
+            break
+        assert time.monotonic() < deadline, out
+        time.sleep(0.5)
+    assert out.stdout.strip() == "1", "the queued gpu task did not survive the restart (AOF)"
+    h.start("worker-gpu")
+    assert h.wait_run("redis", RUN_TIMEOUT) == "success"
+    _assert_placement(h, "redis")
+    assert _state(h) == reference
+
+
+def test_results_db_connections_terminated_mid_write(fresh):
+    h = fresh
+    reference = _reference(h)
+    _deliver(h)
+    h.trigger("pg_kill", conf={"date": DAY})
+    engine = admin_engine()
+    terminated = 0
+    for stage in GPU_TASKS:
+        h.wait_ti("pg_kill", stage, ("running",))
+        until = time.monotonic() + 8
+        while time.monotonic() < until:
+            with engine.connect() as conn:
+                terminated += conn.execute(sa.text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = :db AND pid <> pg_backend_pid()"), {"db": h.results_db},
+                ).scalar()
+            time.sleep(0.2)
+    engine.dispose()
+    assert terminated > 0
+    assert h.wait_run("pg_kill", RUN_TIMEOUT) == "success"
+    _assert_placement(h, "pg_kill")
+    assert _state(h) == reference
