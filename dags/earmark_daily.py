@@ -135,7 +135,7 @@ def earmark_daily() -> None:
         fs_conn_id="earmark_fs",
         filepath="incoming/*.sha256",
         deferrable=True,
-        poke_interval=60,
+        poke_interval=settings.sensor_poke_seconds,
         timeout=int(deadline_interval(settings).total_seconds()),
     )
 

@@ -35,6 +35,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Local time by which the day must be done; missing it sends an email (HH:MM)."),
     Setting("EARMARK_DEADLINE_ALERTS", "true",
             "Attach the Deadline Alert to the DAG. Only `airflow dags test` runs turn it off."),
+    Setting("EARMARK_SENSOR_POKE_SECONDS", "60",
+            "How often the deferred FileSensor looks for ready markers in incoming/."),
     Setting("EARMARK_ALERT_EMAIL", "ops@example.org", "Where deadline and failure emails go."),
     Setting("EARMARK_SMTP_CONN_ID", "smtp_default", "Airflow SMTP connection used for alerts."),
     Setting("EARMARK_ASR_MODEL_DIR", "/models/whisper-large-v3-turbo",
@@ -91,6 +93,7 @@ class Settings:
     start_time: time
     deadline_time: time
     deadline_alerts: bool
+    sensor_poke_seconds: int
     alert_email: str
     smtp_conn_id: str
     asr_model_dir: Path
@@ -120,6 +123,7 @@ class Settings:
             start_time=_hhmm(_get("EARMARK_START_TIME")),
             deadline_time=_hhmm(_get("EARMARK_DEADLINE_TIME")),
             deadline_alerts=_bool(_get("EARMARK_DEADLINE_ALERTS")),
+            sensor_poke_seconds=int(_get("EARMARK_SENSOR_POKE_SECONDS")),
             alert_email=_get("EARMARK_ALERT_EMAIL"),
             smtp_conn_id=_get("EARMARK_SMTP_CONN_ID"),
             asr_model_dir=Path(_get("EARMARK_ASR_MODEL_DIR")),

@@ -224,6 +224,9 @@ class Harness:
             "EARMARK_FLAG_THRESHOLD": "0.42",
             "EARMARK_BATCH_AUDIO_SECONDS": "14400",
             "EARMARK_BATCH_MAX_FILES": "2000",
+            "EARMARK_GPU_MEMORY_GIB": "22",
+            "EARMARK_CLASSIFIER_ATTENTION": "eager",
+            "EARMARK_SENSOR_POKE_SECONDS": "3",
         }
 
     def _secret(self, kind: str) -> str:

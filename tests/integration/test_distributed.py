@@ -52,7 +52,6 @@ def scheduled(harness):
         tick -= timedelta(days=1)
     day = tick.date().isoformat()
     h.reset_results()
-    _deliver(h, day)
     h.unpause()
     deadline = time.monotonic() + 120
     while not (runs := h.meta_rows(
@@ -61,7 +60,13 @@ def scheduled(harness):
         time.sleep(1)
     run_id, logical_date = runs[0]
     assert logical_date.astimezone(tz).date().isoformat() == day
+    # Nothing has arrived yet: the FileSensor defers to the triggerer and waits for a marker.
+    h.wait_ti(run_id, "wait_for_archives", ("deferred",), timeout=120)
+    _deliver(h, day)
     assert h.wait_run(run_id, RUN_TIMEOUT) == "success"
+    sensor = h.meta_rows("SELECT state FROM task_instance WHERE run_id = :r"
+                         " AND task_id = 'wait_for_archives'", r=run_id)
+    assert sensor[0][0] == "success"
     return h, run_id, day, _state(h)
 
 
