@@ -24,6 +24,11 @@ from earmark.monitoring import named_queries
 from earmark.schedule import cron_expression, deadline_interval
 
 settings = Settings.from_env()
+# GPU tasks: the gpu Celery queue, a pool slot per GPU, a readable batch name, well under an hour.
+GPU_TASK: dict[str, Any] = {
+    "queue": "gpu", "pool": "gpu", "map_index_template": "{{ batch_label }}",
+    "execution_timeout": timedelta(hours=1),
+}
 RUN_DATE = "{{ ti.xcom_pull(task_ids='check_for_work', key='run_date') }}"
 
 DOC = """
@@ -77,6 +82,18 @@ def _context() -> tuple[Settings, Any, dict[str, Any]]:
 
     current = Settings.from_env()
     return current, results_store(current), get_current_context()
+
+
+def _gpu_stage(stage: str, batch_id: int, params: dict[str, Any] | None) -> int:
+    """Run one stage of ``earmark.screening`` on a batch; the batch id goes on to the next."""
+    from earmark import screening  # noqa: PLC0415
+    from earmark.batches import batch_label  # noqa: PLC0415
+
+    current, store, context = _context()
+    context["batch_label"] = batch_label(store, batch_id)
+    getattr(screening, stage)(current, store, batch_id,
+                              reprocess=bool((params or {}).get("reprocess")))
+    return batch_id
 
 
 def _run_date(context: dict[str, Any]) -> str:
@@ -174,31 +191,15 @@ def earmark_daily() -> None:
 
     @task_group
     def gpu_batch(batch_id: int) -> None:
-        @task(queue="gpu", pool="gpu", map_index_template="{{ batch_label }}",
-              execution_timeout=timedelta(hours=1))
+        @task(**GPU_TASK)
         def transcribe(batch_id: int, params: dict[str, Any] | None = None) -> int:
             """Whisper over every pending file of the batch."""
-            from earmark.batches import batch_label  # noqa: PLC0415
-            from earmark.screening import transcribe_batch  # noqa: PLC0415
+            return _gpu_stage("transcribe_batch", batch_id, params)
 
-            current, store, context = _context()
-            context["batch_label"] = batch_label(store, batch_id)
-            transcribe_batch(current, store, batch_id,
-                             reprocess=bool((params or {}).get("reprocess")))
-            return batch_id
-
-        @task(queue="gpu", pool="gpu", map_index_template="{{ batch_label }}",
-              execution_timeout=timedelta(hours=1))
+        @task(**GPU_TASK)
         def classify(batch_id: int, params: dict[str, Any] | None = None) -> int:
             """CoPE-A scores against every policy; flagged items to the review queue."""
-            from earmark.batches import batch_label  # noqa: PLC0415
-            from earmark.screening import classify_batch  # noqa: PLC0415
-
-            current, store, context = _context()
-            context["batch_label"] = batch_label(store, batch_id)
-            classify_batch(current, store, batch_id,
-                           reprocess=bool((params or {}).get("reprocess")))
-            return batch_id
+            return _gpu_stage("classify_batch", batch_id, params)
 
         classify(transcribe(batch_id))
 
