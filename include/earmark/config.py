@@ -65,6 +65,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EARMARK_MAX_AUDIO_SECONDS", "14400", "Longest accepted recording."),
     Setting("EARMARK_PROCESSED_RETENTION_DAYS", "30",
             "Archives in processed/ older than this are pruned."),
+    Setting("EARMARK_TRANSFER_SOURCE", "",
+            "Where earmark_transfer fetches archives from: an ObjectStoragePath URL "
+            "(`file:///srv/dropbox`, `sftp://conn_id@host/path`). Empty: the DAG does nothing."),
+    Setting("EARMARK_TRANSFER_SETTLE_SECONDS", "120",
+            "A source archive without a companion NAME.sha256 is copied only once its size and "
+            "mtime have not changed for this long."),
 )
 
 _DEFAULTS = {s.env: s.default for s in SETTINGS}
@@ -113,6 +119,8 @@ class Settings:
     classifier_attention: str
     max_audio_seconds: float
     processed_retention_days: int
+    transfer_source: str
+    transfer_settle_seconds: int
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -143,6 +151,8 @@ class Settings:
             classifier_attention=_get("EARMARK_CLASSIFIER_ATTENTION"),
             max_audio_seconds=float(_get("EARMARK_MAX_AUDIO_SECONDS")),
             processed_retention_days=int(_get("EARMARK_PROCESSED_RETENTION_DAYS")),
+            transfer_source=_get("EARMARK_TRANSFER_SOURCE"),
+            transfer_settle_seconds=int(_get("EARMARK_TRANSFER_SETTLE_SECONDS")),
         )
 
     @property
@@ -170,7 +180,8 @@ class Settings:
 def settings_table_markdown() -> str:
     """The configuration table for the README, from ``SETTINGS``."""
     rows = ["| variable | default | meaning |", "|---|---|---|"]
-    rows += [f"| `{s.env}` | `{s.default}` | {s.help} |" for s in SETTINGS]
+    rows += [f"| `{s.env}` | {f'`{s.default}`' if s.default else '(empty)'} | {s.help} |"
+             for s in SETTINGS]
     return "\n".join(rows)
 
 

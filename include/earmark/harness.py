@@ -227,6 +227,7 @@ class Harness:
             "EARMARK_GPU_MEMORY_GIB": "22",
             "EARMARK_CLASSIFIER_ATTENTION": "eager",
             "EARMARK_SENSOR_POKE_SECONDS": "3",
+            "EARMARK_TRANSFER_SOURCE": "",
         }
 
     def _secret(self, kind: str) -> str:

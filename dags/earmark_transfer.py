@@ -1,0 +1,86 @@
+"""Earmark's transfer DAG: wiring and docs only; the logic lives in ``include/earmark/transfer``."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.sdk import CronTriggerTimetable, dag, get_current_context, task
+from earmark.config import Settings
+
+settings = Settings.from_env()
+
+DOC = """
+# earmark_transfer
+
+Copies new archives from the transfer source (`EARMARK_TRANSFER_SOURCE`, an ObjectStoragePath URL:
+`file:///srv/dropbox`, or `sftp://conn_id@host/path` where configured) into `incoming/`, keeping
+the `incoming/` contract of `earmark_daily`. Runs every 10 minutes, one run at a time, on the
+`transfer` queue. With the source unset it does nothing and says so in the `discover` log.
+
+1. **discover** lists the source. An archive is complete when a companion `NAME.sha256` sits
+   beside it, else once its size and mtime have not changed for
+   `EARMARK_TRANSFER_SETTLE_SECONDS` (a file still uploading is never copied). Each complete
+   archive gets one row in the `transfers` ledger; the task returns the ids of `pending` rows.
+2. **copy** (mapped per ledger row, labelled with the archive name): streams the source to
+   `incoming/.NAME.partial` hashing on the fly, checks the companion digest, fsyncs, renames to
+   `incoming/NAME`, then writes `incoming/NAME.sha256` **last** (write-then-rename) and marks the
+   row `copied`.
+
+Every source archive ends `copied` or `failed` (reason in `error`, e.g. `checksum_mismatch`; the
+partial file removed, nothing in `incoming/`). Reruns and redelivered tasks copy nothing twice,
+even after `earmark_daily` has moved an archive on to `processed/`. Infrastructure errors (source
+unreachable, disk full) fail the task so Airflow retries. A `failed` row is retried when the
+source file changes; see the ledger with `SELECT status, count(*) FROM transfers GROUP BY status`.
+"""
+
+
+def _context() -> tuple[Settings, Any, dict[str, Any]]:
+    from earmark.airflow_support import results_store  # noqa: PLC0415
+
+    current = Settings.from_env()
+    return current, results_store(current), get_current_context()
+
+
+@dag(
+    dag_id="earmark_transfer",
+    schedule=CronTriggerTimetable("*/10 * * * *", timezone=settings.timezone),
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=DOC,
+    tags=["earmark", "transfer"],
+    default_args={
+        "queue": "transfer",
+        "retries": 3,
+        "retry_delay": timedelta(minutes=1),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": timedelta(minutes=10),
+    },
+)
+def earmark_transfer() -> None:
+    @task(queue="transfer")
+    def discover() -> list[int]:
+        """Record complete source archives in the ledger; ids of those still to copy."""
+        from earmark.transfer import discover as discover_source  # noqa: PLC0415
+
+        current, store, _ = _context()
+        store.migrate()
+        return discover_source(current, store)
+
+    @task(queue="transfer", map_index_template="{{ transfer_label }}",
+          execution_timeout=timedelta(hours=2))
+    def copy(transfer_id: int) -> dict[str, Any]:
+        """Copy one archive into incoming/, its ready marker last."""
+        from dataclasses import asdict  # noqa: PLC0415
+
+        from earmark.transfer import copy_one, transfer_name  # noqa: PLC0415
+
+        current, store, context = _context()
+        context["transfer_label"] = transfer_name(store, transfer_id)
+        return asdict(copy_one(current, store, transfer_id))
+
+    copy.expand(transfer_id=discover())
+
+
+earmark_transfer()

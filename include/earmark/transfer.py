@@ -1,0 +1,303 @@
+"""Archive transfer: copy settled archives from a source into ``incoming/``, marker last.
+
+The source is an Airflow ``ObjectStoragePath`` URL (``file:///srv/dropbox``, or
+``sftp://conn_id@host/path`` where an SFTP connection is configured). A source archive is complete
+when a companion ``NAME.sha256`` sits beside it, or else once its size and mtime have not changed
+for ``EARMARK_TRANSFER_SETTLE_SECONDS``; a file still being uploaded is never copied.
+
+Every settled source archive gets one row in the ``transfers`` ledger (keyed by its URI) and ends
+``copied`` or ``failed`` (reason in ``error``), so a rerun or a redelivered task never copies a file
+twice, even after the daily DAG has moved it on from ``incoming/``. A copy streams to
+``incoming/.NAME.partial`` while hashing, checks the companion digest, fsyncs, renames to
+``incoming/NAME`` and only then writes ``incoming/NAME.sha256`` (write-then-rename): the daily
+DAG's ready marker. Input problems (digest mismatch, vanished source file) are recorded, not
+raised; infrastructure problems (source unreachable, disk full, DB down) raise so Airflow retries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from earmark.config import Settings
+from earmark.store.db import Store
+
+log = logging.getLogger(__name__)
+
+MARKER_SUFFIX = ".sha256"  # as earmark.intake (not imported: it pulls in the audio stack)
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+_CHUNK = 4 * 1024 * 1024
+_LOCK_BUCKETS = 64
+_HEX = frozenset("0123456789abcdef")
+
+
+@dataclass(frozen=True)
+class SourceArchive:
+    """One archive seen at the source."""
+
+    uri: str
+    name: str
+    bytes: int
+    mtime: float
+    has_companion: bool
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    """What one copy did: safe for XCom and logs."""
+
+    transfer_id: int
+    name: str
+    status: str
+    action: str  # copied | already_done | recovered | failed
+    error: str | None = None
+
+
+def _source_path(uri: str) -> Any:
+    from airflow.sdk import ObjectStoragePath  # noqa: PLC0415 - Airflow only when transferring
+
+    return ObjectStoragePath(uri)
+
+
+def _stat(path: Any) -> tuple[int, float]:
+    st = path.stat()
+    size = getattr(st, "st_size", None)
+    mtime = getattr(st, "st_mtime", None)
+    if size is None or mtime is None:  # some fsspec backends answer with a plain dict
+        size = st.get("size")
+        mtime = st.get("mtime") or st.get("LastModified") or st.get("modified")
+    if isinstance(mtime, datetime):
+        mtime = mtime.timestamp()
+    return int(size), float(mtime)
+
+
+def is_archive(name: str) -> bool:
+    return name.endswith(ARCHIVE_SUFFIXES) and not name.startswith(".")
+
+
+def list_source(source: str) -> tuple[list[SourceArchive], list[str]]:
+    """Archives at ``source`` (top level) and the names of the other files there (ignored)."""
+    root = _source_path(source)
+    entries = {p.name: p for p in root.iterdir() if p.is_file()}
+    archives, ignored = [], []
+    for name in sorted(entries):
+        if is_archive(name):
+            size, mtime = _stat(entries[name])
+            archives.append(SourceArchive(str(entries[name]), name, size, mtime,
+                                          f"{name}{MARKER_SUFFIX}" in entries))
+        elif not (name.endswith(MARKER_SUFFIX) and is_archive(name.removesuffix(MARKER_SUFFIX))):
+            ignored.append(name)
+    return archives, ignored
+
+
+def is_settled(archive: SourceArchive, settle_seconds: float, now: float) -> bool:
+    """Complete: a companion digest exists, or size and mtime are unchanged for the settle time."""
+    return archive.has_companion or now - archive.mtime >= settle_seconds
+
+
+def discover(settings: Settings, store: Store, now: float | None = None) -> list[int]:
+    """List the source, record every settled archive in the ledger; ids of ``pending`` rows.
+
+    A ``failed`` row goes back to ``pending`` when the source file changed (size or mtime), so a
+    re-upload is retried; a ``copied`` row is never touched again.
+    """
+    if not settings.transfer_source:
+        log.info("EARMARK_TRANSFER_SOURCE is empty: nothing to transfer")
+        return []
+    now = time.time() if now is None else now
+    archives, ignored = list_source(settings.transfer_source)
+    if ignored:
+        log.info("ignoring %d non-archive file(s) at the source: %s", len(ignored),
+                 ", ".join(ignored[:20]))
+    settled = [a for a in archives if is_settled(a, settings.transfer_settle_seconds, now)]
+    for waiting in sorted({a.name for a in archives} - {a.name for a in settled}):
+        log.info("%s is still arriving (changed in the last %ss, no companion digest)",
+                 waiting, settings.transfer_settle_seconds)
+    with store.begin() as conn:
+        for archive in settled:
+            conn.execute(sa.text(
+                "INSERT INTO transfers (source_uri, name, bytes, source_mtime)"
+                " VALUES (:uri, :name, :bytes, :mtime)"
+                " ON CONFLICT (source_uri) DO UPDATE SET bytes = excluded.bytes,"
+                "  source_mtime = excluded.source_mtime, status = 'pending', error = NULL"
+                " WHERE transfers.status = 'pending' OR (transfers.status = 'failed' AND"
+                "  (transfers.bytes <> excluded.bytes"
+                "   OR transfers.source_mtime <> excluded.source_mtime))"
+            ), {"uri": archive.uri, "name": archive.name, "bytes": archive.bytes,
+                "mtime": archive.mtime})
+        _fail_vanished(conn, settings.transfer_source, {a.uri for a in archives})
+        ids = list(conn.execute(sa.text(
+            "SELECT id FROM transfers WHERE status = 'pending' ORDER BY id")).scalars())
+    log.info("source %s: %d archive(s), %d settled, %d pending copy", settings.transfer_source,
+             len(archives), len(settled), len(ids))
+    return [int(i) for i in ids]
+
+
+def _fail_vanished(conn: sa.Connection, source: str, present: set[str]) -> None:
+    prefix = str(_source_path(source)).rstrip("/") + "/"
+    rows = conn.execute(sa.text(
+        "SELECT id, source_uri FROM transfers WHERE status = 'pending'")).all()
+    for row_id, uri in rows:
+        if uri.startswith(prefix) and uri not in present:
+            conn.execute(sa.text(
+                "UPDATE transfers SET status = 'failed', error = :e WHERE id = :id"
+                " AND status = 'pending'"),
+                {"id": row_id, "e": "source_vanished: the source file disappeared before copy"})
+            log.warning("transfer %s: %s vanished from the source before it was copied",
+                        row_id, uri)
+
+
+def transfer_name(store: Store, transfer_id: int) -> str:
+    """The archive name of a ledger row (the copy task's label)."""
+    return store.scalar("SELECT name FROM transfers WHERE id = :id", id=transfer_id) or "?"
+
+
+@contextlib.contextmanager
+def _row_lock(settings: Settings, transfer_id: int) -> Iterator[None]:
+    """One copy of a ledger row at a time (a Celery redelivery waits for the first to finish)."""
+    folder = settings.data_root / ".transfer-locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / f"{transfer_id % _LOCK_BUCKETS:02d}.lock").open("a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _digest_text(text: str) -> str | None:
+    token = text.strip().split()[0].lower() if text.strip() else ""
+    return token if len(token) == 64 and set(token) <= _HEX else None
+
+
+def _companion_digest(uri: str) -> tuple[bool, str | None]:
+    """(exists, digest or None if unreadable) for the companion ``NAME.sha256`` at the source."""
+    companion = _source_path(f"{uri}{MARKER_SUFFIX}")
+    if not companion.exists():
+        return False, None
+    return True, _digest_text(companion.read_text(encoding="ascii", errors="replace"))
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def marker_text(digest: str, name: str) -> str:
+    return f"{digest}  {name}\n"
+
+
+def stream_to_partial(uri: str, partial: Path) -> tuple[str, int]:
+    """Copy the source into ``partial`` (fsynced), hashing on the fly; (sha256, bytes)."""
+    digest, total = hashlib.sha256(), 0
+    with _source_path(uri).open("rb") as src, partial.open("wb") as dst:
+        while chunk := src.read(_CHUNK):
+            digest.update(chunk)
+            dst.write(chunk)
+            total += len(chunk)
+        dst.flush()
+        os.fsync(dst.fileno())
+    return digest.hexdigest(), total
+
+
+def publish(incoming: Path, partial: Path, name: str, digest: str) -> None:
+    """Rename ``partial`` to ``incoming/NAME``, then write the marker with write-then-rename."""
+    partial.replace(incoming / name)
+    _fsync_dir(incoming)
+    write_marker(incoming, name, digest)
+
+
+def write_marker(incoming: Path, name: str, digest: str) -> None:
+    tmp = incoming / f".{name}{MARKER_SUFFIX}.partial"
+    with tmp.open("w", encoding="ascii") as handle:
+        handle.write(marker_text(digest, name))
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(incoming / f"{name}{MARKER_SUFFIX}")
+    _fsync_dir(incoming)
+
+
+def _already_delivered(settings: Settings, store: Store, name: str, digest: str | None) -> bool:
+    """A previous attempt got as far as the marker (or the daily DAG already took the archive)."""
+    if not digest:
+        return False
+    marker = settings.incoming / f"{name}{MARKER_SUFFIX}"
+    if marker.is_file() and _digest_text(marker.read_text(encoding="ascii",
+                                                          errors="replace")) == digest:
+        return True
+    return bool(store.scalar("SELECT count(*) FROM archives WHERE sha256 = :s", s=digest))
+
+
+def _set(store: Store, transfer_id: int, status: str, **values: Any) -> None:
+    assignments = ", ".join(f"{k} = :{k}" for k in values)
+    copied = ", copied_at = CURRENT_TIMESTAMP" if status == "copied" else ""
+    with store.begin() as conn:
+        conn.execute(sa.text(
+            f"UPDATE transfers SET status = :status{', ' if values else ''}{assignments}{copied}"
+            " WHERE id = :id"), {"id": transfer_id, "status": status, **values})
+
+
+def copy_one(settings: Settings, store: Store, transfer_id: int) -> CopyResult:
+    """Copy one pending ledger row into ``incoming/``; a no-op for a row already settled."""
+    with _row_lock(settings, transfer_id):
+        row = store.rows("SELECT name, source_uri, status, sha256, error FROM transfers"
+                         " WHERE id = :id", id=transfer_id)
+        if not row:
+            raise LookupError(f"transfer {transfer_id} is not in the ledger")
+        name, uri, status, recorded, error = row[0]
+        if status != "pending":
+            log.info("%s already %s: nothing to do", name, status)
+            return CopyResult(transfer_id, name, status, "already_done", error)
+        incoming = settings.incoming
+        incoming.mkdir(parents=True, exist_ok=True)
+        if _already_delivered(settings, store, name, recorded):
+            _set(store, transfer_id, "copied")
+            log.info("%s was delivered by an earlier attempt; ledger updated", name)
+            return CopyResult(transfer_id, name, "copied", "recovered")
+        marker = incoming / f"{name}{MARKER_SUFFIX}"
+        if marker.exists():
+            # Another delivery of this name still waits for the daily DAG: never replace it.
+            raise FileExistsError(f"incoming/{marker.name} belongs to another delivery; "
+                                  "retrying once the daily DAG has taken it")
+        partial = incoming / f".{name}.partial"
+        try:
+            digest, size = stream_to_partial(uri, partial)
+            has_companion, expected = _companion_digest(uri)
+            problem = None
+            if has_companion and expected is None:
+                problem = "bad_companion: the source's .sha256 holds no sha256 hex digest"
+            elif has_companion and expected != digest:
+                problem = f"checksum_mismatch: source says {expected}, copied bytes are {digest}"
+            if problem:
+                partial.unlink(missing_ok=True)
+                _set(store, transfer_id, "failed", error=problem, sha256=digest)
+                log.warning("%s not transferred: %s", name, problem)
+                return CopyResult(transfer_id, name, "failed", "failed", problem)
+            _set(store, transfer_id, "pending", sha256=digest, bytes=size)
+            publish(incoming, partial, name, digest)
+        finally:
+            partial.unlink(missing_ok=True)
+        _set(store, transfer_id, "copied")
+        log.info("%s copied to incoming/ (%d bytes, sha256 %s)", name, size, digest)
+        return CopyResult(transfer_id, name, "copied", "copied")
+
+
+def ledger_counts(store: Store) -> dict[str, int]:
+    """Rows per status: where the transfers stand."""
+    return {str(s): int(n) for s, n in store.rows(
+        "SELECT status, count(*) FROM transfers GROUP BY status ORDER BY status")}
+
