@@ -9,7 +9,6 @@ full) do, so that Airflow retries with the archive left where it was.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -24,15 +23,19 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from earmark.config import Settings
+from earmark.contract import (
+    ARCHIVE_SUFFIXES,
+    MARKER_SUFFIX,
+    marker_path,
+    parse_marker,
+    sha256_file,
+)
 from earmark.ingest.extract import ArchiveRejected, ExtractLimits, safe_extract
 from earmark.ingest.validate import AudioInfo, AudioLimits, AudioRejected, validate_audio
 from earmark.store.db import Store
 
 log = logging.getLogger(__name__)
 
-MARKER_SUFFIX = ".sha256"
-ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
-_HASH_CHUNK = 4 * 1024 * 1024
 _INSERT_CHUNK = 1000
 
 
@@ -48,19 +51,10 @@ class UnpackSummary:
     error: str | None = None
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def read_marker(marker: Path) -> str:
     """The hex digest in a ``NAME.sha256`` marker (``sha256sum`` format accepted)."""
-    text = marker.read_text(encoding="ascii", errors="replace").strip()
-    digest = text.split()[0].lower() if text else ""
-    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+    digest = parse_marker(marker.read_text(encoding="ascii", errors="replace"))
+    if digest is None:
         raise ArchiveRejected("bad_marker", f"{marker.name} does not hold a sha256 hex digest")
     return digest
 
@@ -194,7 +188,7 @@ def unpack_archive(settings: Settings, store: Store, archive_id: int,
         if row.status == "unpacked" and archive.parent == settings.incoming and archive.exists():
             _file_away(settings, store, archive_id, archive, run_date)  # an earlier try died here
         return _summary(store, row)
-    marker = archive.with_name(archive.name + MARKER_SUFFIX)
+    marker = marker_path(archive)
     destination = settings.audio / run_date / _stem(archive.name)
     try:
         extracted = safe_extract(archive, destination, limits or ExtractLimits())
@@ -250,7 +244,7 @@ def _file_away(settings: Settings, store: Store, archive_id: int, archive: Path,
                run_date: str) -> None:
     """Move a processed archive and its marker to ``processed/<date>/`` and record where."""
     moved = _move(archive, settings.processed / run_date)
-    marker = archive.with_name(archive.name + MARKER_SUFFIX)
+    marker = marker_path(archive)
     if marker.exists():
         _move(marker, settings.processed / run_date)
     with store.begin() as conn:

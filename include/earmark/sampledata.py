@@ -36,6 +36,8 @@ from typing import BinaryIO
 import numpy as np
 import soundfile as sf
 
+from earmark.contract import marker_path, marker_text
+
 __all__ = ["generate_day", "main", "marker_path"]
 
 SAMPLE_RATES = (16_000, 22_050, 44_100, 48_000)
@@ -68,11 +70,6 @@ class _FilePlan:
     channels: int
     frames: int
     speaker: int
-
-
-def marker_path(archive: Path) -> Path:
-    """The ready marker of an archive: the archive's name plus `.sha256`."""
-    return archive.with_name(f"{archive.name}.sha256")
 
 
 def _glottal(frac: np.ndarray) -> np.ndarray:
@@ -324,7 +321,7 @@ def generate_day(
         _write_replacing(archive, write_tar)
         with archive.open("rb") as f:
             digest = hashlib.file_digest(f, "sha256").hexdigest()
-        line = f"{digest}  {archive.name}\n".encode()
+        line = marker_text(digest, archive.name).encode()
         _write_replacing(marker, lambda raw, line=line: raw.write(line))
         written.append(archive)
     return written

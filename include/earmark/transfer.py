@@ -31,15 +31,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from earmark.config import Settings
+from earmark.contract import ARCHIVE_SUFFIXES, MARKER_SUFFIX, marker_text, parse_marker
 from earmark.store.db import Store
 
 log = logging.getLogger(__name__)
 
-MARKER_SUFFIX = ".sha256"  # as earmark.intake (not imported: it pulls in the audio stack)
-ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 _CHUNK = 4 * 1024 * 1024
 _LOCK_BUCKETS = 64
-_HEX = frozenset("0123456789abcdef")
 
 
 @dataclass(frozen=True)
@@ -176,17 +174,12 @@ def _row_lock(settings: Settings, transfer_id: int) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def _digest_text(text: str) -> str | None:
-    token = text.strip().split()[0].lower() if text.strip() else ""
-    return token if len(token) == 64 and set(token) <= _HEX else None
-
-
 def _companion_digest(uri: str) -> tuple[bool, str | None]:
     """(exists, digest or None if unreadable) for the companion ``NAME.sha256`` at the source."""
     companion = _source_path(f"{uri}{MARKER_SUFFIX}")
     if not companion.exists():
         return False, None
-    return True, _digest_text(companion.read_text(encoding="ascii", errors="replace"))
+    return True, parse_marker(companion.read_text(encoding="ascii", errors="replace"))
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -195,10 +188,6 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def marker_text(digest: str, name: str) -> str:
-    return f"{digest}  {name}\n"
 
 
 def stream_to_partial(uri: str, partial: Path) -> tuple[str, int]:
@@ -236,7 +225,7 @@ def _already_delivered(settings: Settings, store: Store, name: str, digest: str 
     if not digest:
         return False
     marker = settings.incoming / f"{name}{MARKER_SUFFIX}"
-    if marker.is_file() and _digest_text(marker.read_text(encoding="ascii",
+    if marker.is_file() and parse_marker(marker.read_text(encoding="ascii",
                                                           errors="replace")) == digest:
         return True
     return bool(store.scalar("SELECT count(*) FROM archives WHERE sha256 = :s", s=digest))
