@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from earmark.config import PROJECT_ROOT
+from earmark.localenv import HomeLayout
 
 TEMPLATE = PROJECT_ROOT / "deploy" / "airflow.env.template"
 PG_ADMIN_URL = os.environ.get(
@@ -142,7 +143,7 @@ class Proc:
 
 
 @dataclass
-class Harness:
+class Harness(HomeLayout):
     """One distributed Earmark on this machine, under ``home``."""
 
     home: Path
@@ -154,18 +155,6 @@ class Harness:
     _engines: dict[str, Any] = field(default_factory=dict)
 
     # ---- paths and configuration -------------------------------------------------------------
-    @property
-    def airflow_home(self) -> Path:
-        return self.home / "airflow"
-
-    @property
-    def data_root(self) -> Path:
-        return self.home / "data"
-
-    @property
-    def models(self) -> Path:
-        return self.home / "models"
-
     @property
     def maildir(self) -> Path:
         return self.home / "mail"

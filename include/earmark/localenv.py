@@ -18,13 +18,10 @@ from pathlib import Path
 from earmark.config import PROJECT_ROOT
 
 
-@dataclass(frozen=True)
-class LocalEnv:
-    """Paths and settings of one local environment."""
+class HomeLayout:
+    """Where things live under one local ``home``: shared by the demo's env and the harness."""
 
     home: Path
-    results_db_url: str | None = None  # None: SQLite file under home
-    timezone: str = "Europe/London"
 
     @property
     def airflow_home(self) -> Path:
@@ -37,6 +34,15 @@ class LocalEnv:
     @property
     def models(self) -> Path:
         return self.home / "models"
+
+
+@dataclass(frozen=True)
+class LocalEnv(HomeLayout):
+    """Paths and settings of one local environment."""
+
+    home: Path
+    results_db_url: str | None = None  # None: SQLite file under home
+    timezone: str = "Europe/London"
 
     @property
     def results_db(self) -> Path:
