@@ -158,23 +158,44 @@ def test_gzip_archive_is_extracted(site: Site) -> None:
     assert (site.dest / "x/y.wav").stat().st_size == 70_000
 
 
+def test_gzip_bomb_refused_by_compression_ratio_before_decompressing(site: Site) -> None:
+    # 64 MiB of zeros gzips to ~64 KiB (~1000x): refused at its header, nothing written.
+    limits = ExtractLimits(free_disk_margin_bytes=0, compression_check_floor_bytes=1024**2)
+    archive = site.archive([F("zeros.wav", bytes(64 * 1024**2))], name="bomb.tar.gz", gz=True)
+    with pytest.raises(ArchiveRejected) as info:
+        safe_extract(archive, site.dest, limits)
+    assert info.value.code == "compression_ratio"
+    site.assert_untouched()
+    # The same bytes uncompressed, and real (noisy) audio compressed, pass.
+    plain = site.archive([F("zeros.wav", bytes(4 * 1024**2))], name="plain.tar")
+    assert safe_extract(plain, site.dest, limits).members == (Member("zeros.wav", 4 * 1024**2),)
+    noisy = site.archive([F("n.wav", os.urandom(2 * 1024**2))], name="noisy.tar.gz", gz=True)
+    assert safe_extract(noisy, site.work / "noisy", limits).members
+
+
 def test_empty_tar_gives_no_members(site: Site) -> None:
     assert safe_extract(site.archive([]), site.dest, NO_MARGIN).members == ()
     assert list(site.dest.iterdir()) == []
 
 
-def test_rerun_replaces_existing_destination_and_cleans_stale_leftovers(site: Site) -> None:
+def test_existing_destination_is_never_replaced_and_stale_temp_is_cleaned(site: Site) -> None:
     archive = site.archive([F("a.wav", b"new")])
     site.dest.mkdir()
-    (site.dest / "stale.wav").write_bytes(b"old")
-    stale_tmp = site.work / ".tmp-out-0123abcd"  # left by a killed earlier attempt
+    (site.dest / "kept.wav").write_bytes(b"someone else's")
+    with pytest.raises(FileExistsError):
+        safe_extract(archive, site.dest, NO_MARGIN)
+    assert sorted(p.name for p in site.dest.iterdir()) == ["kept.wav"]
+    assert (site.dest / "kept.wav").read_bytes() == b"someone else's"
+
+    fresh = site.work / "fresh"
+    stale_tmp = site.work / ".tmp-fresh-0123abcd"  # left by a killed earlier attempt
     (stale_tmp / "half").mkdir(parents=True)
-    other_tmp = site.work / ".tmp-out2-0123abcd"  # another destination's: must survive
+    other_tmp = site.work / ".tmp-fresh2-0123abcd"  # another destination's: must survive
     other_tmp.mkdir()
-    safe_extract(archive, site.dest, NO_MARGIN)
-    safe_extract(archive, site.dest, NO_MARGIN)  # a retry ends in the same state
-    assert sorted(p.name for p in site.dest.iterdir()) == ["a.wav"]
-    assert sorted(p.name for p in site.work.iterdir()) == [".tmp-out2-0123abcd", "out", "sentinel"]
+    safe_extract(archive, fresh, NO_MARGIN)
+    assert sorted(p.name for p in fresh.iterdir()) == ["a.wav"]
+    assert sorted(p.name for p in site.work.iterdir()) == [
+        ".tmp-fresh2-0123abcd", "fresh", "out", "sentinel"]
 
 
 # --- 1. unsafe members ------------------------------------------------------------------------
@@ -191,6 +212,10 @@ def test_rerun_replaces_existing_destination_and_cleans_stale_leftovers(site: Si
         (F("/abs-target"), "absolute_path"),
         (F(""), "invalid_name"),
         (F("a/\nb.wav"), "invalid_name"),
+        (F("invoice\u202egnp.wav"), "invalid_name"),  # right-to-left override
+        (F("a\u2066b.wav"), "invalid_name"),  # left-to-right isolate
+        (F("a\u200bb.wav"), "invalid_name"),  # zero-width space
+        (F("a\x85b.wav"), "invalid_name"),  # C1 control
         (F("a\\..\\b.wav"), "invalid_name"),
         (Spec("l", type=tarfile.SYMTYPE, linkname="../victim/passwd"), "unsafe_member_type"),
         (Spec("l", type=tarfile.SYMTYPE, linkname="inside"), "unsafe_member_type"),

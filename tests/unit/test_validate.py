@@ -201,19 +201,32 @@ def test_aiff_named_wav_is_format_mismatch(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.99])
-def test_wav_with_short_data_is_truncated(tmp_path: Path, keep: float) -> None:
+def test_wav_with_short_data_is_a_header_data_mismatch(tmp_path: Path, keep: float) -> None:
     """libsndfile reads such a file without error (and reports the short count)."""
     path = write(tmp_path / "t.wav", tone(1.0))
     raw = path.read_bytes()
     path.write_bytes(raw[: int(len(raw) * keep)])
     assert sf.info(path).frames < SR  # the trap: info looks fine, just shorter
-    assert code_of(path) == "truncated"
+    assert code_of(path) == "header_data_mismatch"
 
 
-def test_wav_cut_right_after_header_is_truncated(tmp_path: Path) -> None:
+def test_wav_cut_right_after_header_is_a_header_data_mismatch(tmp_path: Path) -> None:
     path = write(tmp_path / "t.wav", tone(1.0))
     path.write_bytes(path.read_bytes()[:44])  # canonical header, no samples
-    assert code_of(path) == "truncated"
+    assert code_of(path) == "header_data_mismatch"
+
+
+@pytest.mark.parametrize("claimed_s", [3 * 3600.0, 30.0, 1.5])
+def test_wav_header_claiming_more_than_the_file_holds_is_not_called_too_long(
+    tmp_path: Path, claimed_s: float
+) -> None:
+    """A header claiming hours while the file holds 1 s says so, whatever the duration limit."""
+    path = write(tmp_path / "t.wav", tone(1.0))
+    raw = bytearray(path.read_bytes())
+    assert raw[36:40] == b"data"
+    raw[40:44] = int(claimed_s * SR * 2).to_bytes(4, "little")  # PCM_16 mono: 2 bytes a frame
+    path.write_bytes(bytes(raw))
+    assert code_of(path, AudioLimits(max_duration_s=20)) == "header_data_mismatch"
 
 
 def test_wav_cut_inside_header_is_unreadable(tmp_path: Path) -> None:

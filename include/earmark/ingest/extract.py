@@ -8,7 +8,12 @@ length/depth limits, and member count and sizes are capped. Extraction then goes
 fresh temporary directory next to the destination (same filesystem) with the `data` filter
 and sanitised modes, and is renamed into place only when complete. On any failure the
 temporary directory is removed, so a destination either holds a complete extraction or
-nothing new.
+nothing new. An existing destination is never replaced or removed: the caller gives every
+archive a home of its own, and a destination that exists is an error (`FileExistsError`).
+
+Gzip bombs: besides the size caps, the sizes the headers declare may not exceed
+`max_compression_ratio` times the compressed file (checked header by header, before the
+member is decompressed).
 
 Errors: `ArchiveRejected` means the input is bad (do not retry); `InsufficientDisk` and any
 other `OSError` (ENOSPC, EIO, ...) are infrastructure problems (retry later).
@@ -37,6 +42,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from earmark.ingest.rejection import Rejected
+from earmark.names import unsafe_characters
 
 __all__ = [
     "ArchiveRejected",
@@ -70,6 +76,11 @@ class ExtractLimits:
     max_path_length: int = 255
     max_path_depth: int = 8
     free_disk_margin_bytes: int = 1 * 1024**3
+    # Declared bytes per compressed byte of a .tar.gz. PCM speech gzips to ~1.1x, digital
+    # silence to ~1000x: a day of pure silence in one .tar.gz is refused, real audio is not.
+    max_compression_ratio: float = 100.0
+    # Below this many declared bytes the ratio is not checked (tiny archives compress well).
+    compression_check_floor_bytes: int = 16 * 1024**2
 
 
 class ArchiveRejected(Rejected):
@@ -203,8 +214,9 @@ def _open_tar(archive: Path) -> Iterator[tarfile.TarFile]:
 
 
 def _show(name: str) -> str:
-    """A member name for error details: repr'd (control chars visible) and length-capped."""
-    return repr(name if len(name) <= 120 else name[:120] + "...")
+    """A member name for error details: repr'd (control and bidi chars escaped), length-capped."""
+    shown = repr(name if len(name) <= 120 else name[:120] + "...")
+    return shown.encode("ascii", "backslashreplace").decode("ascii")
 
 
 def _member_type_ok(info: tarfile.TarInfo) -> bool:
@@ -225,8 +237,10 @@ def _normalise(info: tarfile.TarInfo, limits: ExtractLimits) -> str:
         name.encode("utf-8")
     except UnicodeEncodeError:
         raise ArchiveRejected("invalid_name", f"member {shown} is not valid UTF-8") from None
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in name) or "\\" in name:
-        raise ArchiveRejected("invalid_name", f"member {shown} has control chars or backslash")
+    if unsafe_characters(name) or "\\" in name:
+        raise ArchiveRejected(
+            "invalid_name", f"member {shown} has control, bidi or invisible chars or a backslash"
+        )
     parts = [part for part in name.split("/") if part not in ("", ".")]
     if ".." in parts:
         raise ArchiveRejected("path_traversal", f"member {shown} contains '..'")
@@ -268,8 +282,28 @@ class _Layout:
         (self.dirs if is_dir else self.files).add(path)
 
 
+def _compressed_bytes(tf: tarfile.TarFile) -> int | None:
+    """Size of the archive file when its stream is gzip-compressed; None for a plain tar."""
+    inner = getattr(tf.fileobj, "_inner", None)
+    if not isinstance(inner, gzip.GzipFile):
+        return None
+    return os.fstat(inner.fileobj.fileno()).st_size
+
+
+def _check_ratio(total: int, compressed: int | None, limits: ExtractLimits) -> None:
+    if compressed is None or total <= limits.compression_check_floor_bytes:
+        return
+    if total > limits.max_compression_ratio * max(compressed, 1):
+        raise ArchiveRejected(
+            "compression_ratio",
+            f"members declare {total} bytes from {compressed} compressed bytes"
+            f" (more than {limits.max_compression_ratio:g}x)",
+        )
+
+
 def _scan(tf: tarfile.TarFile, limits: ExtractLimits) -> list[_Entry]:
     """Read every header (no data written) and enforce all structural rules and limits."""
+    compressed = _compressed_bytes(tf)
     entries: list[_Entry] = []
     layout = _Layout()
     count = 0
@@ -304,6 +338,7 @@ def _scan(tf: tarfile.TarFile, limits: ExtractLimits) -> list[_Entry]:
                 raise ArchiveRejected(
                     "archive_too_large", f"members total more than {limits.max_total_bytes} bytes"
                 )
+            _check_ratio(total, compressed, limits)
             layout.add(path, is_dir=False)
             entries.append(_Entry.of(info, path))
         _check_end_marker(tf)
@@ -364,7 +399,7 @@ def _sanitise(member: tarfile.TarInfo, dest_path: str) -> tarfile.TarInfo:
 
 
 def _leftover_pattern(name: str) -> re.Pattern[str]:
-    return re.compile(rf"\.(tmp|old)-{re.escape(name)}-[0-9a-f]{{8}}")
+    return re.compile(rf"\.tmp-{re.escape(name)}-[0-9a-f]{{8}}")
 
 
 def _remove_tree(path: Path) -> None:
@@ -376,7 +411,7 @@ def _remove_tree(path: Path) -> None:
 
 
 def _remove_stale(parent: Path, name: str) -> None:
-    """Remove temp/old directories a killed earlier attempt for this destination left."""
+    """Remove temporary folders a killed earlier attempt for this same destination left."""
     pattern = _leftover_pattern(name)
     for entry in parent.iterdir():
         if pattern.fullmatch(entry.name):
@@ -399,19 +434,9 @@ def _verify_tree(root: Path, entries: list[_Entry]) -> None:
                 raise ArchiveRejected("corrupt", f"extracted {rel!r} does not match its header")
 
 
-def _install(tmp: Path, destination: Path) -> None:
-    """Rename the finished extraction into place, replacing an earlier complete one."""
-    if not os.path.lexists(destination):
-        tmp.rename(destination)
-        return
-    old = destination.with_name(f".old-{destination.name}-{secrets.token_hex(4)}")
-    destination.rename(old)
-    try:
-        tmp.rename(destination)
-    except BaseException:
-        old.rename(destination)
-        raise
-    _remove_tree(old)
+def _refuse_existing(destination: Path) -> None:
+    if os.path.lexists(destination):
+        raise FileExistsError(errno.EEXIST, "extraction destination exists", str(destination))
 
 
 def safe_extract(
@@ -423,13 +448,13 @@ def safe_extract(
 
     The archive is scanned first (`scan_archive` rules), free disk is checked, then members
     are written to `.tmp-<name>-<hex>` inside `destination.parent` and renamed to
-    `destination`. An existing `destination` (e.g. from an earlier complete run) is replaced:
-    it is renamed to `.old-<name>-<hex>`, the new tree renamed in, the old one removed.
-    Leftovers of a killed earlier attempt for the same destination are removed first, so a
-    retry ends in the same state.
+    `destination`, which must not exist (`FileExistsError`): nothing that exists is ever
+    replaced. Temporary folders a killed earlier attempt for the same destination left are
+    removed first, so a retry ends in the same state.
     """
     destination = Path(destination)
     parent = destination.parent
+    _refuse_existing(destination)
     with _open_tar(archive) as tf:
         entries = _scan(tf, limits)
         parent.mkdir(parents=True, exist_ok=True)
@@ -443,7 +468,8 @@ def safe_extract(
                 tf.extractall(tmp, members=[e.info for e in entries], filter=_sanitise)  # noqa: S202
             _verify_tree(tmp, entries)
             tmp.chmod(DIR_MODE)
-            _install(tmp, destination)
+            _refuse_existing(destination)
+            tmp.rename(destination)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -196,11 +196,14 @@ def validate_audio(path: Path, limits: AudioLimits = AudioLimits()) -> AudioInfo
                 raise AudioRejected("unreadable", f"{fmt} without a total frame count")
             else:
                 declared = frames
-            _check_duration(declared, sample_rate, limits)
-            if frames < declared:
+            # Before the duration check: a header that claims more data than the file holds
+            # would otherwise read as too long.
+            if frames != declared:
                 raise AudioRejected(
-                    "truncated", f"header declares {declared} frames, only {frames} present"
+                    "header_data_mismatch",
+                    f"header declares {declared} frames, the file holds {frames}",
                 )
+            _check_duration(declared, sample_rate, limits)
             decoded, peak = _decode(snd, stop_after=declared)
             if decoded != declared:
                 raise AudioRejected(
