@@ -102,7 +102,9 @@ class Classifier:
         self._pad_id = self.tokenizer.pad_token_id
         if self._pad_id is None:
             self._pad_id = self.tokenizer.eos_token_id or 0
-        self._prefix: _Prefix | None = None
+        # One cached prefix per policy: a batch screens every policy, and each is reused by
+        # every later batch this process scores.
+        self._prefixes: dict[str, _Prefix] = {}
 
     def _single_token_id(self, text: str) -> int:
         ids = self.tokenizer.encode(text, add_special_tokens=False)
@@ -140,12 +142,12 @@ class Classifier:
             return 0.0
         fast = self.score(policy, contents)
         self.model.set_attn_implementation("eager")
-        self._prefix = None
+        self._prefixes.clear()
         try:
             reference = self.score(policy, contents)
         finally:
             self.model.set_attn_implementation(current)
-            self._prefix = None
+            self._prefixes.clear()
         return max(abs(a - b) for a, b in zip(fast, reference, strict=True))
 
     def split_content(self, policy: Policy | str, content: str) -> list[str]:
@@ -237,9 +239,9 @@ class Classifier:
 
     def _get_prefix(self, policy_text: str) -> _Prefix:
         prefix_text, _ = split_prompt(policy_text)
-        if self._prefix is None or self._prefix.text != prefix_text:
-            self._prefix = _Prefix(text=prefix_text, ids=self._encode(prefix_text))
-        return self._prefix
+        if prefix_text not in self._prefixes:
+            self._prefixes[prefix_text] = _Prefix(text=prefix_text, ids=self._encode(prefix_text))
+        return self._prefixes[prefix_text]
 
     def _right_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Right-padded ids, 0/1 mask and each row's last real index, on the device."""
