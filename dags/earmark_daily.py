@@ -41,7 +41,9 @@ Screens one day of audio: every recording that arrived in `incoming/` is unpacke
    timezone) and waits for archives only when there is nothing to do yet.
 2. **wait_for_archives**: FileSensor on `incoming/*.sha256`; an archive is ready once its
    `.sha256` marker exists (written last).
-3. **register_archives**: checksum verified, one row per archive (idempotent on sha256).
+3. **register_archives**: every delivery taken out of `incoming/` (by rename: no link is
+   followed, no special file opened) gets one verdict in `deliveries` (registered, duplicate or
+   rejected with a reason); checksums verified; one row per archive (idempotent on sha256).
 4. **unpack** (mapped per archive, queue `unpack`): safe extraction, full audio validation; bad
    input is quarantined with a reason.
 5. **plan_batches** → **gpu_batch** (mapped task group per batch, queue and pool `gpu`):
@@ -133,7 +135,7 @@ def earmark_daily() -> None:
     @task.branch
     def check_for_work(params: dict[str, Any] | None = None) -> str:
         """Pick the run date; skip waiting when archives are already there or registered."""
-        from earmark.intake import ready_markers  # noqa: PLC0415
+        from earmark.intake import has_work  # noqa: PLC0415
         from earmark.schedule import resolve_run_date  # noqa: PLC0415
 
         current, store, context = _context()
@@ -143,7 +145,7 @@ def earmark_daily() -> None:
         context["ti"].xcom_push(key="run_date", value=run_date)
         store.migrate()
         known = store.scalar("SELECT count(*) FROM archives WHERE run_date = :d", d=run_date)
-        if known or ready_markers(current.incoming):
+        if known or has_work(current):
             return "register_archives"
         return "wait_for_archives"
 
@@ -156,9 +158,10 @@ def earmark_daily() -> None:
         timeout=int(deadline_interval(settings).total_seconds()),
     )
 
-    @task(trigger_rule="none_failed_min_one_success")
+    @task(trigger_rule="none_failed_min_one_success",
+          execution_timeout=timedelta(minutes=settings.register_timeout_minutes))
     def register_archives() -> list[int]:
-        """Verify checksums and register archives; ids of those still to unpack."""
+        """Claim deliveries from incoming/, verify checksums, register archives; ids to unpack."""
         from earmark.intake import register_archives as register  # noqa: PLC0415
 
         current, store, context = _context()

@@ -25,7 +25,7 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("EARMARK_DATA_ROOT", "/mnt/data",
-            "Data volume holding incoming/, audio/, quarantine/ and processed/."),
+            "Data volume holding incoming/, claimed/, audio/, quarantine/ and processed/."),
     Setting("EARMARK_DB_CONN_ID", "earmark_db",
             "Airflow connection of the results DB (Postgres in production, SQLite embedded)."),
     Setting("EARMARK_TIMEZONE", "Europe/London",
@@ -63,6 +63,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EARMARK_CLASSIFIER_ATTENTION", "eager",
             "Gemma-2 attention: eager, flex_attention or flash_attention_2 (never sdpa)."),
     Setting("EARMARK_MAX_AUDIO_SECONDS", "14400", "Longest accepted recording."),
+    Setting("EARMARK_MAX_COMPRESSION_RATIO", "100",
+            "A .tar.gz whose members declare more than this many bytes per compressed byte is "
+            "rejected (gzip bomb); speech gzips to about 1.1x."),
+    Setting("EARMARK_REGISTER_TIMEOUT_MINUTES", "30",
+            "Longest the register_archives task may run before Airflow stops and retries it."),
     Setting("EARMARK_PROCESSED_RETENTION_DAYS", "30",
             "Archives in processed/ older than this are pruned."),
     Setting("EARMARK_TRANSFER_SOURCE", "",
@@ -118,6 +123,8 @@ class Settings:
     gpu_memory_gib: float
     classifier_attention: str
     max_audio_seconds: float
+    max_compression_ratio: float
+    register_timeout_minutes: float
     processed_retention_days: int
     transfer_source: str
     transfer_settle_seconds: int
@@ -150,6 +157,8 @@ class Settings:
             gpu_memory_gib=float(_get("EARMARK_GPU_MEMORY_GIB")),
             classifier_attention=_get("EARMARK_CLASSIFIER_ATTENTION"),
             max_audio_seconds=float(_get("EARMARK_MAX_AUDIO_SECONDS")),
+            max_compression_ratio=float(_get("EARMARK_MAX_COMPRESSION_RATIO")),
+            register_timeout_minutes=float(_get("EARMARK_REGISTER_TIMEOUT_MINUTES")),
             processed_retention_days=int(_get("EARMARK_PROCESSED_RETENTION_DAYS")),
             transfer_source=_get("EARMARK_TRANSFER_SOURCE"),
             transfer_settle_seconds=int(_get("EARMARK_TRANSFER_SETTLE_SECONDS")),
@@ -171,9 +180,14 @@ class Settings:
     def processed(self) -> Path:
         return self.data_root / "processed"
 
+    @property
+    def claimed(self) -> Path:
+        """Deliveries intake has taken out of incoming/ and not yet given a verdict or home."""
+        return self.data_root / "claimed"
+
     def ensure_layout(self) -> None:
         """Create the data-root folders; harmless when they exist."""
-        for folder in (self.incoming, self.audio, self.quarantine, self.processed):
+        for folder in (self.incoming, self.claimed, self.audio, self.quarantine, self.processed):
             folder.mkdir(parents=True, exist_ok=True)
 
 

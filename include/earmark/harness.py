@@ -460,7 +460,7 @@ class Harness(HomeLayout):
         with self._engine("results").begin() as conn:
             conn.execute(sa.text("DROP SCHEMA public CASCADE"))
             conn.execute(sa.text("CREATE SCHEMA public"))
-        for sub in ("incoming", "audio", "processed", "quarantine"):
+        for sub in ("incoming", "claimed", "audio", "processed", "quarantine"):
             shutil.rmtree(self.data_root / sub, ignore_errors=True)
         (self.data_root / "incoming").mkdir(parents=True, exist_ok=True)
 

@@ -1,20 +1,38 @@
-"""Archive intake: pick up ready archives, register them, unpack and register their files.
+"""Archive intake: claim what arrived in ``incoming/``, give every delivery a verdict, unpack.
 
-Every archive that arrives ends in one queryable state: ``archives.status`` is ``unpacked`` (its
-files registered, the archive in ``processed/``) or ``rejected`` (the reason in ``error`` and in a
-reason file beside it in ``quarantine/``); a second delivery of the same bytes goes to
-``processed/duplicates/``. Input problems never raise; infrastructure problems (DB down, disk
-full) do, so that Airflow retries with the archive left where it was.
+Every delivery ends in one queryable state (``deliveries``): ``registered`` (its bytes became an
+archive), ``duplicate`` (those bytes were an archive already) or ``rejected`` (its marker, its
+name, its file type or the transport was wrong). A rejected delivery's bytes are not remembered as
+bad, so a corrected delivery of them is screened; an archive rejected for its *content* is, and a
+later delivery of it says so. A registered archive then ends ``unpacked`` or ``rejected``.
+
+Homes are keyed by ids, never by names, so no delivery can touch another's files:
+
+    claimed/<token>/                      taken out of incoming/, until its verdict (and unpack)
+    audio/<date>/archive-<id>/            an archive's accepted files
+    quarantine/<date>/archive-<id>/       its refused files (files/...) or, rejected, the archive
+    quarantine/<date>/delivery-<id>/      a rejected delivery, as it arrived
+    processed/<date>/archive-<id>/        an unpacked archive and its marker
+    processed/<date>/duplicate-<id>/      a delivery of bytes already registered
+
+Nothing in ``incoming/`` is trusted: entries are taken by rename (no link followed, no special file
+opened), and only regular files are read, opened with ``O_NOFOLLOW | O_NONBLOCK``. The DB records
+where files belong before they are moved there, so every step resumes from the DB and the disk.
+Input problems never raise; infrastructure problems (DB down, disk full) do, so Airflow retries.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import itertools
 import json
 import logging
 import os
+import secrets
 import shutil
-import time
-from collections.abc import Iterable
+import stat
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -23,20 +41,24 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from earmark.config import Settings
-from earmark.contract import (
-    ARCHIVE_SUFFIXES,
-    MARKER_SUFFIX,
-    marker_path,
-    parse_marker,
-    sha256_file,
-)
+from earmark.contract import ARCHIVE_SUFFIXES, MARKER_SUFFIX, parse_marker
 from earmark.ingest.extract import ArchiveRejected, ExtractLimits, safe_extract
+from earmark.ingest.rejection import Rejected
 from earmark.ingest.validate import AudioInfo, AudioLimits, AudioRejected, validate_audio
+from earmark.names import printable, unsafe_characters
 from earmark.store.db import Store
 
 log = logging.getLogger(__name__)
 
 _INSERT_CHUNK = 1000
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_MAX_MARKER_BYTES = 4096
+_VERDICT_WORKERS = 4
+_claim_sequence = itertools.count()
+
+
+class DeliveryRejected(Rejected):
+    """A delivery refused before registration: its marker, name, file type or transport."""
 
 
 @dataclass(frozen=True)
@@ -51,59 +73,323 @@ class UnpackSummary:
     error: str | None = None
 
 
-def read_marker(marker: Path) -> str:
-    """The hex digest in a ``NAME.sha256`` marker (``sha256sum`` format accepted)."""
-    digest = parse_marker(marker.read_text(encoding="ascii", errors="replace"))
-    if digest is None:
-        raise ArchiveRejected("bad_marker", f"{marker.name} does not hold a sha256 hex digest")
-    return digest
+@dataclass(frozen=True)
+class _Verdict:
+    """What a claimed delivery is, before the DB has compared its bytes with earlier ones."""
+
+    name: str
+    sha256: str | None = None
+    rejected: DeliveryRejected | None = None
+
+
+# --- homes ----------------------------------------------------------------------------------
+
+
+def audio_home(settings: Settings, run_date: str, archive_id: int) -> Path:
+    """Where an archive's accepted files live."""
+    return settings.audio / run_date / f"archive-{archive_id}"
+
+
+def archive_quarantine(settings: Settings, run_date: str, archive_id: int) -> Path:
+    """Where an archive's refused files, or the rejected archive itself, live."""
+    return settings.quarantine / run_date / f"archive-{archive_id}"
+
+
+def _delivery_home(settings: Settings, row: sa.Row) -> Path | None:
+    """Where a delivery's own files belong once settled; None while its archive awaits unpack."""
+    run_date = str(row.run_date)
+    if row.status == "rejected":
+        return settings.quarantine / run_date / f"delivery-{row.id}"
+    if row.status == "duplicate":
+        return settings.processed / run_date / f"duplicate-{row.id}"
+    archive_date = str(row.archive_date)
+    if row.archive_status == "unpacked":
+        return settings.processed / archive_date / f"archive-{row.archive_id}"
+    if row.archive_status == "rejected":
+        return archive_quarantine(settings, archive_date, row.archive_id)
+    return None
+
+
+# --- incoming/ ------------------------------------------------------------------------------
+
+
+def _kind(mode: int) -> str:
+    kinds = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"),
+             (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"), (stat.S_ISREG, "a file"))
+    return next((name for test, name in kinds if test(mode)), "of an unknown type")
+
+
+def _scan_incoming(incoming: Path) -> tuple[list[str], list[str]]:
+    """(markers oldest first, odd entries): nothing followed, nothing opened.
+
+    A marker is any entry named ``*.sha256``. An odd entry is anything else that is not a regular
+    file and not hidden (producers write hidden temporaries). A regular file without its marker
+    is still arriving and is left alone.
+    """
+    markers: list[tuple[float, str]] = []
+    odd: list[str] = []
+    if not incoming.is_dir():
+        return [], []
+    with os.scandir(incoming) as entries:
+        for entry in entries:
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if entry.name.endswith(MARKER_SUFFIX):
+                markers.append((info.st_mtime, entry.name))
+            elif not stat.S_ISREG(info.st_mode) and not entry.name.startswith("."):
+                odd.append(entry.name)
+    return [name for _, name in sorted(markers)], sorted(odd)
 
 
 def ready_markers(incoming: Path) -> list[Path]:
     """Markers in ``incoming/``, oldest first. An archive without its marker is never touched."""
-    if not incoming.is_dir():
-        return []
-    markers = [p for p in incoming.iterdir() if p.name.endswith(MARKER_SUFFIX) and p.is_file()]
-    return sorted(markers, key=lambda p: (p.stat().st_mtime, p.name))
+    return [incoming / name for name in _scan_incoming(incoming)[0]]
 
 
-def _move(src: Path, dest_dir: Path) -> Path:
-    """Move ``src`` into ``dest_dir`` (same volume: a rename), never overwriting another file."""
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    dest = dest_dir / src.name
-    if dest.exists() and not src.samefile(dest):
-        dest = dest_dir / f"{src.name}.{int(time.time() * 1000)}"
-    src.replace(dest)
-    return dest
+def has_work(settings: Settings) -> bool:
+    """Anything for intake to do: a marker or an odd entry in incoming/, or a claimed delivery."""
+    markers, odd = _scan_incoming(settings.incoming)
+    return bool(markers or odd) or (settings.claimed.is_dir() and any(settings.claimed.iterdir()))
 
 
-def _write_reason(directory: Path, name: str, reason: dict[str, object]) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / f"{name}.reason.json").write_text(json.dumps(reason, indent=2), encoding="utf-8")
+def _claim(settings: Settings, first: str, *companions: str) -> Path | None:
+    """Rename ``first`` (and its companions, if present) into a fresh ``claimed/<token>/``.
+
+    A rename never follows a link or opens a file, and only one claimer can win it. None when
+    ``first`` is gone (another attempt took it).
+    """
+    token = (f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{next(_claim_sequence) % 10**6:06d}"
+             f"-{secrets.token_hex(4)}")
+    folder = settings.claimed / token
+    folder.mkdir(parents=True)
+    try:
+        (settings.incoming / first).rename(folder / first)
+    except FileNotFoundError:
+        folder.rmdir()
+        return None
+    for name in companions:
+        with contextlib.suppress(FileNotFoundError):
+            (settings.incoming / name).rename(folder / name)
+    return folder
 
 
-def _quarantine_archive(
-    settings: Settings, archive: Path, marker: Path | None, run_date: str, code: str, detail: str
-) -> Path:
-    target = settings.quarantine / run_date
-    moved = _move(archive, target) if archive.exists() else target / archive.name
-    if marker is not None and marker.exists():
-        _move(marker, target)
-    _write_reason(target, archive.name, {"archive": archive.name, "code": code, "detail": detail})
-    log.warning("archive %s quarantined: %s", archive.name, code)
-    return moved
+# --- verdicts -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _open_regular(path: Path, shown: str) -> Iterator[int]:
+    """A read-only fd on ``path`` when it is a regular file (no link followed, nothing blocks)."""
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except OSError as exc:
+        raise DeliveryRejected("unreadable", f"{shown}: {exc.strerror}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise DeliveryRejected("not_a_regular_file", f"{shown} is {_kind(mode)}")
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _read_marker(path: Path, shown: str) -> str:
+    with _open_regular(path, shown) as fd:
+        try:
+            raw = os.read(fd, _MAX_MARKER_BYTES + 1)
+        except OSError as exc:
+            raise DeliveryRejected("unreadable", f"{shown}: {exc.strerror}") from None
+    digest = parse_marker(raw.decode("ascii", errors="replace")) if len(raw) <= _MAX_MARKER_BYTES \
+        else None
+    if digest is None:
+        raise DeliveryRejected("bad_marker", f"{shown} does not hold a sha256 hex digest")
+    return digest
+
+
+def _sha256(path: Path, shown: str) -> str:
+    with _open_regular(path, shown) as fd, open(fd, "rb", closefd=False) as handle:
+        try:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+        except OSError as exc:
+            raise DeliveryRejected("unreadable", f"{shown}: {exc.strerror}") from None
+
+
+def _check_name(name: str) -> None:
+    shown = printable(name)
+    if unsafe_characters(name):
+        raise DeliveryRejected("invalid_name",
+                               f"{shown} holds control, bidi or invisible characters")
+    suffix = next((s for s in ARCHIVE_SUFFIXES if name.endswith(s)), None)
+    if suffix is None:
+        raise DeliveryRejected("unsupported_suffix",
+                               f"{shown}: expected one of {', '.join(ARCHIVE_SUFFIXES)}")
+    if not name.removesuffix(suffix).strip("."):
+        raise DeliveryRejected("invalid_name", f"{shown} has no name before its suffix")
+
+
+def _verdict(folder: Path) -> _Verdict:
+    """Read a claimed delivery (never following links or opening special files) and judge it."""
+    entries = sorted(p.name for p in folder.iterdir())
+    markers = [n for n in entries if n.endswith(MARKER_SUFFIX)]
+    name = markers[0].removesuffix(MARKER_SUFFIX) if markers else entries[0]
+    shown = printable(name)
+    try:
+        return _judge(folder, entries, markers, name, shown)
+    except OSError as exc:
+        return _Verdict(shown, rejected=DeliveryRejected("unreadable", f"{shown}: {exc.strerror}"))
+
+
+def _judge(folder: Path, entries: list[str], markers: list[str], name: str,
+           shown: str) -> _Verdict:
+    try:
+        if not markers:
+            mode = (folder / name).lstat().st_mode
+            raise DeliveryRejected("not_a_regular_file", f"{shown} is {_kind(mode)}")
+        marker = folder / markers[0]
+        mode = marker.lstat().st_mode
+        if not stat.S_ISREG(mode):
+            raise DeliveryRejected("not_a_regular_file",
+                                   f"the marker of {shown} is {_kind(mode)}")
+        _check_name(name)
+        archive = folder / name
+        if name not in entries:
+            raise DeliveryRejected("marker_without_archive", f"no {shown} beside its marker")
+        mode = archive.lstat().st_mode
+        if not stat.S_ISREG(mode):
+            raise DeliveryRejected("not_a_regular_file", f"{shown} is {_kind(mode)}")
+        expected = _read_marker(marker, f"the marker of {shown}")
+        actual = _sha256(archive, shown)
+    except DeliveryRejected as rejected:
+        return _Verdict(shown, rejected=rejected)
+    if actual != expected:
+        return _Verdict(shown, actual, DeliveryRejected(
+            "checksum_mismatch", f"marker says {expected[:12]}…, archive is {actual[:12]}…"))
+    return _Verdict(name, actual)
+
+
+def _write_reason(path: Path, reason: dict[str, object]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(reason, indent=2, ensure_ascii=True), encoding="utf-8")
+
+
+def _record(store: Store, folder: Path, verdict: _Verdict, run_date: str) -> None:
+    """One transaction: the archive (new bytes only) and the delivery with its verdict."""
+    status, reason, archive_id = "registered", None, None
+    with store.begin() as conn:
+        if verdict.rejected is not None:
+            status, reason = "rejected", str(verdict.rejected)
+        else:
+            archive = folder / verdict.name
+            archive_id = conn.execute(sa.text(
+                "INSERT INTO archives (name, sha256, run_date, status, path, bytes)"
+                " VALUES (:name, :sha, :d, 'registered', :path, :bytes)"
+                " ON CONFLICT (sha256) DO NOTHING RETURNING id"
+            ), {"name": verdict.name, "sha": verdict.sha256, "d": run_date, "path": str(archive),
+                "bytes": archive.stat().st_size}).scalar()
+            if archive_id is None:
+                first = conn.execute(sa.text(
+                    "SELECT id, status, error FROM archives WHERE sha256 = :sha"),
+                    {"sha": verdict.sha256}).one()
+                status, archive_id = "duplicate", first.id
+                reason = f"same bytes as archive #{first.id} ({first.status})"
+                if first.status == "rejected":
+                    reason += f", rejected for its content: {first.error}"
+        conn.execute(sa.text(
+            "INSERT INTO deliveries (token, name, run_date, status, sha256, archive_id, reason,"
+            " path) VALUES (:token, :name, :d, :status, :sha, :archive_id, :reason, :path)"
+        ), {"token": folder.name, "name": verdict.name, "d": run_date, "status": status,
+            "sha": verdict.sha256, "archive_id": archive_id, "reason": reason,
+            "path": str(folder)})
+    log.info("delivery %s (%s): %s%s", folder.name, verdict.name, status,
+             f" ({reason.split(':')[0]})" if status == "rejected" and reason else "")
+
+
+_DELIVERY_SQL = (
+    "SELECT d.id, d.token, d.name, d.run_date, d.status, d.reason, d.archive_id, d.path,"
+    " a.status AS archive_status, a.run_date AS archive_date, a.error AS archive_error"
+    " FROM deliveries d LEFT JOIN archives a ON a.id = d.archive_id"
+)
+
+
+def _settle(settings: Settings, store: Store, token: str) -> None:
+    """Move a claimed delivery to the home its DB state gives it, and record the path there.
+
+    Idempotent: a no-op once moved, or while its archive still awaits unpack.
+    """
+    folder = settings.claimed / token
+    rows = store.rows(_DELIVERY_SQL + " WHERE d.token = :t", t=token)
+    home = _delivery_home(settings, rows[0]) if rows else None
+    if home is None:
+        return
+    row = rows[0]
+    if row.path != str(home):  # the DB says where first, so an interrupted move resumes
+        with store.begin() as conn:
+            conn.execute(sa.text("UPDATE deliveries SET path = :p WHERE id = :id"),
+                         {"p": str(home), "id": row.id})
+            if row.status == "registered":
+                conn.execute(sa.text("UPDATE archives SET path = :p WHERE id = :id"),
+                             {"p": str(home / row.name), "id": row.archive_id})
+    if not folder.exists():
+        return
+    if row.status == "rejected":
+        _write_reason(home.with_name(f"{home.name}.reason.json"),
+                      {"delivery": row.id, "name": row.name, "reason": row.reason})
+    home.parent.mkdir(parents=True, exist_ok=True)
+    if os.path.lexists(home):
+        raise FileExistsError(f"{home} exists; delivery {row.id} cannot move there")
+    folder.rename(home)
+
+
+def _known_tokens(store: Store, tokens: list[str]) -> set[str]:
+    query = sa.text("SELECT token FROM deliveries WHERE token IN :tokens").bindparams(
+        sa.bindparam("tokens", expanding=True))
+    known: set[str] = set()
+    with store.engine.connect() as conn:
+        for start in range(0, len(tokens), 500):
+            known.update(conn.execute(query, {"tokens": tokens[start:start + 500]}).scalars())
+    return known
 
 
 def register_archives(settings: Settings, store: Store, run_date: str) -> list[int]:
-    """Register every archive whose marker is present; return the ids still to unpack.
+    """Claim everything ready in ``incoming/``, judge and record each delivery; return the ids
+    of ``run_date``'s archives still to unpack.
 
-    Idempotent on sha256: a rerun or a second delivery of the same bytes registers nothing new.
-    Archives of ``run_date`` left ``registered`` by an earlier failed run are returned too.
+    Each delivery is handled on its own: one that cannot be read is recorded as rejected, and an
+    unexpected error in one is raised only after all the others were handled. Deliveries an
+    earlier, interrupted attempt claimed are resumed first. Archives of ``run_date`` left
+    ``registered`` by an earlier failed run are returned too.
     """
     store.migrate()
     settings.ensure_layout()
-    for marker in ready_markers(settings.incoming):
-        _register_one(settings, store, marker, run_date)
+    markers, _ = _scan_incoming(settings.incoming)
+    for marker in markers:
+        _claim(settings, marker, marker.removesuffix(MARKER_SUFFIX))
+    for name in _scan_incoming(settings.incoming)[1]:
+        _claim(settings, name)
+
+    tokens = sorted(p.name for p in settings.claimed.iterdir())
+    known = _known_tokens(store, tokens)
+    fresh = [settings.claimed / t for t in tokens if t not in known]
+    failures: list[BaseException] = []
+    with ThreadPoolExecutor(max_workers=_VERDICT_WORKERS) as pool:
+        # Read and hashed in parallel, recorded in claim order (the first of equal bytes wins).
+        verdicts = [pool.submit(_verdict, folder) for folder in fresh]
+        for folder, verdict in zip(fresh, verdicts, strict=True):
+            try:
+                _record(store, folder, verdict.result(), run_date)
+            except Exception as exc:  # the others still get their verdicts
+                log.exception("delivery %s could not be recorded", folder.name)
+                failures.append(exc)
+    for token in tokens:
+        try:
+            _settle(settings, store, token)
+        except Exception as exc:
+            log.exception("delivery %s could not be moved to its home", token)
+            failures.append(exc)
+    if failures:
+        raise failures[0]
     rows = store.rows(
         "SELECT id FROM archives WHERE run_date = :d AND status = 'registered' ORDER BY id",
         d=run_date,
@@ -111,63 +397,7 @@ def register_archives(settings: Settings, store: Store, run_date: str) -> list[i
     return [row.id for row in rows]
 
 
-def _register_one(settings: Settings, store: Store, marker: Path, run_date: str) -> None:
-    archive = marker.with_name(marker.name.removesuffix(MARKER_SUFFIX))
-    if not archive.exists():
-        _write_reason(settings.quarantine / run_date, marker.name,
-                      {"marker": marker.name, "code": "marker_without_archive"})
-        _move(marker, settings.quarantine / run_date)
-        return
-    try:
-        expected = read_marker(marker)
-    except ArchiveRejected as rejected:
-        _reject_unregistered(settings, store, archive, marker, run_date, rejected)
-        return
-    if not archive.name.endswith(ARCHIVE_SUFFIXES):
-        _reject_unregistered(settings, store, archive, marker, run_date, ArchiveRejected(
-            "not_a_tar", f"{archive.name}: expected one of {', '.join(ARCHIVE_SUFFIXES)}"))
-        return
-    actual = sha256_file(archive)
-    if actual != expected:
-        _reject_unregistered(settings, store, archive, marker, run_date, ArchiveRejected(
-            "checksum_mismatch", f"marker says {expected[:12]}…, archive is {actual[:12]}…"),
-            sha=actual)
-        return
-    with store.begin() as conn:
-        new_id = conn.execute(sa.text(
-            "INSERT INTO archives (name, sha256, run_date, status, path, bytes)"
-            " VALUES (:name, :sha, :d, 'registered', :path, :bytes)"
-            " ON CONFLICT (sha256) DO NOTHING RETURNING id"
-        ), {"name": archive.name, "sha": actual, "d": run_date, "path": str(archive),
-            "bytes": archive.stat().st_size}).scalar()
-        if new_id is not None:
-            log.info("registered archive %s as #%s", archive.name, new_id)
-            return
-        existing = conn.execute(sa.text(
-            "SELECT id, status, path FROM archives WHERE sha256 = :sha"), {"sha": actual}).one()
-    if existing.status == "registered" and Path(existing.path) == archive:
-        return  # a retried registration: unpack will pick it up
-    moved = _move(archive, settings.processed / "duplicates")
-    _move(marker, settings.processed / "duplicates")
-    log.info("archive %s duplicates #%s; moved to %s", archive.name, existing.id, moved.parent)
-
-
-def _reject_unregistered(
-    settings: Settings, store: Store, archive: Path, marker: Path, run_date: str,
-    rejected: ArchiveRejected, sha: str | None = None,
-) -> None:
-    moved = _quarantine_archive(settings, archive, marker, run_date, rejected.code, rejected.detail)
-    # Keyed on the actual bytes so the same bad delivery is recorded once.
-    if sha is None:
-        sha = sha256_file(moved) if moved.exists() else f"missing:{archive.name}"
-    with store.begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO archives (name, sha256, run_date, status, path, bytes, error)"
-            " VALUES (:name, :sha, :d, 'rejected', :path, :bytes, :error)"
-            " ON CONFLICT (sha256) DO NOTHING"
-        ), {"name": archive.name, "sha": sha, "d": run_date, "path": str(moved),
-            "bytes": moved.stat().st_size if moved.exists() else None,
-            "error": f"{rejected.code}: {rejected.detail}"})
+# --- unpack ---------------------------------------------------------------------------------
 
 
 def _validate(path: Path, limits: AudioLimits) -> AudioInfo | AudioRejected:
@@ -177,79 +407,93 @@ def _validate(path: Path, limits: AudioLimits) -> AudioInfo | AudioRejected:
         return rejected
 
 
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        path.unlink()
+
+
+def _clear_unfinished_attempt(store: Store, archive_id: int, *homes: Path) -> None:
+    """Remove what an interrupted unpack of this archive left in its own homes.
+
+    Safe because the homes are keyed by this archive's id and no row refers to anything in
+    them while it is ``registered`` (its files are registered with the status change).
+    """
+    referenced = store.scalar("SELECT count(*) FROM audio_files WHERE archive_id = :id",
+                              id=archive_id)
+    if referenced:
+        raise RuntimeError(f"archive {archive_id} is registered but {referenced} files refer to it")
+    for home in homes:
+        _remove(home)
+
+
 def unpack_archive(settings: Settings, store: Store, archive_id: int,
                    workers: int | None = None,
                    limits: ExtractLimits | None = None) -> UnpackSummary:
-    """Extract one registered archive safely, validate every file, register them in bulk."""
-    row = store.rows("SELECT * FROM archives WHERE id = :id", id=archive_id)[0]
-    run_date = str(row.run_date)
-    archive = Path(row.path)
+    """Extract one registered archive into its own home, validate every file, register them."""
+    row = store.rows(
+        "SELECT a.*, d.token FROM archives a LEFT JOIN deliveries d"
+        " ON d.archive_id = a.id AND d.status = 'registered' WHERE a.id = :id", id=archive_id)[0]
     if row.status != "registered":
-        if row.status == "unpacked" and archive.parent == settings.incoming and archive.exists():
-            _file_away(settings, store, archive_id, archive, run_date)  # an earlier try died here
+        if row.token:
+            _settle(settings, store, row.token)  # an earlier try died before the move
         return _summary(store, row)
-    marker = marker_path(archive)
-    destination = settings.audio / run_date / _stem(archive.name)
+    run_date = str(row.run_date)
+    home = audio_home(settings, run_date, archive_id)
+    quarantine = archive_quarantine(settings, run_date, archive_id)
+    reason_file = quarantine.with_name(f"{quarantine.name}.reason.json")
+    _clear_unfinished_attempt(store, archive_id, home, quarantine, reason_file)
+    limits = limits or ExtractLimits(max_compression_ratio=settings.max_compression_ratio)
     try:
-        extracted = safe_extract(archive, destination, limits or ExtractLimits())
+        extracted = safe_extract(Path(row.path), home, limits)
     except ArchiveRejected as rejected:
-        moved = _quarantine_archive(settings, archive, marker, run_date,
-                                    rejected.code, rejected.detail)
+        _write_reason(reason_file, {"archive": archive_id, "name": row.name,
+                                    "reason": str(rejected)})
         with store.begin() as conn:
             conn.execute(sa.text(
-                "UPDATE archives SET status = 'rejected', error = :e, path = :p,"
+                "UPDATE archives SET status = 'rejected', error = :e,"
                 " updated_at = CURRENT_TIMESTAMP WHERE id = :id AND status = 'registered'"
-            ), {"e": f"{rejected.code}: {rejected.detail}", "p": str(moved), "id": archive_id})
-        row = store.rows("SELECT * FROM archives WHERE id = :id", id=archive_id)[0]
-        return _summary(store, row)
+            ), {"e": str(rejected), "id": archive_id})
+        log.warning("archive #%s rejected: %s", archive_id, rejected.code)
+        if row.token:
+            _settle(settings, store, row.token)
+        return _summary(store, store.rows("SELECT * FROM archives WHERE id = :id",
+                                          id=archive_id)[0])
 
-    limits = AudioLimits(max_duration_s=settings.max_audio_seconds)
+    audio_limits = AudioLimits(max_duration_s=settings.max_audio_seconds)
     members = list(extracted.members)
     with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
-        results = list(pool.map(lambda m: _validate(extracted.directory / m.path, limits), members))
+        results = list(pool.map(lambda m: _validate(home / m.path, audio_limits), members))
 
-    quarantine_dir = settings.quarantine / run_date / _stem(archive.name)
     records = []
     for member, result in zip(members, results, strict=True):
-        path = extracted.directory / member.path
         record = {"archive_id": archive_id, "member_path": member.path, "bytes": member.size,
                   "sha256": None, "format": None, "duration_s": None, "sample_rate": None,
-                  "channels": None, "silent": 0, "status": "ready", "error": None}
+                  "channels": None, "silent": 0, "status": "ready", "error": None,
+                  "path": str(home / member.path)}
         if isinstance(result, AudioRejected):
-            target = quarantine_dir / Path(member.path).parent
-            moved = _move(path, target)
-            record.update(status="quarantined", error=f"{result.code}: {result.detail}",
-                          path=str(moved))
+            target = quarantine / "files" / member.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            (home / member.path).rename(target)
+            record.update(status="quarantined", error=str(result), path=str(target))
         else:
             record.update(sha256=result.sha256, format=result.format,
                           duration_s=result.duration_s, sample_rate=result.sample_rate,
-                          channels=result.channels, silent=int(result.silent), path=str(path))
+                          channels=result.channels, silent=int(result.silent))
         records.append(record)
     quarantined = [r for r in records if r["status"] == "quarantined"]
     if quarantined:
-        _write_reason(quarantine_dir, "files", {
-            "archive": archive.name,
-            "files": {r["member_path"]: r["error"] for r in quarantined},
-        })
+        _write_reason(reason_file, {"archive": archive_id, "name": row.name,
+                                    "files": {r["member_path"]: r["error"] for r in quarantined}})
 
     register_files(store, archive_id, records)
-    _file_away(settings, store, archive_id, archive, run_date)
-    summary = UnpackSummary(archive_id, archive.name, "unpacked",
+    if row.token:  # archives registered before deliveries were recorded have none
+        _settle(settings, store, row.token)
+    summary = UnpackSummary(archive_id, row.name, "unpacked",
                             ready=len(records) - len(quarantined), quarantined=len(quarantined))
     log.info("unpacked %s", asdict(summary))
     return summary
-
-
-def _file_away(settings: Settings, store: Store, archive_id: int, archive: Path,
-               run_date: str) -> None:
-    """Move a processed archive and its marker to ``processed/<date>/`` and record where."""
-    moved = _move(archive, settings.processed / run_date)
-    marker = marker_path(archive)
-    if marker.exists():
-        _move(marker, settings.processed / run_date)
-    with store.begin() as conn:
-        conn.execute(sa.text("UPDATE archives SET path = :p WHERE id = :id"),
-                     {"p": str(moved), "id": archive_id})
 
 
 def register_files(store: Store, archive_id: int, records: list[dict[str, object]]) -> None:
@@ -270,13 +514,6 @@ def register_files(store: Store, archive_id: int, records: list[dict[str, object
         ), {"n": len(records), "id": archive_id})
 
 
-def _stem(name: str) -> str:
-    for suffix in ARCHIVE_SUFFIXES:
-        if name.endswith(suffix):
-            return name.removesuffix(suffix)
-    return name
-
-
 def _summary(store: Store, row: sa.Row) -> UnpackSummary:
     counts = store.rows(
         "SELECT COALESCE(SUM(CASE WHEN status = 'quarantined' THEN 0 ELSE 1 END), 0) AS ready,"
@@ -284,6 +521,9 @@ def _summary(store: Store, row: sa.Row) -> UnpackSummary:
         " FROM audio_files WHERE archive_id = :id", id=row.id)[0]
     return UnpackSummary(row.id, row.name, row.status, ready=int(counts.ready),
                          quarantined=int(counts.quarantined), error=row.error)
+
+
+# --- retention ------------------------------------------------------------------------------
 
 
 def prune_processed(settings: Settings, today: date | None = None) -> list[Path]:

@@ -23,7 +23,7 @@ DAY = "2026-11-29"
 
 def _add_bad_archive(incoming: Path) -> None:
     """One archive with a garbage .wav beside a good one, and one unsafe archive."""
-    from earmark.intake import sha256_file
+    from earmark.contract import sha256_file
     from earmark.sampledata import generate_day
 
     scratch = incoming.parent / "scratch"
@@ -107,7 +107,9 @@ def test_daily_dag_end_to_end_then_rerun(tmp_path, pg_url):
     assert first["files"] == 2 * 3 + 2
     bad = store.rows("SELECT member_path, error FROM audio_files WHERE status = 'quarantined'")
     assert bad[0].member_path == "bad/garbage.wav" and bad[0].error
-    assert (env.data_root / "quarantine" / DAY / f"{DAY}-unsafe.tar").exists()
+    unsafe_id = store.scalar("SELECT id FROM archives WHERE name = :n", n=f"{DAY}-unsafe.tar")
+    assert (env.data_root / "quarantine" / DAY / f"archive-{unsafe_id}" / f"{DAY}-unsafe.tar") \
+        .exists()
     assert not (env.data_root / "escape.wav").exists()
     assert not list(incoming.iterdir())
 
@@ -129,7 +131,8 @@ def test_daily_dag_end_to_end_then_rerun(tmp_path, pg_url):
                  minutes=1.5, seed=7)
     run_day(env, DAY)
     assert _snapshot(store) == first
-    assert len(list((env.data_root / "processed" / "duplicates").glob("*.tar"))) == 2
+    assert len(list((env.data_root / "processed" / DAY).glob("duplicate-*/*.tar"))) == 2
+    assert store.scalar("SELECT count(*) FROM deliveries WHERE status = 'duplicate'") == 2
 
     # Reprocess redoes the GPU work and still leaves one row each.
     before = store.scalar("SELECT max(created_at) FROM transcripts")

@@ -195,7 +195,7 @@ def test_manual_trigger_then_rerun_and_reprocess(fresh):
                 logical_date=datetime.now(UTC)) == "success"
     assert _state(h) == state
     assert store.scalar("SELECT max(created_at) FROM transcripts") == created
-    assert len(list((h.data_root / "processed" / "duplicates").glob("*.tar"))) == 2
+    assert len(list((h.data_root / "processed" / DAY).glob("duplicate-*/*.tar"))) == 2
     assert not [m for m in h.mails() if "rerun" in m["subject"]]
     assert all(not row.missed for row in _deadline_rows(h, "rerun"))
 

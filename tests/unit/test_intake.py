@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 from earmark.config import Settings
+from earmark.contract import sha256_file
 from earmark.ingest.extract import InsufficientDisk
-from earmark.intake import register_archives, sha256_file, unpack_archive
+from earmark.intake import register_archives, unpack_archive
 from earmark.sampledata import generate_day
 
 DAY = "2026-11-29"
@@ -49,10 +50,14 @@ def test_sample_day_registers_and_unpacks(settings, store):
         assert summary.status == "unpacked" and summary.ready == 3 and summary.quarantined == 0
     assert store.scalar("SELECT count(*) FROM audio_files WHERE status = 'ready'") == 6
     assert not list(settings.incoming.iterdir())
-    assert len(list((settings.processed / DAY).iterdir())) == 4  # archives + markers
-    for path in store.rows("SELECT path FROM audio_files"):
-        assert Path(path.path).is_file()
-        assert Path(path.path).is_relative_to(settings.audio / DAY)
+    assert not list(settings.claimed.iterdir())
+    assert sorted(p.name for p in (settings.processed / DAY).iterdir()) == [
+        f"archive-{i}" for i in sorted(ids)]
+    for archive_id in ids:
+        assert len(list((settings.processed / DAY / f"archive-{archive_id}").iterdir())) == 2
+    for row in store.rows("SELECT archive_id, path FROM audio_files"):
+        assert Path(row.path).is_file()
+        assert Path(row.path).is_relative_to(settings.audio / DAY / f"archive-{row.archive_id}")
 
 
 def test_unpack_is_idempotent(settings, store):
@@ -78,7 +83,9 @@ def test_same_bytes_delivered_again_is_a_no_op(settings, store):
     Path(f"{archive}.sha256").rename(f"{renamed}.sha256")
     assert register_archives(settings, store, DAY) == []
     assert store.scalar("SELECT count(*) FROM archives") == 1
-    assert (settings.processed / "duplicates" / "renamed.tar").exists()
+    duplicate = store.rows("SELECT id, reason FROM deliveries WHERE status = 'duplicate'")[0]
+    assert duplicate.reason == f"same bytes as archive #{archive_id} (unpacked)"
+    assert (settings.processed / DAY / f"duplicate-{duplicate.id}" / "renamed.tar").exists()
     assert not list(settings.incoming.iterdir())
 
 
@@ -94,10 +101,11 @@ def test_checksum_mismatch_is_rejected_with_reason(settings, store):
     archive = _write_tar(settings.incoming / "cut.tar", {"a.wav": b"x" * 2048})
     Path(f"{archive}.sha256").write_text("0" * 64 + "\n")
     assert register_archives(settings, store, DAY) == []
-    row = store.rows("SELECT status, error, path FROM archives")[0]
-    assert row.status == "rejected" and row.error.startswith("checksum_mismatch")
-    assert Path(row.path) == settings.quarantine / DAY / "cut.tar"
-    assert (settings.quarantine / DAY / "cut.tar.reason.json").exists()
+    row = store.rows("SELECT id, status, reason, path FROM deliveries")[0]
+    assert row.status == "rejected" and row.reason.startswith("checksum_mismatch")
+    assert Path(row.path) == settings.quarantine / DAY / f"delivery-{row.id}"
+    assert sorted(p.name for p in Path(row.path).iterdir()) == ["cut.tar", "cut.tar.sha256"]
+    assert (settings.quarantine / DAY / f"delivery-{row.id}.reason.json").exists()
 
 
 def test_unsafe_archive_rejected_nothing_written(settings, store):
@@ -109,7 +117,7 @@ def test_unsafe_archive_rejected_nothing_written(settings, store):
     assert not (settings.data_root / "escape.wav").exists()
     assert not (settings.data_root.parent / "escape.wav").exists()
     assert not [p for p in settings.audio.rglob("*") if not p.is_dir()]
-    assert (settings.quarantine / DAY / "evil.tar").exists()
+    assert (settings.quarantine / DAY / f"archive-{archive_id}" / "evil.tar").exists()
 
 
 def test_bad_file_quarantined_rest_of_archive_goes_on(settings, store):
@@ -128,7 +136,7 @@ def test_bad_file_quarantined_rest_of_archive_goes_on(settings, store):
     assert rows["empty.wav"].error.split(":")[0] in {"unreadable", "too_short"}
     assert rows["notes.txt"].error.startswith("unsupported_extension")
     assert rows[member.name].status == "ready"
-    assert (settings.quarantine / DAY / "mixed" / "empty.wav").exists()
+    assert (settings.quarantine / DAY / f"archive-{archive_id}" / "files" / "empty.wav").exists()
 
 
 def test_disk_full_raises_and_leaves_archive_for_retry(settings, store, monkeypatch):
@@ -142,7 +150,8 @@ def test_disk_full_raises_and_leaves_archive_for_retry(settings, store, monkeypa
     with pytest.raises(InsufficientDisk):
         unpack_archive(settings, store, archive_id)
     assert store.scalar("SELECT status FROM archives") == "registered"
-    assert len(list(settings.incoming.glob("*.tar"))) == 1
+    assert Path(store.scalar("SELECT path FROM archives")).is_file()  # kept, in claimed/
+    assert not (settings.audio / DAY / f"archive-{archive_id}").exists()
     monkeypatch.setattr(shutil, "disk_usage", real)
     assert unpack_archive(settings, store, archive_id).status == "unpacked"
 
@@ -150,11 +159,11 @@ def test_disk_full_raises_and_leaves_archive_for_retry(settings, store, monkeypa
 def test_retention_prunes_old_processed_days_only(settings):
     from earmark.intake import prune_processed
 
-    for day in ("2026-10-01", "2026-11-20", "duplicates"):
+    for day in ("2026-10-01", "2026-11-20", "not-a-date"):
         (settings.processed / day).mkdir(parents=True)
         (settings.processed / day / "x.tar").write_bytes(b"x")
     removed = prune_processed(replace(settings, processed_retention_days=30),
                               today=date(2026, 11, 30))
     assert removed == [settings.processed / "2026-10-01"]
     assert (settings.processed / "2026-11-20" / "x.tar").exists()
-    assert (settings.processed / "duplicates" / "x.tar").exists()
+    assert (settings.processed / "not-a-date" / "x.tar").exists()

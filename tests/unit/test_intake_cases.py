@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 from earmark.config import Settings
+from earmark.contract import sha256_file
 from earmark.ingest.extract import ExtractLimits
-from earmark.intake import register_archives, sha256_file, unpack_archive
+from earmark.intake import register_archives, unpack_archive
 
 DAY = "2026-11-29"
 SR = 16_000
@@ -107,13 +108,15 @@ def test_bad_archive_rejected_with_reason(settings, store, kind):
     assert summary.status == "rejected"
     row = store.rows("SELECT status, error, path FROM archives WHERE id = :i", i=archive_id)[0]
     assert row.status == "rejected" and row.error.startswith(code), row.error
-    assert Path(row.path) == settings.quarantine / DAY / f"{kind}.tar"
-    assert Path(row.path).exists()
-    assert (settings.quarantine / DAY / f"{kind}.tar.reason.json").exists()
+    home = settings.quarantine / DAY / f"archive-{archive_id}"
+    assert Path(row.path) == home / f"{kind}.tar"
+    assert Path(row.path).exists() and (home / f"{kind}.tar.sha256").exists()
+    assert code in (home.parent / f"archive-{archive_id}.reason.json").read_text()
     assert store.scalar("SELECT count(*) FROM audio_files") == 0
     assert [p for p in settings.audio.rglob("*") if not p.is_dir()] == []
     assert not Path("/tmp/earmark-abs.wav").exists()
     assert not list(settings.incoming.iterdir())
+    assert not list(settings.claimed.iterdir())
     _assert_contained(settings)
 
 
@@ -145,9 +148,11 @@ def test_truncated_in_transit_caught_by_checksum(settings, store):
     archive = _deliver(settings, "cut.tar", _two_members)
     archive.write_bytes(archive.read_bytes()[:-1536])  # cut after the marker was written
     assert register_archives(settings, store, DAY) == []
-    row = store.rows("SELECT status, error FROM archives")[0]
-    assert row.status == "rejected" and row.error.startswith("checksum_mismatch")
-    assert (settings.quarantine / DAY / "cut.tar").exists()
+    assert store.scalar("SELECT count(*) FROM archives") == 0  # the bytes are not barred
+    row = store.rows("SELECT id, status, reason, path FROM deliveries")[0]
+    assert row.status == "rejected" and row.reason.startswith("checksum_mismatch")
+    assert Path(row.path) == settings.quarantine / DAY / f"delivery-{row.id}"
+    assert (Path(row.path) / "cut.tar").exists()
 
 
 def _flac_named_wav() -> bytes:
@@ -168,7 +173,7 @@ BAD_FILES = {
     "garbage.wav": (bytes(range(256)) * 8, {"unreadable"}),
     "text.wav": (b"hello, this is not audio\n" * 20, {"unreadable"}),
     "flac-named.wav": (None, {"format_mismatch"}),
-    "short-data.wav": (None, {"truncated"}),
+    "short-data.wav": (None, {"header_data_mismatch"}),
     "cut.flac": (None, {"truncated", "unreadable"}),
     "zero-frames.wav": (_wav(0.0), {"too_short"}),
     "nan.wav": (_wav(subtype="FLOAT", value=float("nan")), {"non_finite"}),
@@ -201,12 +206,13 @@ def test_bad_files_quarantined_rest_processed(settings, store):
         row = rows[f"bad/{name}"]
         assert row.status == "quarantined", name
         assert row.error.split(":")[0] in codes, (name, row.error)
-        assert Path(row.path) == settings.quarantine / DAY / "mixed" / "bad" / name
+        assert Path(row.path) == settings.quarantine / DAY / f"archive-{archive_id}" / "files" \
+            / "bad" / name
         assert Path(row.path).exists()
     assert rows["good/speech.wav"].status == "ready" and rows["good/speech.wav"].silent == 0
     assert rows["good/quiet.wav"].status == "ready" and rows["good/quiet.wav"].silent == 1
     assert Path(rows["good/speech.wav"].path).exists()
-    assert (settings.quarantine / DAY / "mixed" / "files.reason.json").exists()
+    assert (settings.quarantine / DAY / f"archive-{archive_id}.reason.json").exists()
     _assert_contained(settings)
 
 
@@ -225,8 +231,11 @@ def test_task_rerun_and_redelivery_leave_one_row_each(settings, store):
     unpack_archive(settings, store, archive_id)  # redelivered unpack
     (settings.incoming / "day-again.tar").write_bytes(copy)
     (settings.incoming / "day-again.tar.sha256").write_text(
-        sha256_file(settings.processed / DAY / "day.tar"))
+        sha256_file(settings.processed / DAY / f"archive-{archive_id}" / "day.tar"))
     assert register_archives(settings, store, DAY) == []
     assert store.scalar("SELECT count(*) FROM archives") == 1
+    assert [tuple(r) for r in store.rows(
+        "SELECT name, status, archive_id FROM deliveries ORDER BY id")] == [
+        ("day.tar", "registered", archive_id), ("day-again.tar", "duplicate", archive_id)]
     assert store.scalar("SELECT count(*) FROM audio_files") == 2
     _assert_contained(settings)

@@ -62,3 +62,37 @@ def test_a_failed_migration_leaves_nothing_behind(tmp_path, monkeypatch):
         store.migrate()
     assert "half" not in sa.inspect(store.engine).get_table_names()
     assert "archives" not in sa.inspect(store.engine).get_table_names()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_0003_frees_bytes_barred_by_a_marker_or_name_rejection(backend, tmp_path, request,
+                                                               monkeypatch):
+    """Rows an older intake wrote for marker or name rejections become rejected deliveries, so
+    the same bytes can be delivered again; content rejections stay barred."""
+    from earmark.store import db
+
+    url = (request.getfixturevalue("pg_url") if backend == "postgres"
+           else f"sqlite:///{tmp_path / 'r.db'}")
+    store = Store.from_url(url)
+    before = [m for m in migrations() if m[0] < "0003"]
+    monkeypatch.setattr(db, "migrations", lambda: before)
+    store.migrate()
+    rows = [("typo.tar", "s1", "bad_marker: typo.tar.sha256 does not hold a sha256 hex digest"),
+            ("cut.tar", "s2", "checksum_mismatch: marker says 0123…, archive is 4567…"),
+            ("x.zip", "s3", "not_a_tar: x.zip: expected one of .tar, .tar.gz, .tgz"),
+            ("evil.tar", "s4", "path_traversal: member '../x' contains '..'"),
+            ("odd.tar", "s5", "not_a_tar: file could not be opened successfully")]
+    with store.begin() as conn:
+        for name, sha, error in rows:
+            conn.execute(sa.text(
+                "INSERT INTO archives (name, sha256, run_date, status, path, error)"
+                " VALUES (:n, :s, '2026-11-29', 'rejected', '/q', :e)"), {"n": name, "s": sha,
+                                                                          "e": error})
+    monkeypatch.undo()
+    assert store.migrate() == [v for v, _ in migrations() if v >= "0003"]
+    assert sorted(store.rows("SELECT name FROM archives")) == [("evil.tar",), ("odd.tar",)]
+    assert sorted(tuple(r) for r in store.rows(
+        "SELECT name, status, sha256 FROM deliveries")) == [
+        ("cut.tar", "rejected", "s2"), ("typo.tar", "rejected", "s1"),
+        ("x.zip", "rejected", "s3")]
+    store.dispose()
