@@ -2,7 +2,8 @@
 
     earmark migrate                 apply pending schema migrations
     earmark status [--date D]       where a day stands (counts, throughput, deadline)
-    earmark quarantine [--date D]   every rejected archive and quarantined file, with reasons
+    earmark quarantine [--date D]   every rejected delivery and archive and quarantined file,
+                                    with reasons (names with control or bidi chars escaped)
     earmark review-items [--date D] the day's review queue (ids, names, scores)
 
 The results DB is ``--db-url`` or the Airflow connection ``EARMARK_DB_CONN_ID`` (for example
@@ -17,6 +18,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from earmark.config import Settings
+from earmark.names import printable
 from earmark.store.db import Store
 
 
@@ -56,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "quarantine":
             rows = monitoring.quarantine_report(store, day)
             print(json.dumps(rows) if args.json else
-                  "\n".join(f"{r['kind']:<8} {r['item']}  ({r['reason']})" for r in rows)
-                  or "nothing quarantined")
+                  "\n".join(f"{r['kind']:<8} {printable(r['item'])}  ({printable(r['reason'])})"
+                             for r in rows) or "nothing quarantined")
         else:
             items = monitoring.review_items(store, day, limit=1000)
             print(json.dumps(items, default=str) if args.json else

@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from earmark.config import PROJECT_ROOT, Settings
+from earmark.names import printable
 from earmark.schedule import deadline_for
 from earmark.store.db import Store
 
@@ -43,6 +44,7 @@ class DayStatus:
     """Where one day stands; every field is a count, a time or a flag."""
 
     run_date: str
+    deliveries: dict[str, int] = field(default_factory=dict)
     archives: dict[str, int] = field(default_factory=dict)
     files: dict[str, int] = field(default_factory=dict)
     audio_hours: float = 0.0
@@ -71,6 +73,7 @@ def day_status(settings: Settings, store: Store, run_date: str,
         def run(name: str) -> list[sa.Row]:
             return list(conn.execute(sa.text(queries[name]), {"d": run_date}))
 
+        status.deliveries = {r.status: int(r.n) for r in run("deliveries_by_status")}
         status.archives = {r.status: int(r.n) for r in run("archives_by_status")}
         status.files = {r.status: int(r.n) for r in run("files_by_status")}
         audio = run("audio_seconds")[0]
@@ -108,6 +111,7 @@ def format_summary(status: DayStatus) -> str:
         verdict = f"INCOMPLETE (ETA {status.eta or 'unknown'})"
     lines = [
         f"Earmark day {status.run_date}",
+        f"  deliveries    {counts(status.deliveries)}",
         f"  archives      {counts(status.archives)}",
         f"  files         {counts(status.files)}",
         f"  audio         {status.audio_hours:.2f} h ({status.pending_audio_hours:.2f} h pending)",
@@ -137,8 +141,9 @@ def format_items(items: list[dict[str, Any]], quarantined: list[dict[str, Any]])
     """Review items and quarantine entries as short lines (ids and names only)."""
     lines = ["Review queue (top by score):"] if items else ["Review queue: empty"]
     lines += [f"  #{i['id']:<5} {i['status']:<8} {i['policy']:<12} {i['score']:.3f}  "
-              f"{i['archive']}:{i['member_path']}" for i in items]
+              f"{printable(i['archive'])}:{printable(i['member_path'])}" for i in items]
     if quarantined:
         lines.append("Quarantine:")
-        lines += [f"  {q['kind']:<8} {q['item']}  ({q['reason']})" for q in quarantined]
+        lines += [f"  {q['kind']:<8} {printable(q['item'])}  ({printable(q['reason'] or '')})"
+                  for q in quarantined]
     return "\n".join(lines)

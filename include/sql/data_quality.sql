@@ -27,6 +27,9 @@ SELECT count(*) = 0
 FROM (
     SELECT id FROM archives WHERE run_date = '{{ run_date }}' AND status = 'rejected' AND error IS NULL
     UNION ALL
+    SELECT id FROM deliveries WHERE run_date = '{{ run_date }}' AND status <> 'registered'
+      AND reason IS NULL
+    UNION ALL
     SELECT f.id FROM audio_files f JOIN archives a ON a.id = f.archive_id
     WHERE a.run_date = '{{ run_date }}' AND f.status = 'quarantined' AND f.error IS NULL
 ) AS unexplained;

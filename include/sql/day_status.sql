@@ -1,6 +1,13 @@
 -- Where one day stands. Every query takes :d, the run date (YYYY-MM-DD).
 -- Used by the noon check, the report task and `earmark status`.
 
+-- name: deliveries_by_status
+-- Everything intake took out of incoming/ for the day: registered, duplicate or rejected.
+SELECT status, count(*) AS n
+FROM deliveries
+WHERE run_date = :d
+GROUP BY status;
+
 -- name: archives_by_status
 SELECT status, count(*) AS n
 FROM archives
@@ -46,6 +53,12 @@ FROM gpu_batches
 WHERE run_date = :d AND transcribe_wall_s IS NOT NULL AND classify_wall_s IS NOT NULL;
 
 -- name: quarantine
+-- Rejected deliveries (marker, name, file type, transport), rejected archives (content) and
+-- quarantined files, each with its reason.
+SELECT 'delivery' AS kind, d.name AS item, d.reason AS reason
+FROM deliveries d
+WHERE d.run_date = :d AND d.status = 'rejected'
+UNION ALL
 SELECT 'archive' AS kind, a.name AS item, a.error AS reason
 FROM archives a
 WHERE a.run_date = :d AND a.status = 'rejected'

@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from earmark import monitoring, review
 from earmark.config import Settings
+from earmark.names import printable
 from earmark.store.db import Store
 from earmark.web import queries
 
@@ -56,6 +57,7 @@ def _templates() -> Jinja2Templates:
     env = Environment(loader=PackageLoader("earmark.web", "templates"),
                       autoescape=select_autoescape(["html"]))
     env.filters["when"] = _when
+    env.filters["printable"] = printable  # names from deliveries: bidi and controls escaped
     return Jinja2Templates(env=env)
 
 
