@@ -29,6 +29,8 @@ def marker_text(digest: str, name: str) -> str:
 def parse_marker(text: str) -> str | None:
     """The hex digest a marker holds, or None when it holds none."""
     token = text.split(maxsplit=1)[0].lower() if text.strip() else ""
+    # sha256sum starts the line with a backslash when it had to escape the file's name.
+    token = token.removeprefix("\\")
     return token if len(token) == 64 and set(token) <= _HEX else None
 
 

@@ -241,3 +241,18 @@ def test_interrupted_unpack_is_redone_from_its_own_home_only(settings, store, mo
     for row in store.rows("SELECT path FROM audio_files"):
         assert Path(row.path).is_file()
     assert not list(settings.data_root.rglob(".tmp-*"))
+
+
+def test_sha256sum_output_is_a_valid_marker_even_when_it_escapes_the_name(settings, store,
+                                                                          tmp_path):
+    import subprocess
+
+    name = "odd\\name.tar"  # sha256sum escapes the backslash and starts the line with one
+    data = tar_bytes({"x.wav": wav(0.3)})
+    (tmp_path / name).write_bytes(data)
+    line = subprocess.run(["sha256sum", name], cwd=tmp_path, capture_output=True, text=True,
+                          check=True).stdout
+    assert line.startswith("\\")
+    write_then_rename(settings.incoming / name, data)
+    write_then_rename(settings.incoming / f"{name}.sha256", line.encode())
+    assert len(register_archives(settings, store, DAY)) == 1
