@@ -10,10 +10,11 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from earmark.statuses import FileStatus
 from earmark.store.db import Store
 
-PENDING_STATUSES = ("ready", "transcribed")
-ALL_LIVE_STATUSES = ("ready", "transcribed", "classified")
+PENDING_STATUSES = (FileStatus.READY, FileStatus.TRANSCRIBED)
+ALL_LIVE_STATUSES = (FileStatus.READY, FileStatus.TRANSCRIBED, FileStatus.CLASSIFIED)
 
 
 @dataclass(frozen=True)

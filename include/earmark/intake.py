@@ -46,6 +46,8 @@ from earmark.ingest.extract import ArchiveRejected, ExtractLimits, safe_extract
 from earmark.ingest.rejection import Rejected
 from earmark.ingest.validate import AudioInfo, AudioLimits, AudioRejected, validate_audio
 from earmark.names import printable, unsafe_characters
+from earmark.reasons import code_of
+from earmark.statuses import ArchiveStatus, DeliveryStatus, FileStatus
 from earmark.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -98,14 +100,14 @@ def archive_quarantine(settings: Settings, run_date: str, archive_id: int) -> Pa
 def _delivery_home(settings: Settings, row: sa.Row) -> Path | None:
     """Where a delivery's own files belong once settled; None while its archive awaits unpack."""
     run_date = str(row.run_date)
-    if row.status == "rejected":
+    if row.status == DeliveryStatus.REJECTED:
         return settings.quarantine / run_date / f"delivery-{row.id}"
-    if row.status == "duplicate":
+    if row.status == DeliveryStatus.DUPLICATE:
         return settings.processed / run_date / f"duplicate-{row.id}"
     archive_date = str(row.archive_date)
-    if row.archive_status == "unpacked":
+    if row.archive_status == ArchiveStatus.UNPACKED:
         return settings.processed / archive_date / f"archive-{row.archive_id}"
-    if row.archive_status == "rejected":
+    if row.archive_status == ArchiveStatus.REJECTED:
         return archive_quarantine(settings, archive_date, row.archive_id)
     return None
 
@@ -276,10 +278,10 @@ def _write_reason(path: Path, reason: dict[str, object]) -> None:
 
 def _record(store: Store, folder: Path, verdict: _Verdict, run_date: str) -> None:
     """One transaction: the archive (new bytes only) and the delivery with its verdict."""
-    status, reason, archive_id = "registered", None, None
+    status, reason, archive_id = DeliveryStatus.REGISTERED, None, None
     with store.begin() as conn:
         if verdict.rejected is not None:
-            status, reason = "rejected", str(verdict.rejected)
+            status, reason = DeliveryStatus.REJECTED, str(verdict.rejected)
         else:
             archive = folder / verdict.name
             archive_id = conn.execute(sa.text(
@@ -292,9 +294,9 @@ def _record(store: Store, folder: Path, verdict: _Verdict, run_date: str) -> Non
                 first = conn.execute(sa.text(
                     "SELECT id, status, error FROM archives WHERE sha256 = :sha"),
                     {"sha": verdict.sha256}).one()
-                status, archive_id = "duplicate", first.id
+                status, archive_id = DeliveryStatus.DUPLICATE, first.id
                 reason = f"same bytes as archive #{first.id} ({first.status})"
-                if first.status == "rejected":
+                if first.status == ArchiveStatus.REJECTED:
                     reason += f", rejected for its content: {first.error}"
         conn.execute(sa.text(
             "INSERT INTO deliveries (token, name, run_date, status, sha256, archive_id, reason,"
@@ -303,7 +305,7 @@ def _record(store: Store, folder: Path, verdict: _Verdict, run_date: str) -> Non
             "sha": verdict.sha256, "archive_id": archive_id, "reason": reason,
             "path": str(folder)})
     log.info("delivery %s (%s): %s%s", folder.name, verdict.name, status,
-             f" ({reason.split(':')[0]})" if status == "rejected" and reason else "")
+             f" ({code_of(reason)})" if status == DeliveryStatus.REJECTED and reason else "")
 
 
 _DELIVERY_SQL = (
@@ -328,12 +330,12 @@ def _settle(settings: Settings, store: Store, token: str) -> None:
         with store.begin() as conn:
             conn.execute(sa.text("UPDATE deliveries SET path = :p WHERE id = :id"),
                          {"p": str(home), "id": row.id})
-            if row.status == "registered":
+            if row.status == DeliveryStatus.REGISTERED:
                 conn.execute(sa.text("UPDATE archives SET path = :p WHERE id = :id"),
                              {"p": str(home / row.name), "id": row.archive_id})
     if not folder.exists():
         return
-    if row.status == "rejected":
+    if row.status == DeliveryStatus.REJECTED:
         _write_reason(home.with_name(f"{home.name}.reason.json"),
                       {"delivery": row.id, "name": row.name, "reason": row.reason})
     home.parent.mkdir(parents=True, exist_ok=True)
@@ -435,7 +437,7 @@ def unpack_archive(settings: Settings, store: Store, archive_id: int,
     row = store.rows(
         "SELECT a.*, d.token FROM archives a LEFT JOIN deliveries d"
         " ON d.archive_id = a.id AND d.status = 'registered' WHERE a.id = :id", id=archive_id)[0]
-    if row.status != "registered":
+    if row.status != ArchiveStatus.REGISTERED:
         if row.token:
             _settle(settings, store, row.token)  # an earlier try died before the move
         return _summary(store, row)
@@ -470,19 +472,19 @@ def unpack_archive(settings: Settings, store: Store, archive_id: int,
     for member, result in zip(members, results, strict=True):
         record = {"archive_id": archive_id, "member_path": member.path, "bytes": member.size,
                   "sha256": None, "format": None, "duration_s": None, "sample_rate": None,
-                  "channels": None, "silent": 0, "status": "ready", "error": None,
+                  "channels": None, "silent": 0, "status": FileStatus.READY, "error": None,
                   "path": str(home / member.path)}
         if isinstance(result, AudioRejected):
             target = quarantine / "files" / member.path
             target.parent.mkdir(parents=True, exist_ok=True)
             (home / member.path).rename(target)
-            record.update(status="quarantined", error=str(result), path=str(target))
+            record.update(status=FileStatus.QUARANTINED, error=str(result), path=str(target))
         else:
             record.update(sha256=result.sha256, format=result.format,
                           duration_s=result.duration_s, sample_rate=result.sample_rate,
                           channels=result.channels, silent=int(result.silent))
         records.append(record)
-    quarantined = [r for r in records if r["status"] == "quarantined"]
+    quarantined = [r for r in records if r["status"] == FileStatus.QUARANTINED]
     if quarantined:
         _write_reason(reason_file, {"archive": archive_id, "name": row.name,
                                     "files": {r["member_path"]: r["error"] for r in quarantined}})
@@ -490,7 +492,7 @@ def unpack_archive(settings: Settings, store: Store, archive_id: int,
     register_files(store, archive_id, records)
     if row.token:  # archives registered before deliveries were recorded have none
         _settle(settings, store, row.token)
-    summary = UnpackSummary(archive_id, row.name, "unpacked",
+    summary = UnpackSummary(archive_id, row.name, ArchiveStatus.UNPACKED,
                             ready=len(records) - len(quarantined), quarantined=len(quarantined))
     log.info("unpacked %s", asdict(summary))
     return summary

@@ -15,10 +15,10 @@ import sqlalchemy as sa
 from earmark.config import PROJECT_ROOT, Settings
 from earmark.names import printable
 from earmark.schedule import deadline_for
+from earmark.statuses import FILE_DONE, ArchiveStatus
 from earmark.store.db import Store
 
 SQL_DIR = PROJECT_ROOT / "include" / "sql"
-TERMINAL_STATUSES = ("classified", "quarantined")
 
 
 def load_sql(name: str) -> str:
@@ -88,8 +88,8 @@ def day_status(settings: Settings, store: Store, run_date: str,
     deadline = deadline_for(run_date, settings)
     status.deadline = deadline.isoformat()
     status.now = now.astimezone(deadline.tzinfo).isoformat(timespec="seconds")
-    live = sum(n for s, n in status.files.items() if s not in TERMINAL_STATUSES)
-    status.complete = live == 0 and status.archives.get("registered", 0) == 0
+    live = sum(n for s, n in status.files.items() if s not in FILE_DONE)
+    status.complete = live == 0 and status.archives.get(ArchiveStatus.REGISTERED, 0) == 0
     if status.complete:
         status.on_time = now <= deadline
     elif status.throughput_x_realtime:

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 
 from earmark.config import Settings
+from earmark.statuses import FileStatus
 from earmark.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -173,7 +174,7 @@ def transcribe_batch(settings: Settings, store: Store, batch_id: int, *, reproce
     done_ids = set() if reprocess else {row.file_id for row in store.rows(
         "SELECT t.file_id FROM transcripts t JOIN batch_files b ON b.file_id = t.file_id"
         " WHERE b.batch_id = :b AND t.model = :m", b=batch_id, m=model)}
-    files = [f for f in batch if f.status != "quarantined" and f.id not in done_ids]
+    files = [f for f in batch if f.status != FileStatus.QUARANTINED and f.id not in done_ids]
     skipped = len(batch) - len(files)
     files.sort(key=lambda f: -(f.duration_s or 0.0))
     quarantined = 0

@@ -32,6 +32,7 @@ import sqlalchemy as sa
 
 from earmark.config import Settings
 from earmark.contract import ARCHIVE_SUFFIXES, MARKER_SUFFIX, marker_text, parse_marker
+from earmark.statuses import TransferStatus
 from earmark.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -233,7 +234,7 @@ def _already_delivered(settings: Settings, store: Store, name: str, digest: str 
 
 def _set(store: Store, transfer_id: int, status: str, **values: Any) -> None:
     assignments = ", ".join(f"{k} = :{k}" for k in values)
-    copied = ", copied_at = CURRENT_TIMESTAMP" if status == "copied" else ""
+    copied = ", copied_at = CURRENT_TIMESTAMP" if status == TransferStatus.COPIED else ""
     with store.begin() as conn:
         conn.execute(sa.text(
             f"UPDATE transfers SET status = :status{', ' if values else ''}{assignments}{copied}"
@@ -248,15 +249,15 @@ def copy_one(settings: Settings, store: Store, transfer_id: int) -> CopyResult:
         if not row:
             raise LookupError(f"transfer {transfer_id} is not in the ledger")
         name, uri, status, recorded, error = row[0]
-        if status != "pending":
+        if status != TransferStatus.PENDING:
             log.info("%s already %s: nothing to do", name, status)
             return CopyResult(transfer_id, name, status, "already_done", error)
         incoming = settings.incoming
         incoming.mkdir(parents=True, exist_ok=True)
         if _already_delivered(settings, store, name, recorded):
-            _set(store, transfer_id, "copied")
+            _set(store, transfer_id, TransferStatus.COPIED)
             log.info("%s was delivered by an earlier attempt; ledger updated", name)
-            return CopyResult(transfer_id, name, "copied", "recovered")
+            return CopyResult(transfer_id, name, TransferStatus.COPIED, "recovered")
         marker = incoming / f"{name}{MARKER_SUFFIX}"
         if marker.exists():
             # Another delivery of this name still waits for the daily DAG: never replace it.
@@ -273,16 +274,16 @@ def copy_one(settings: Settings, store: Store, transfer_id: int) -> CopyResult:
                 problem = f"checksum_mismatch: source says {expected}, copied bytes are {digest}"
             if problem:
                 partial.unlink(missing_ok=True)
-                _set(store, transfer_id, "failed", error=problem, sha256=digest)
+                _set(store, transfer_id, TransferStatus.FAILED, error=problem, sha256=digest)
                 log.warning("%s not transferred: %s", name, problem)
-                return CopyResult(transfer_id, name, "failed", "failed", problem)
-            _set(store, transfer_id, "pending", sha256=digest, bytes=size)
+                return CopyResult(transfer_id, name, TransferStatus.FAILED, "failed", problem)
+            _set(store, transfer_id, TransferStatus.PENDING, sha256=digest, bytes=size)
             publish(incoming, partial, name, digest)
         finally:
             partial.unlink(missing_ok=True)
-        _set(store, transfer_id, "copied")
+        _set(store, transfer_id, TransferStatus.COPIED)
         log.info("%s copied to incoming/ (%d bytes, sha256 %s)", name, size, digest)
-        return CopyResult(transfer_id, name, "copied", "copied")
+        return CopyResult(transfer_id, name, TransferStatus.COPIED, "copied")
 
 
 def ledger_counts(store: Store) -> dict[str, int]:

@@ -149,6 +149,12 @@ class _BoundedReader:
         return self._inner.tell()
 
 
+FILTER_CODES = {  # the data filter's refusals; any other FilterError is an unsafe member
+    tarfile.OutsideDestinationError: "path_traversal",
+    tarfile.AbsolutePathError: "absolute_path",
+}
+
+
 def _translate(exc: BaseException, opening: bool) -> ArchiveRejected | None:  # noqa: PLR0911
     """Map a parsing/decompression error to a rejection; None for infrastructure errors."""
     if isinstance(exc, ArchiveRejected):
@@ -165,11 +171,7 @@ def _translate(exc: BaseException, opening: bool) -> ArchiveRejected | None:  # 
     if isinstance(exc, zlib.error | gzip.BadGzipFile):
         return ArchiveRejected("corrupt", f"gzip stream is damaged ({exc})")
     if isinstance(exc, tarfile.FilterError):
-        code = {
-            tarfile.OutsideDestinationError: "path_traversal",
-            tarfile.AbsolutePathError: "absolute_path",
-        }.get(type(exc), "unsafe_member_type")
-        return ArchiveRejected(code, str(exc))
+        return ArchiveRejected(FILTER_CODES.get(type(exc), "unsafe_member_type"), str(exc))
     if isinstance(exc, tarfile.TarError | ValueError | RecursionError):
         return ArchiveRejected("corrupt", f"{type(exc).__name__}: {exc}")
     return None
