@@ -120,7 +120,7 @@ def _run_date(context: dict[str, Any]) -> str:
     },
     default_args={
         "retries": 3,
-        "retry_delay": timedelta(minutes=1),
+        "retry_delay": timedelta(seconds=settings.retry_delay_seconds),
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": timedelta(minutes=15),
     },

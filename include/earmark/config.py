@@ -35,6 +35,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Local time by which the day must be done; missing it sends an email (HH:MM)."),
     Setting("EARMARK_DEADLINE_ALERTS", "true",
             "Attach the Deadline Alert to the DAG. Only `airflow dags test` runs turn it off."),
+    Setting("EARMARK_RETRY_DELAY_SECONDS", "60",
+            "First retry delay of every earmark_daily task (then doubling, at most 15 min)."),
     Setting("EARMARK_SENSOR_POKE_SECONDS", "60",
             "How often the deferred FileSensor looks for ready markers in incoming/."),
     Setting("EARMARK_ALERT_EMAIL", "ops@example.org", "Where deadline and failure emails go."),
@@ -104,6 +106,7 @@ class Settings:
     start_time: time
     deadline_time: time
     deadline_alerts: bool
+    retry_delay_seconds: float
     sensor_poke_seconds: int
     alert_email: str
     smtp_conn_id: str
@@ -138,6 +141,7 @@ class Settings:
             start_time=_hhmm(_get("EARMARK_START_TIME")),
             deadline_time=_hhmm(_get("EARMARK_DEADLINE_TIME")),
             deadline_alerts=_bool(_get("EARMARK_DEADLINE_ALERTS")),
+            retry_delay_seconds=float(_get("EARMARK_RETRY_DELAY_SECONDS")),
             sensor_poke_seconds=int(_get("EARMARK_SENSOR_POKE_SECONDS")),
             alert_email=_get("EARMARK_ALERT_EMAIL"),
             smtp_conn_id=_get("EARMARK_SMTP_CONN_ID"),

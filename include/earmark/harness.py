@@ -216,6 +216,8 @@ class Harness(HomeLayout):
             "EARMARK_GPU_MEMORY_GIB": "22",
             "EARMARK_CLASSIFIER_ATTENTION": "eager",
             "EARMARK_SENSOR_POKE_SECONDS": "3",
+            # Fault tests wait out one retry each: seconds, not production's minute.
+            "EARMARK_RETRY_DELAY_SECONDS": "3",
             "EARMARK_TRANSFER_SOURCE": "",
         }
 
