@@ -31,8 +31,9 @@ dags-test: venv  ## airflow dags test earmark_daily DATE=YYYY-MM-DD on the demo'
 browser:  ## Debian's headless Chromium for the review UI's browser test (apt; root or sudo)
 	bash .ci/install-browser.sh
 
-test: venv browser  ## Lint and every test (unit, DAG integrity, integration on Postgres, browser)
+test: venv browser  ## Lint, format check and every test (unit, DAG integrity, integration, browser)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
 
 test-unit: venv  ## Unit and DAG tests only (no Postgres needed for the SQLite half)
@@ -41,8 +42,9 @@ test-unit: venv  ## Unit and DAG tests only (no Postgres needed for the SQLite h
 test-integration: venv  ## The whole DAG against a real Postgres results DB
 	$(BIN)/python -m pytest -q tests/integration
 
-lint: venv  ## ruff
+lint: venv  ## ruff check and ruff format --check
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 format: venv  ## ruff format + autofix
 	$(BIN)/ruff check --fix .

@@ -26,7 +26,9 @@ from earmark.schedule import cron_expression, deadline_interval
 settings = Settings.from_env()
 # GPU tasks: the gpu Celery queue, a pool slot per GPU, a readable batch name, well under an hour.
 GPU_TASK: dict[str, Any] = {
-    "queue": "gpu", "pool": "gpu", "map_index_template": "{{ batch_label }}",
+    "queue": "gpu",
+    "pool": "gpu",
+    "map_index_template": "{{ batch_label }}",
     "execution_timeout": timedelta(hours=1),
 }
 RUN_DATE = "{{ ti.xcom_pull(task_ids='check_for_work', key='run_date') }}"
@@ -67,15 +69,20 @@ def _deadline() -> DeadlineAlert | None:
     return DeadlineAlert(
         reference=DeadlineReference.DAGRUN_LOGICAL_DATE,
         interval=deadline_interval(settings),
-        callback=AsyncCallback(SmtpNotifier, kwargs={
-            **_alert_kwargs,
-            "subject": "[earmark] deadline missed: {{ dag_run.dag_id }} {{ dag_run.dag_run_id }}",
-            "html_content": (
-                "<p>{{ dag_run.dag_id }} run {{ dag_run.dag_run_id }} (logical date "
-                "{{ dag_run.logical_date }}) was not finished by its deadline "
-                "{{ deadline.deadline_time }}.</p>"
-            ),
-        }),
+        callback=AsyncCallback(
+            SmtpNotifier,
+            kwargs={
+                **_alert_kwargs,
+                "subject": (
+                    "[earmark] deadline missed: {{ dag_run.dag_id }} {{ dag_run.dag_run_id }}"
+                ),
+                "html_content": (
+                    "<p>{{ dag_run.dag_id }} run {{ dag_run.dag_run_id }} (logical date "
+                    "{{ dag_run.logical_date }}) was not finished by its deadline "
+                    "{{ deadline.deadline_time }}.</p>"
+                ),
+            },
+        ),
     )
 
 
@@ -93,8 +100,9 @@ def _gpu_stage(stage: str, batch_id: int, params: dict[str, Any] | None) -> int:
 
     current, store, context = _context()
     context["batch_label"] = batch_label(store, batch_id)
-    getattr(screening, stage)(current, store, batch_id,
-                              reprocess=bool((params or {}).get("reprocess")))
+    getattr(screening, stage)(
+        current, store, batch_id, reprocess=bool((params or {}).get("reprocess"))
+    )
     return batch_id
 
 
@@ -111,12 +119,20 @@ def _run_date(context: dict[str, Any]) -> str:
     doc_md=DOC,
     tags=["earmark", "daily", "gpu"],
     params={
-        "date": Param(None, type=["null", "string"], format="date", title="Date to process",
-                      description="YYYY-MM-DD. Empty: the run's logical date in the configured "
-                                  "timezone."),
-        "reprocess": Param(False, type="boolean", title="Reprocess",
-                           description="Transcribe and screen every file of the date again, "
-                                       "replacing earlier results (still one row each)."),
+        "date": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            title="Date to process",
+            description="YYYY-MM-DD. Empty: the run's logical date in the configured timezone.",
+        ),
+        "reprocess": Param(
+            False,
+            type="boolean",
+            title="Reprocess",
+            description="Transcribe and screen every file of the date again, "
+            "replacing earlier results (still one row each).",
+        ),
     },
     default_args={
         "retries": 3,
@@ -140,8 +156,9 @@ def earmark_daily() -> None:
 
         current, store, context = _context()
         dag_run = context["dag_run"]
-        run_date = resolve_run_date((params or {}).get("date"), dag_run.logical_date,
-                                    dag_run.run_after, current.timezone)
+        run_date = resolve_run_date(
+            (params or {}).get("date"), dag_run.logical_date, dag_run.run_after, current.timezone
+        )
         context["ti"].xcom_push(key="run_date", value=run_date)
         store.migrate()
         known = store.scalar("SELECT count(*) FROM archives WHERE run_date = :d", d=run_date)
@@ -158,8 +175,10 @@ def earmark_daily() -> None:
         timeout=int(deadline_interval(settings).total_seconds()),
     )
 
-    @task(trigger_rule="none_failed_min_one_success",
-          execution_timeout=timedelta(minutes=settings.register_timeout_minutes))
+    @task(
+        trigger_rule="none_failed_min_one_success",
+        execution_timeout=timedelta(minutes=settings.register_timeout_minutes),
+    )
     def register_archives() -> list[int]:
         """Claim deliveries from incoming/, verify checksums, register archives; ids to unpack."""
         from earmark.intake import register_archives as register  # noqa: PLC0415
@@ -176,7 +195,8 @@ def earmark_daily() -> None:
 
         current, store, context = _context()
         context["archive_label"] = store.scalar(
-            "SELECT name FROM archives WHERE id = :id", id=archive_id)
+            "SELECT name FROM archives WHERE id = :id", id=archive_id
+        )
         return asdict(unpack_archive(current, store, archive_id))
 
     @task(trigger_rule="all_done")
@@ -188,9 +208,14 @@ def earmark_daily() -> None:
         from earmark.batches import plan_batches as plan  # noqa: PLC0415
 
         current, store, context = _context()
-        return plan(store, context["run_id"], _run_date(context),
-                    reprocess=bool((params or {}).get("reprocess")),
-                    max_audio_s=current.batch_audio_seconds, max_files=current.batch_max_files)
+        return plan(
+            store,
+            context["run_id"],
+            _run_date(context),
+            reprocess=bool((params or {}).get("reprocess")),
+            max_audio_s=current.batch_audio_seconds,
+            max_files=current.batch_max_files,
+        )
 
     @task_group
     def gpu_batch(batch_id: int) -> None:
@@ -220,8 +245,9 @@ def earmark_daily() -> None:
             task_id="label_scores_in_range",
             conn_id=settings.db_conn_id,
             table="labels",
-            column_mapping={"score": {"min": {"geq_to": 0}, "max": {"leq_to": 1},
-                                      "null_check": {"equal_to": 0}}},
+            column_mapping={
+                "score": {"min": {"geq_to": 0}, "max": {"leq_to": 1}, "null_check": {"equal_to": 0}}
+            },
             trigger_rule="all_done",
         )
         for name, sql in named_queries("data_quality").items():

@@ -68,8 +68,11 @@ def earmark_transfer() -> None:
         store.migrate()
         return discover_source(current, store)
 
-    @task(queue="transfer", map_index_template="{{ transfer_label }}",
-          execution_timeout=timedelta(hours=2))
+    @task(
+        queue="transfer",
+        map_index_template="{{ transfer_label }}",
+        execution_timeout=timedelta(hours=2),
+    )
     def copy(transfer_id: int) -> dict[str, Any]:
         """Copy one archive into incoming/, its ready marker last."""
         from dataclasses import asdict  # noqa: PLC0415

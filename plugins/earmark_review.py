@@ -31,7 +31,13 @@ class EarmarkReviewPlugin(AirflowPlugin):
 
     name = "earmark_review"
     fastapi_apps: ClassVar[list[dict[str, Any]]] = [
-        {"app": LazyReviewApp(), "url_prefix": "/earmark", "name": "Earmark RA review"}]
+        {"app": LazyReviewApp(), "url_prefix": "/earmark", "name": "Earmark RA review"}
+    ]
     external_views: ClassVar[list[dict[str, Any]]] = [
-        {"name": "RA review", "href": "/earmark/review", "destination": "nav",
-         "url_route": "earmark-review"}]
+        {
+            "name": "RA review",
+            "href": "/earmark/review",
+            "destination": "nav",
+            "url_route": "earmark-review",
+        }
+    ]

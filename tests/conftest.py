@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PG_ADMIN_URL = os.environ.get("EARMARK_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get(
+    "EARMARK_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -30,8 +32,9 @@ def dagbag(tmp_path_factory: pytest.TempPathFactory):
 def _admin_engine():
     import sqlalchemy as sa
 
-    engine = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT",
-                              connect_args={"connect_timeout": 5})
+    engine = sa.create_engine(
+        PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
+    )
     try:
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
@@ -39,7 +42,9 @@ def _admin_engine():
         pytest.fail(
             f"Postgres is not reachable at {PG_ADMIN_URL} ({error.orig}). Start it (README:"
             " 'Services') or point EARMARK_TEST_PG_URL at a server where you may create"
-            " databases.", pytrace=False)
+            " databases.",
+            pytrace=False,
+        )
     return engine
 
 

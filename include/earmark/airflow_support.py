@@ -17,8 +17,12 @@ def url_from_connection(conn: Any) -> str:
     """A SQLAlchemy URL for an Airflow connection of type postgres or sqlite."""
     if conn.conn_type == "postgres":
         return URL.create(
-            "postgresql+psycopg", username=conn.login or None, password=conn.password or None,
-            host=conn.host or None, port=conn.port or None, database=conn.schema or None,
+            "postgresql+psycopg",
+            username=conn.login or None,
+            password=conn.password or None,
+            host=conn.host or None,
+            port=conn.port or None,
+            database=conn.schema or None,
         ).render_as_string(hide_password=False)
     if conn.conn_type == "sqlite":
         if not conn.host or not conn.host.startswith("/"):

@@ -39,8 +39,9 @@ def pack(files: list[FileLength], max_audio_s: float, max_files: int) -> list[li
     return batches
 
 
-def plan_batches(store: Store, run_id: str, run_date: str, *, reprocess: bool,
-                 max_audio_s: float, max_files: int) -> list[int]:
+def plan_batches(
+    store: Store, run_id: str, run_date: str, *, reprocess: bool, max_audio_s: float, max_files: int
+) -> list[int]:
     """Record the batches of ``run_id`` (replacing an earlier try's plan); return their ids.
 
     Without ``reprocess`` only files still waiting for a stage are planned; with it, every live
@@ -56,19 +57,32 @@ def plan_batches(store: Store, run_id: str, run_date: str, *, reprocess: bool,
     batches = pack(files, max_audio_s, max_files)
     ids = []
     with store.begin() as conn:
-        old = conn.execute(sa.text("SELECT id FROM gpu_batches WHERE run_id = :r"),
-                           {"r": run_id}).scalars().all()
+        old = (
+            conn.execute(sa.text("SELECT id FROM gpu_batches WHERE run_id = :r"), {"r": run_id})
+            .scalars()
+            .all()
+        )
         for batch_id in old:
             conn.execute(sa.text("DELETE FROM batch_files WHERE batch_id = :b"), {"b": batch_id})
         conn.execute(sa.text("DELETE FROM gpu_batches WHERE run_id = :r"), {"r": run_id})
         for seq, batch in enumerate(batches):
-            batch_id = conn.execute(sa.text(
-                "INSERT INTO gpu_batches (run_id, run_date, seq, n_files, audio_s)"
-                " VALUES (:r, :d, :seq, :n, :a) RETURNING id"
-            ), {"r": run_id, "d": run_date, "seq": seq, "n": len(batch),
-                "a": sum(f.duration_s for f in batch)}).scalar_one()
-            conn.execute(sa.text("INSERT INTO batch_files (batch_id, file_id) VALUES (:b, :f)"),
-                         [{"b": batch_id, "f": f.file_id} for f in batch])
+            batch_id = conn.execute(
+                sa.text(
+                    "INSERT INTO gpu_batches (run_id, run_date, seq, n_files, audio_s)"
+                    " VALUES (:r, :d, :seq, :n, :a) RETURNING id"
+                ),
+                {
+                    "r": run_id,
+                    "d": run_date,
+                    "seq": seq,
+                    "n": len(batch),
+                    "a": sum(f.duration_s for f in batch),
+                },
+            ).scalar_one()
+            conn.execute(
+                sa.text("INSERT INTO batch_files (batch_id, file_id) VALUES (:b, :f)"),
+                [{"b": batch_id, "f": f.file_id} for f in batch],
+            )
             ids.append(batch_id)
     return ids
 

@@ -33,8 +33,9 @@ def _store(args: argparse.Namespace, settings: Settings) -> Store:
 def main(argv: list[str] | None = None) -> int:
     from earmark import monitoring  # noqa: PLC0415
 
-    parser = argparse.ArgumentParser(prog="earmark", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="earmark", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--db-url", help="SQLAlchemy URL of the results DB")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("migrate", help="apply pending migrations")
@@ -57,13 +58,20 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(status.as_dict()) if args.json else monitoring.format_summary(status))
         elif args.command == "quarantine":
             rows = monitoring.quarantine_report(store, day)
-            print(json.dumps(rows) if args.json else
-                  "\n".join(f"{r['kind']:<8} {printable(r['item'])}  ({printable(r['reason'])})"
-                             for r in rows) or "nothing quarantined")
+            print(
+                json.dumps(rows)
+                if args.json
+                else "\n".join(
+                    f"{r['kind']:<8} {printable(r['item'])}  ({printable(r['reason'])})"
+                    for r in rows
+                )
+                or "nothing quarantined"
+            )
         else:
             items = monitoring.review_items(store, day, limit=1000)
-            print(json.dumps(items, default=str) if args.json else
-                  monitoring.format_items(items, []))
+            print(
+                json.dumps(items, default=str) if args.json else monitoring.format_items(items, [])
+            )
     finally:
         store.dispose()
     return 0

@@ -24,60 +24,118 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("EARMARK_DATA_ROOT", "/mnt/data",
-            "Data volume holding incoming/, claimed/, audio/, quarantine/ and processed/."),
-    Setting("EARMARK_DB_CONN_ID", "earmark_db",
-            "Airflow connection of the results DB (Postgres in production, SQLite embedded)."),
-    Setting("EARMARK_TIMEZONE", "Europe/London",
-            "Timezone of the daily schedule and the deadline."),
+    Setting(
+        "EARMARK_DATA_ROOT",
+        "/mnt/data",
+        "Data volume holding incoming/, claimed/, audio/, quarantine/ and processed/.",
+    ),
+    Setting(
+        "EARMARK_DB_CONN_ID",
+        "earmark_db",
+        "Airflow connection of the results DB (Postgres in production, SQLite embedded).",
+    ),
+    Setting(
+        "EARMARK_TIMEZONE", "Europe/London", "Timezone of the daily schedule and the deadline."
+    ),
     Setting("EARMARK_START_TIME", "06:00", "Local time the daily run starts (HH:MM)."),
-    Setting("EARMARK_DEADLINE_TIME", "12:00",
-            "Local time by which the day must be done; missing it sends an email (HH:MM)."),
-    Setting("EARMARK_DEADLINE_ALERTS", "true",
-            "Attach the Deadline Alert to the DAG. Only `airflow dags test` runs turn it off."),
-    Setting("EARMARK_RETRY_DELAY_SECONDS", "60",
-            "First retry delay of every earmark_daily task (then doubling, at most 15 min)."),
-    Setting("EARMARK_SENSOR_POKE_SECONDS", "60",
-            "How often the deferred FileSensor looks for ready markers in incoming/."),
+    Setting(
+        "EARMARK_DEADLINE_TIME",
+        "12:00",
+        "Local time by which the day must be done; missing it sends an email (HH:MM).",
+    ),
+    Setting(
+        "EARMARK_DEADLINE_ALERTS",
+        "true",
+        "Attach the Deadline Alert to the DAG. Only `airflow dags test` runs turn it off.",
+    ),
+    Setting(
+        "EARMARK_RETRY_DELAY_SECONDS",
+        "60",
+        "First retry delay of every earmark_daily task (then doubling, at most 15 min).",
+    ),
+    Setting(
+        "EARMARK_SENSOR_POKE_SECONDS",
+        "60",
+        "How often the deferred FileSensor looks for ready markers in incoming/.",
+    ),
     Setting("EARMARK_ALERT_EMAIL", "ops@example.org", "Where deadline and failure emails go."),
     Setting("EARMARK_SMTP_CONN_ID", "smtp_default", "Airflow SMTP connection used for alerts."),
-    Setting("EARMARK_ASR_MODEL_DIR", "/models/whisper-large-v3-turbo",
-            "Local Whisper model directory (transformers format)."),
+    Setting(
+        "EARMARK_ASR_MODEL_DIR",
+        "/models/whisper-large-v3-turbo",
+        "Local Whisper model directory (transformers format).",
+    ),
     Setting("EARMARK_BASE_MODEL_DIR", "/models/gemma-2-9b", "Local Gemma-2 base model directory."),
     Setting("EARMARK_ADAPTER_DIR", "/models/cope-a-lora", "Local CoPE-A LoRA adapter (peft)."),
-    Setting("EARMARK_POLICIES_DIR", "include/policies",
-            "Policy markdown files, every *.md screened (a relative path: from the project)."),
+    Setting(
+        "EARMARK_POLICIES_DIR",
+        "include/policies",
+        "Policy markdown files, every *.md screened (a relative path: from the project).",
+    ),
     Setting("EARMARK_DEVICE", "auto", "Inference device: auto, cuda or cpu."),
     Setting("EARMARK_DTYPE", "auto", "Inference dtype: auto (bfloat16 on GPU, float32 on CPU)."),
     Setting("EARMARK_LANGUAGE", "en", "Whisper language."),
     Setting("EARMARK_ASR_MAX_NEW_TOKENS", "440", "Whisper token limit per 30 s window."),
-    Setting("EARMARK_FLAG_THRESHOLD", "0.5",
-            "A (file, policy) score at or above this goes to the RA review queue."),
-    Setting("EARMARK_BATCH_AUDIO_SECONDS", "14400",
-            "Audio seconds per GPU batch (one mapped GPU task each, well under an hour)."),
+    Setting(
+        "EARMARK_FLAG_THRESHOLD",
+        "0.5",
+        "A (file, policy) score at or above this goes to the RA review queue.",
+    ),
+    Setting(
+        "EARMARK_BATCH_AUDIO_SECONDS",
+        "14400",
+        "Audio seconds per GPU batch (one mapped GPU task each, well under an hour).",
+    ),
     Setting("EARMARK_BATCH_MAX_FILES", "2000", "Most files in one GPU batch."),
-    Setting("EARMARK_ASR_BATCH_SIZE", "64",
-            "Most files per Whisper generate call (on GPU the memory budget may lower it)."),
-    Setting("EARMARK_CLASSIFY_BATCH_SIZE", "64",
-            "Most prompts per CoPE forward pass (on GPU the memory budget may lower it)."),
-    Setting("EARMARK_GPU_MEMORY_GIB", "22",
-            "GPU memory the GPU stage may use; batch sizes are derived from it."),
-    Setting("EARMARK_CLASSIFIER_ATTENTION", "eager",
-            "Gemma-2 attention: eager, flex_attention or flash_attention_2 (never sdpa)."),
+    Setting(
+        "EARMARK_ASR_BATCH_SIZE",
+        "64",
+        "Most files per Whisper generate call (on GPU the memory budget may lower it).",
+    ),
+    Setting(
+        "EARMARK_CLASSIFY_BATCH_SIZE",
+        "64",
+        "Most prompts per CoPE forward pass (on GPU the memory budget may lower it).",
+    ),
+    Setting(
+        "EARMARK_GPU_MEMORY_GIB",
+        "22",
+        "GPU memory the GPU stage may use; batch sizes are derived from it.",
+    ),
+    Setting(
+        "EARMARK_CLASSIFIER_ATTENTION",
+        "eager",
+        "Gemma-2 attention: eager, flex_attention or flash_attention_2 (never sdpa).",
+    ),
     Setting("EARMARK_MAX_AUDIO_SECONDS", "14400", "Longest accepted recording."),
-    Setting("EARMARK_MAX_COMPRESSION_RATIO", "100",
-            "A .tar.gz whose members declare more than this many bytes per compressed byte is "
-            "rejected (gzip bomb); speech gzips to about 1.1x."),
-    Setting("EARMARK_REGISTER_TIMEOUT_MINUTES", "30",
-            "Longest the register_archives task may run before Airflow stops and retries it."),
-    Setting("EARMARK_PROCESSED_RETENTION_DAYS", "30",
-            "Archives in processed/ older than this are pruned."),
-    Setting("EARMARK_TRANSFER_SOURCE", "",
-            "Where earmark_transfer fetches archives from: an ObjectStoragePath URL "
-            "(`file:///srv/dropbox`, `sftp://conn_id@host/path`). Empty: the DAG does nothing."),
-    Setting("EARMARK_TRANSFER_SETTLE_SECONDS", "120",
-            "A source archive without a companion NAME.sha256 is copied only once its size and "
-            "mtime have not changed for this long."),
+    Setting(
+        "EARMARK_MAX_COMPRESSION_RATIO",
+        "100",
+        "A .tar.gz whose members declare more than this many bytes per compressed byte is "
+        "rejected (gzip bomb); speech gzips to about 1.1x.",
+    ),
+    Setting(
+        "EARMARK_REGISTER_TIMEOUT_MINUTES",
+        "30",
+        "Longest the register_archives task may run before Airflow stops and retries it.",
+    ),
+    Setting(
+        "EARMARK_PROCESSED_RETENTION_DAYS",
+        "30",
+        "Archives in processed/ older than this are pruned.",
+    ),
+    Setting(
+        "EARMARK_TRANSFER_SOURCE",
+        "",
+        "Where earmark_transfer fetches archives from: an ObjectStoragePath URL "
+        "(`file:///srv/dropbox`, `sftp://conn_id@host/path`). Empty: the DAG does nothing.",
+    ),
+    Setting(
+        "EARMARK_TRANSFER_SETTLE_SECONDS",
+        "120",
+        "A source archive without a companion NAME.sha256 is copied only once its size and "
+        "mtime have not changed for this long.",
+    ),
 )
 
 _DEFAULTS = {s.env: s.default for s in SETTINGS}
@@ -198,8 +256,10 @@ class Settings:
 def settings_table_markdown() -> str:
     """The configuration table for the README, from ``SETTINGS``."""
     rows = ["| variable | default | meaning |", "|---|---|---|"]
-    rows += [f"| `{s.env}` | {f'`{s.default}`' if s.default else '(empty)'} | {s.help} |"
-             for s in SETTINGS]
+    rows += [
+        f"| `{s.env}` | {f'`{s.default}`' if s.default else '(empty)'} | {s.help} |"
+        for s in SETTINGS
+    ]
     return "\n".join(rows)
 
 

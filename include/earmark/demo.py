@@ -19,8 +19,9 @@ from earmark.config import PROJECT_ROOT, Settings
 from earmark.localenv import LocalEnv
 
 
-def run_day(env: LocalEnv, day: str, *, reprocess: bool = False,
-            log_file: Path | None = None) -> None:
+def run_day(
+    env: LocalEnv, day: str, *, reprocess: bool = False, log_file: Path | None = None
+) -> None:
     """``airflow dags test`` for ``day`` (the Deadline Alert off: see the README).
 
     Raises ``CalledProcessError`` when the run fails. With ``log_file``, Airflow's output goes
@@ -33,8 +34,13 @@ def run_day(env: LocalEnv, day: str, *, reprocess: bool = False,
         env.airflow(*args, env=environ)
         return
     with log_file.open("w", encoding="utf-8") as log:
-        subprocess.run([str(Path(sys.executable).parent / "airflow"), *args], env=environ,
-                       stdout=log, stderr=subprocess.STDOUT, check=True)
+        subprocess.run(
+            [str(Path(sys.executable).parent / "airflow"), *args],
+            env=environ,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=True,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,13 +67,20 @@ def main(argv: list[str] | None = None) -> int:
     env = LocalEnv(args.home.resolve())
     print(f"Preparing {env.home} (Airflow metadata, gpu pool, tiny models)…", flush=True)
     env.prepare()
-    written = generate_day(env.data_root / "incoming", date.fromisoformat(args.date),
-                           archives=args.archives, files_per_archive=args.files,
-                           minutes=args.minutes, seed=0)
+    written = generate_day(
+        env.data_root / "incoming",
+        date.fromisoformat(args.date),
+        archives=args.archives,
+        files_per_archive=args.files,
+        minutes=args.minutes,
+        seed=0,
+    )
     print(f"Sample day {args.date}: {len(written)} archives in {env.data_root / 'incoming'}")
     log_file = env.home / f"dags-test-{args.date}.log"
-    print(f"Running earmark_daily for {args.date} with `airflow dags test` (log: {log_file})…",
-          flush=True)
+    print(
+        f"Running earmark_daily for {args.date} with `airflow dags test` (log: {log_file})…",
+        flush=True,
+    )
     try:
         run_day(env, args.date, log_file=log_file)
     except subprocess.CalledProcessError:
@@ -82,8 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     print(format_items(review_items(store, args.date), quarantine_report(store, args.date)))
     print()
     print("Open the same run in the Airflow UI:  make ui   (then http://localhost:8080;")
-    print(f"  the admin password is in {env.airflow_home}/simple_auth_manager_passwords.json"
-          ".generated)")
+    print(
+        f"  the admin password is in {env.airflow_home}/simple_auth_manager_passwords.json"
+        ".generated)"
+    )
     return 0
 
 

@@ -48,7 +48,8 @@ from earmark.localenv import HomeLayout
 
 TEMPLATE = PROJECT_ROOT / "deploy" / "airflow.env.template"
 PG_ADMIN_URL = os.environ.get(
-    "EARMARK_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    "EARMARK_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
 BIN = Path(sys.executable).parent
 DAG_ID = "earmark_daily"
 GPU_HOSTNAME = "earmark-gpu-1"
@@ -107,8 +108,9 @@ def _pg_url(database: str) -> str:
 def admin_engine() -> Any:
     import sqlalchemy as sa  # noqa: PLC0415
 
-    return sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT",
-                            connect_args={"connect_timeout": 5})
+    return sa.create_engine(
+        PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
+    )
 
 
 @dataclass
@@ -237,49 +239,117 @@ class Harness(HomeLayout):
 
     def configure(self) -> dict[str, str]:
         """Pick ports, render the template into ``env`` and ``airflow.env``."""
-        for folder in (self.airflow_home, self.data_root / "incoming", self.models, self.maildir,
-                       self.logs, self.home / "redis"):
+        for folder in (
+            self.airflow_home,
+            self.data_root / "incoming",
+            self.models,
+            self.maildir,
+            self.logs,
+            self.home / "redis",
+        ):
             folder.mkdir(parents=True, exist_ok=True)
         for key in ("api", "redis", "smtp", "log_default", "log_gpu", "log_trigger"):
             self.ports.setdefault(key, free_port())
         rendered = render_template(TEMPLATE.read_text(encoding="utf-8"), self.template_values())
-        base = {k: v for k, v in os.environ.items()
-                if not k.startswith(("AIRFLOW", "EARMARK_"))}
-        self.env = {**base, **rendered,
-                    "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-                    "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self.ports["log_trigger"]),
-                    "PYTHONUNBUFFERED": "1"}
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "EARMARK_"))}
+        self.env = {
+            **base,
+            **rendered,
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self.ports["log_trigger"]),
+            "PYTHONUNBUFFERED": "1",
+        }
         lines = [f"{k}={shlex.quote(v)}" for k, v in rendered.items()]
         (self.home / "airflow.env").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        (self.home / "harness.json").write_text(json.dumps(
-            {"name": self.name, "ports": self.ports}), encoding="utf-8")
+        (self.home / "harness.json").write_text(
+            json.dumps({"name": self.name, "ports": self.ports}), encoding="utf-8"
+        )
         return self.env
 
     def role_command(self, role: str) -> tuple[list[str], dict[str, str]]:
         airflow = str(BIN / "airflow")
         if role == "api-server":
-            return [airflow, "api-server", "--host", "127.0.0.1", "--port",
-                    str(self.ports["api"])], {}
+            return [
+                airflow,
+                "api-server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.ports["api"]),
+            ], {}
         if role in ("scheduler", "dag-processor", "triggerer"):
             return [airflow, role], {}
         if role == "worker-default":
-            return ([airflow, "celery", "worker", "--queues", "default,unpack,transfer",
-                     "--concurrency", "2", "--celery-hostname", f"default@{DEFAULT_HOSTNAME}"],
-                    {"EARMARK_HOSTNAME": DEFAULT_HOSTNAME,
-                     "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.ports["log_default"])})
+            return (
+                [
+                    airflow,
+                    "celery",
+                    "worker",
+                    "--queues",
+                    "default,unpack,transfer",
+                    "--concurrency",
+                    "2",
+                    "--celery-hostname",
+                    f"default@{DEFAULT_HOSTNAME}",
+                ],
+                {
+                    "EARMARK_HOSTNAME": DEFAULT_HOSTNAME,
+                    "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.ports["log_default"]),
+                },
+            )
         if role == "worker-gpu":
-            return ([airflow, "celery", "worker", "--queues", "gpu",
-                     "--concurrency", str(GPU_CONCURRENCY),
-                     "--celery-hostname", f"gpu@{GPU_HOSTNAME}"],
-                    {"EARMARK_HOSTNAME": GPU_HOSTNAME,
-                     "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.ports["log_gpu"])})
+            return (
+                [
+                    airflow,
+                    "celery",
+                    "worker",
+                    "--queues",
+                    "gpu",
+                    "--concurrency",
+                    str(GPU_CONCURRENCY),
+                    "--celery-hostname",
+                    f"gpu@{GPU_HOSTNAME}",
+                ],
+                {
+                    "EARMARK_HOSTNAME": GPU_HOSTNAME,
+                    "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.ports["log_gpu"]),
+                },
+            )
         if role == "redis":
-            return (["redis-server", "--port", str(self.ports["redis"]), "--bind", "127.0.0.1",
-                     "--dir", str(self.home / "redis"), "--appendonly", "yes",
-                     "--appendfsync", "everysec", "--save", "", "--daemonize", "no"], {})
+            return (
+                [
+                    "redis-server",
+                    "--port",
+                    str(self.ports["redis"]),
+                    "--bind",
+                    "127.0.0.1",
+                    "--dir",
+                    str(self.home / "redis"),
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "everysec",
+                    "--save",
+                    "",
+                    "--daemonize",
+                    "no",
+                ],
+                {},
+            )
         if role == "smtp":
-            return ([sys.executable, "-m", "earmark.harness", "smtp", "--port",
-                     str(self.ports["smtp"]), "--maildir", str(self.maildir)], {})
+            return (
+                [
+                    sys.executable,
+                    "-m",
+                    "earmark.harness",
+                    "smtp",
+                    "--port",
+                    str(self.ports["smtp"]),
+                    "--maildir",
+                    str(self.maildir),
+                ],
+                {},
+            )
         raise ValueError(f"unknown role {role!r}")
 
     # ---- processes ---------------------------------------------------------------------------
@@ -292,9 +362,15 @@ class Harness(HomeLayout):
         with log.open("ab") as out:
             out.write(f"\n=== {datetime.now().isoformat()} start {' '.join(argv)}\n".encode())
             out.flush()
-            popen = subprocess.Popen(argv, env={**self.env, **extra}, stdout=out,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True, cwd=PROJECT_ROOT)
+            popen = subprocess.Popen(
+                argv,
+                env={**self.env, **extra},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=PROJECT_ROOT,
+            )
         proc = Proc(role, popen, log)
         self.procs[role] = proc
         return proc
@@ -316,13 +392,23 @@ class Harness(HomeLayout):
     def resume(self, role: str) -> None:
         self.procs[role].signal_group(signal.SIGCONT)
 
-    def airflow(self, *args: str, check: bool = True,
-                timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([str(BIN / "airflow"), *args], env=self.env, text=True, check=False,
-                                capture_output=True, timeout=timeout, cwd=PROJECT_ROOT)
+    def airflow(
+        self, *args: str, check: bool = True, timeout: float = 180
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(BIN / "airflow"), *args],
+            env=self.env,
+            text=True,
+            check=False,
+            capture_output=True,
+            timeout=timeout,
+            cwd=PROJECT_ROOT,
+        )
         if check and result.returncode != 0:
-            raise RuntimeError(f"airflow {' '.join(args)} failed ({result.returncode}):\n"
-                               f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+            raise RuntimeError(
+                f"airflow {' '.join(args)} failed ({result.returncode}):\n"
+                f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+            )
         return result
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -388,7 +474,8 @@ class Harness(HomeLayout):
             if "api" in pending and self._api_healthy():
                 pending.discard("api")
             if "dag" in pending and self.meta_scalar(
-                    "SELECT count(*) FROM serialized_dag WHERE dag_id = :d", d=DAG_ID):
+                "SELECT count(*) FROM serialized_dag WHERE dag_id = :d", d=DAG_ID
+            ):
                 pending.discard("dag")
             for role in ("worker-default", "worker-gpu"):
                 if role in pending and self.worker_ready(role):
@@ -467,8 +554,13 @@ class Harness(HomeLayout):
         (self.data_root / "incoming").mkdir(parents=True, exist_ok=True)
 
     # ---- runs ----------------------------------------------------------------------------------
-    def trigger(self, run_id: str, *, conf: dict[str, Any] | None = None,
-                logical_date: datetime | None = None) -> str:
+    def trigger(
+        self,
+        run_id: str,
+        *,
+        conf: dict[str, Any] | None = None,
+        logical_date: datetime | None = None,
+    ) -> str:
         args = ["dags", "trigger", DAG_ID, "--run-id", run_id]
         if conf is not None:
             args += ["--conf", json.dumps(conf)]
@@ -479,16 +571,21 @@ class Harness(HomeLayout):
 
     def fail_active_runs(self) -> list[str]:
         """Mark every queued or running run failed (a test that failed leaves none behind)."""
-        active = [r.run_id for r in self.meta_rows(
-            "SELECT run_id FROM dag_run WHERE dag_id = :d AND state IN ('queued', 'running')",
-            d=DAG_ID)]
+        active = [
+            r.run_id
+            for r in self.meta_rows(
+                "SELECT run_id FROM dag_run WHERE dag_id = :d AND state IN ('queued', 'running')",
+                d=DAG_ID,
+            )
+        ]
         for run_id in active:
             self.api("PATCH", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}", {"state": "failed"})
         return active
 
     def run_state(self, run_id: str) -> str | None:
-        return self.meta_scalar("SELECT state FROM dag_run WHERE dag_id = :d AND run_id = :r",
-                                d=DAG_ID, r=run_id)
+        return self.meta_scalar(
+            "SELECT state FROM dag_run WHERE dag_id = :d AND run_id = :r", d=DAG_ID, r=run_id
+        )
 
     def wait_run(self, run_id: str, timeout: float = 300) -> str:
         deadline = time.monotonic() + timeout
@@ -497,18 +594,23 @@ class Harness(HomeLayout):
             if state in ("success", "failed"):
                 return state
             if time.monotonic() > deadline:
-                raise TimeoutError(f"run {run_id} still {state} after {timeout}s:\n"
-                                   + "\n".join(map(str, self.task_instances(run_id))))
+                raise TimeoutError(
+                    f"run {run_id} still {state} after {timeout}s:\n"
+                    + "\n".join(map(str, self.task_instances(run_id)))
+                )
             time.sleep(1)
 
     def task_instances(self, run_id: str) -> list[Any]:
         return self.meta_rows(
             "SELECT task_id, map_index, state, queue, pool, hostname, try_number, id"
             " FROM task_instance WHERE dag_id = :d AND run_id = :r ORDER BY task_id, map_index",
-            d=DAG_ID, r=run_id)
+            d=DAG_ID,
+            r=run_id,
+        )
 
-    def wait_ti(self, run_id: str, task_suffix: str, states: tuple[str, ...],
-                timeout: float = 180) -> Any:
+    def wait_ti(
+        self, run_id: str, task_suffix: str, states: tuple[str, ...], timeout: float = 180
+    ) -> Any:
         """The first instance of a task (``task_id`` ending with ``task_suffix``) in ``states``."""
         deadline = time.monotonic() + timeout
         while True:
@@ -516,8 +618,10 @@ class Harness(HomeLayout):
                 if ti.task_id.endswith(task_suffix) and ti.state in states:
                     return ti
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{task_suffix} never {states} in {run_id}:\n"
-                                   + "\n".join(map(str, self.task_instances(run_id))))
+                raise TimeoutError(
+                    f"{task_suffix} never {states} in {run_id}:\n"
+                    + "\n".join(map(str, self.task_instances(run_id)))
+                )
             time.sleep(0.5)
 
     def task_process(self, ti_id: str, role: str = "worker-gpu", timeout: float = 60) -> int:
@@ -539,26 +643,36 @@ class Harness(HomeLayout):
         """Call the public REST API as ``admin`` (SimpleAuthManager's generated password)."""
         base = f"http://127.0.0.1:{self.ports['api']}"
         if "token" not in self.__dict__:
-            passwords = json.loads((self.airflow_home
-                                    / "simple_auth_manager_passwords.json.generated").read_text())
+            passwords = json.loads(
+                (self.airflow_home / "simple_auth_manager_passwords.json.generated").read_text()
+            )
             request = urllib.request.Request(  # noqa: S310 - local http URL
-                f"{base}/auth/token", method="POST",
+                f"{base}/auth/token",
+                method="POST",
                 data=json.dumps({"username": "admin", "password": passwords["admin"]}).encode(),
-                headers={"Content-Type": "application/json"})
+                headers={"Content-Type": "application/json"},
+            )
             with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
                 self.__dict__["token"] = json.loads(response.read())["access_token"]
         request = urllib.request.Request(  # noqa: S310 - local http URL
-            f"{base}{path}", method=method,
+            f"{base}{path}",
+            method=method,
             data=None if body is None else json.dumps(body).encode(),
-            headers={"Content-Type": "application/json",
-                     "Authorization": f"Bearer {self.__dict__['token']}"})
+            headers={
+                "Content-Type": "application/json",
+                "Authorization": f"Bearer {self.__dict__['token']}",
+            },
+        )
         with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
             return json.loads(response.read() or b"null")
 
     def mark_failed(self, run_id: str, task_id: str) -> Any:
         """What an operator does in the UI: mark a task (every map index) failed."""
-        return self.api("PATCH", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}",
-                        {"new_state": "failed"})
+        return self.api(
+            "PATCH",
+            f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}",
+            {"new_state": "failed"},
+        )
 
     # ---- mail ----------------------------------------------------------------------------------
     def mails(self) -> list[email.message.EmailMessage]:
@@ -619,16 +733,20 @@ def serve_smtp(port: int, maildir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start everything; Ctrl-C (or SIGTERM) stops it all")
     up.add_argument("--home", type=Path, default=PROJECT_ROOT / ".harness")
     up.add_argument("--sample-day", help="YYYY-MM-DD: drop a generated day into incoming/")
     down = sub.add_parser("down", help="stop a harness started with `up` in another shell")
     down.add_argument("--home", type=Path, default=PROJECT_ROOT / ".harness")
-    render = sub.add_parser("render", help="render deploy/airflow.env.template with a values"
-                            " file (KEY=VALUE lines) into an EnvironmentFile")
+    render = sub.add_parser(
+        "render",
+        help="render deploy/airflow.env.template with a values"
+        " file (KEY=VALUE lines) into an EnvironmentFile",
+    )
     render.add_argument("--values", type=Path, required=True)
     render.add_argument("--out", type=Path, required=True)
     smtp = sub.add_parser("smtp", help="(internal) the SMTP sink")
@@ -642,8 +760,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "render":
         values = parse_env(args.values.read_text(encoding="utf-8"))
         rendered = render_template(TEMPLATE.read_text(encoding="utf-8"), values)
-        args.out.write_text("".join(f"{k}={shlex.quote(v)}\n" for k, v in rendered.items()),
-                            encoding="utf-8")
+        args.out.write_text(
+            "".join(f"{k}={shlex.quote(v)}\n" for k, v in rendered.items()), encoding="utf-8"
+        )
         args.out.chmod(0o640)
         print(f"wrote {args.out} ({len(rendered)} settings)")
         return 0
@@ -674,16 +793,25 @@ def _serve(home: Path, pidfile: Path, sample_day: str | None) -> int:
 
             from earmark.sampledata import generate_day  # noqa: PLC0415
 
-            generate_day(harness.data_root / "incoming", date.fromisoformat(sample_day),
-                         archives=2, files_per_archive=3, minutes=1.0, seed=0)
+            generate_day(
+                harness.data_root / "incoming",
+                date.fromisoformat(sample_day),
+                archives=2,
+                files_per_archive=3,
+                minutes=1.0,
+                seed=0,
+            )
         harness.unpause()  # after the sample day is in place: the scheduled run starts now
-        print(f"up in {time.monotonic() - started:.0f}s\n"
-              f"  UI:        http://127.0.0.1:{harness.ports['api']}\n"
-              f"  password:  {harness.airflow_home}/simple_auth_manager_passwords.json.generated\n"
-              f"  shell:     set -a; . {home}/airflow.env; set +a\n"
-              f"  mail:      {harness.maildir}\n  logs:      {harness.logs}\n"
-              f"  trigger:   airflow dags trigger {DAG_ID} --conf '{{\"date\": \"YYYY-MM-DD\"}}'\n"
-              "Ctrl-C or `python -m earmark.harness down` stops everything.", flush=True)
+        print(
+            f"up in {time.monotonic() - started:.0f}s\n"
+            f"  UI:        http://127.0.0.1:{harness.ports['api']}\n"
+            f"  password:  {harness.airflow_home}/simple_auth_manager_passwords.json.generated\n"
+            f"  shell:     set -a; . {home}/airflow.env; set +a\n"
+            f"  mail:      {harness.maildir}\n  logs:      {harness.logs}\n"
+            f'  trigger:   airflow dags trigger {DAG_ID} --conf \'{{"date": "YYYY-MM-DD"}}\'\n'
+            "Ctrl-C or `python -m earmark.harness down` stops everything.",
+            flush=True,
+        )
         while not stop:
             time.sleep(1)
     except KeyboardInterrupt:

@@ -116,9 +116,15 @@ def _delivery_home(settings: Settings, row: sa.Row) -> Path | None:
 
 
 def _kind(mode: int) -> str:
-    kinds = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"),
-             (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
-             (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"), (stat.S_ISREG, "a file"))
+    kinds = (
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a device"),
+        (stat.S_ISBLK, "a device"),
+        (stat.S_ISREG, "a file"),
+    )
     return next((name for test, name in kinds if test(mode)), "of an unknown type")
 
 
@@ -163,8 +169,10 @@ def _claim(settings: Settings, first: str, *companions: str) -> Path | None:
     A rename never follows a link or opens a file, and only one claimer can win it. None when
     ``first`` is gone (another attempt took it).
     """
-    token = (f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{next(_claim_sequence) % 10**6:06d}"
-             f"-{secrets.token_hex(4)}")
+    token = (
+        f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{next(_claim_sequence) % 10**6:06d}"
+        f"-{secrets.token_hex(4)}"
+    )
     folder = settings.claimed / token
     folder.mkdir(parents=True)
     try:
@@ -203,8 +211,11 @@ def _read_marker(path: Path, shown: str) -> str:
             raw = os.read(fd, _MAX_MARKER_BYTES + 1)
         except OSError as exc:
             raise DeliveryRejected("unreadable", f"{shown}: {exc.strerror}") from None
-    digest = parse_marker(raw.decode("ascii", errors="replace")) if len(raw) <= _MAX_MARKER_BYTES \
+    digest = (
+        parse_marker(raw.decode("ascii", errors="replace"))
+        if len(raw) <= _MAX_MARKER_BYTES
         else None
+    )
     if digest is None:
         raise DeliveryRejected("bad_marker", f"{shown} does not hold a sha256 hex digest")
     return digest
@@ -221,12 +232,14 @@ def _sha256(path: Path, shown: str) -> str:
 def _check_name(name: str) -> None:
     shown = printable(name)
     if unsafe_characters(name):
-        raise DeliveryRejected("invalid_name",
-                               f"{shown} holds control, bidi or invisible characters")
+        raise DeliveryRejected(
+            "invalid_name", f"{shown} holds control, bidi or invisible characters"
+        )
     suffix = next((s for s in ARCHIVE_SUFFIXES if name.endswith(s)), None)
     if suffix is None:
-        raise DeliveryRejected("unsupported_suffix",
-                               f"{shown}: expected one of {', '.join(ARCHIVE_SUFFIXES)}")
+        raise DeliveryRejected(
+            "unsupported_suffix", f"{shown}: expected one of {', '.join(ARCHIVE_SUFFIXES)}"
+        )
     if not name.removesuffix(suffix).strip("."):
         raise DeliveryRejected("invalid_name", f"{shown} has no name before its suffix")
 
@@ -243,8 +256,7 @@ def _verdict(folder: Path) -> _Verdict:
         return _Verdict(shown, rejected=DeliveryRejected("unreadable", f"{shown}: {exc.strerror}"))
 
 
-def _judge(folder: Path, entries: list[str], markers: list[str], name: str,
-           shown: str) -> _Verdict:
+def _judge(folder: Path, entries: list[str], markers: list[str], name: str, shown: str) -> _Verdict:
     try:
         if not markers:
             mode = (folder / name).lstat().st_mode
@@ -252,8 +264,7 @@ def _judge(folder: Path, entries: list[str], markers: list[str], name: str,
         marker = folder / markers[0]
         mode = marker.lstat().st_mode
         if not stat.S_ISREG(mode):
-            raise DeliveryRejected("not_a_regular_file",
-                                   f"the marker of {shown} is {_kind(mode)}")
+            raise DeliveryRejected("not_a_regular_file", f"the marker of {shown} is {_kind(mode)}")
         _check_name(name)
         archive = folder / name
         if name not in entries:
@@ -266,8 +277,13 @@ def _judge(folder: Path, entries: list[str], markers: list[str], name: str,
     except DeliveryRejected as rejected:
         return _Verdict(shown, rejected=rejected)
     if actual != expected:
-        return _Verdict(shown, actual, DeliveryRejected(
-            "checksum_mismatch", f"marker says {expected[:12]}…, archive is {actual[:12]}…"))
+        return _Verdict(
+            shown,
+            actual,
+            DeliveryRejected(
+                "checksum_mismatch", f"marker says {expected[:12]}…, archive is {actual[:12]}…"
+            ),
+        )
     return _Verdict(name, actual)
 
 
@@ -284,28 +300,52 @@ def _record(store: Store, folder: Path, verdict: _Verdict, run_date: str) -> Non
             status, reason = DeliveryStatus.REJECTED, str(verdict.rejected)
         else:
             archive = folder / verdict.name
-            archive_id = conn.execute(sa.text(
-                "INSERT INTO archives (name, sha256, run_date, status, path, bytes)"
-                " VALUES (:name, :sha, :d, 'registered', :path, :bytes)"
-                " ON CONFLICT (sha256) DO NOTHING RETURNING id"
-            ), {"name": verdict.name, "sha": verdict.sha256, "d": run_date, "path": str(archive),
-                "bytes": archive.stat().st_size}).scalar()
+            archive_id = conn.execute(
+                sa.text(
+                    "INSERT INTO archives (name, sha256, run_date, status, path, bytes)"
+                    " VALUES (:name, :sha, :d, 'registered', :path, :bytes)"
+                    " ON CONFLICT (sha256) DO NOTHING RETURNING id"
+                ),
+                {
+                    "name": verdict.name,
+                    "sha": verdict.sha256,
+                    "d": run_date,
+                    "path": str(archive),
+                    "bytes": archive.stat().st_size,
+                },
+            ).scalar()
             if archive_id is None:
-                first = conn.execute(sa.text(
-                    "SELECT id, status, error FROM archives WHERE sha256 = :sha"),
-                    {"sha": verdict.sha256}).one()
+                first = conn.execute(
+                    sa.text("SELECT id, status, error FROM archives WHERE sha256 = :sha"),
+                    {"sha": verdict.sha256},
+                ).one()
                 status, archive_id = DeliveryStatus.DUPLICATE, first.id
                 reason = f"same bytes as archive #{first.id} ({first.status})"
                 if first.status == ArchiveStatus.REJECTED:
                     reason += f", rejected for its content: {first.error}"
-        conn.execute(sa.text(
-            "INSERT INTO deliveries (token, name, run_date, status, sha256, archive_id, reason,"
-            " path) VALUES (:token, :name, :d, :status, :sha, :archive_id, :reason, :path)"
-        ), {"token": folder.name, "name": verdict.name, "d": run_date, "status": status,
-            "sha": verdict.sha256, "archive_id": archive_id, "reason": reason,
-            "path": str(folder)})
-    log.info("delivery %s (%s): %s%s", folder.name, verdict.name, status,
-             f" ({code_of(reason)})" if status == DeliveryStatus.REJECTED and reason else "")
+        conn.execute(
+            sa.text(
+                "INSERT INTO deliveries (token, name, run_date, status, sha256, archive_id, reason,"
+                " path) VALUES (:token, :name, :d, :status, :sha, :archive_id, :reason, :path)"
+            ),
+            {
+                "token": folder.name,
+                "name": verdict.name,
+                "d": run_date,
+                "status": status,
+                "sha": verdict.sha256,
+                "archive_id": archive_id,
+                "reason": reason,
+                "path": str(folder),
+            },
+        )
+    log.info(
+        "delivery %s (%s): %s%s",
+        folder.name,
+        verdict.name,
+        status,
+        f" ({code_of(reason)})" if status == DeliveryStatus.REJECTED and reason else "",
+    )
 
 
 _DELIVERY_SQL = (
@@ -328,16 +368,22 @@ def _settle(settings: Settings, store: Store, token: str) -> None:
     row = rows[0]
     if row.path != str(home):  # the DB says where first, so an interrupted move resumes
         with store.begin() as conn:
-            conn.execute(sa.text("UPDATE deliveries SET path = :p WHERE id = :id"),
-                         {"p": str(home), "id": row.id})
+            conn.execute(
+                sa.text("UPDATE deliveries SET path = :p WHERE id = :id"),
+                {"p": str(home), "id": row.id},
+            )
             if row.status == DeliveryStatus.REGISTERED:
-                conn.execute(sa.text("UPDATE archives SET path = :p WHERE id = :id"),
-                             {"p": str(home / row.name), "id": row.archive_id})
+                conn.execute(
+                    sa.text("UPDATE archives SET path = :p WHERE id = :id"),
+                    {"p": str(home / row.name), "id": row.archive_id},
+                )
     if not folder.exists():
         return
     if row.status == DeliveryStatus.REJECTED:
-        _write_reason(home.with_name(f"{home.name}.reason.json"),
-                      {"delivery": row.id, "name": row.name, "reason": row.reason})
+        _write_reason(
+            home.with_name(f"{home.name}.reason.json"),
+            {"delivery": row.id, "name": row.name, "reason": row.reason},
+        )
     home.parent.mkdir(parents=True, exist_ok=True)
     if os.path.lexists(home):
         raise FileExistsError(f"{home} exists; delivery {row.id} cannot move there")
@@ -346,11 +392,12 @@ def _settle(settings: Settings, store: Store, token: str) -> None:
 
 def _known_tokens(store: Store, tokens: list[str]) -> set[str]:
     query = sa.text("SELECT token FROM deliveries WHERE token IN :tokens").bindparams(
-        sa.bindparam("tokens", expanding=True))
+        sa.bindparam("tokens", expanding=True)
+    )
     known: set[str] = set()
     with store.engine.connect() as conn:
         for start in range(0, len(tokens), 500):
-            known.update(conn.execute(query, {"tokens": tokens[start:start + 500]}).scalars())
+            known.update(conn.execute(query, {"tokens": tokens[start : start + 500]}).scalars())
     return known
 
 
@@ -422,21 +469,28 @@ def _clear_unfinished_attempt(store: Store, archive_id: int, *homes: Path) -> No
     Safe because the homes are keyed by this archive's id and no row refers to anything in
     them while it is ``registered`` (its files are registered with the status change).
     """
-    referenced = store.scalar("SELECT count(*) FROM audio_files WHERE archive_id = :id",
-                              id=archive_id)
+    referenced = store.scalar(
+        "SELECT count(*) FROM audio_files WHERE archive_id = :id", id=archive_id
+    )
     if referenced:
         raise RuntimeError(f"archive {archive_id} is registered but {referenced} files refer to it")
     for home in homes:
         _remove(home)
 
 
-def unpack_archive(settings: Settings, store: Store, archive_id: int,
-                   workers: int | None = None,
-                   limits: ExtractLimits | None = None) -> UnpackSummary:
+def unpack_archive(
+    settings: Settings,
+    store: Store,
+    archive_id: int,
+    workers: int | None = None,
+    limits: ExtractLimits | None = None,
+) -> UnpackSummary:
     """Extract one registered archive into its own home, validate every file, register them."""
     row = store.rows(
         "SELECT a.*, d.token FROM archives a LEFT JOIN deliveries d"
-        " ON d.archive_id = a.id AND d.status = 'registered' WHERE a.id = :id", id=archive_id)[0]
+        " ON d.archive_id = a.id AND d.status = 'registered' WHERE a.id = :id",
+        id=archive_id,
+    )[0]
     if row.status != ArchiveStatus.REGISTERED:
         if row.token:
             _settle(settings, store, row.token)  # an earlier try died before the move
@@ -450,18 +504,23 @@ def unpack_archive(settings: Settings, store: Store, archive_id: int,
     try:
         extracted = safe_extract(Path(row.path), home, limits)
     except ArchiveRejected as rejected:
-        _write_reason(reason_file, {"archive": archive_id, "name": row.name,
-                                    "reason": str(rejected)})
+        _write_reason(
+            reason_file, {"archive": archive_id, "name": row.name, "reason": str(rejected)}
+        )
         with store.begin() as conn:
-            conn.execute(sa.text(
-                "UPDATE archives SET status = 'rejected', error = :e,"
-                " updated_at = CURRENT_TIMESTAMP WHERE id = :id AND status = 'registered'"
-            ), {"e": str(rejected), "id": archive_id})
+            conn.execute(
+                sa.text(
+                    "UPDATE archives SET status = 'rejected', error = :e,"
+                    " updated_at = CURRENT_TIMESTAMP WHERE id = :id AND status = 'registered'"
+                ),
+                {"e": str(rejected), "id": archive_id},
+            )
         log.warning("archive #%s rejected: %s", archive_id, rejected.code)
         if row.token:
             _settle(settings, store, row.token)
-        return _summary(store, store.rows("SELECT * FROM archives WHERE id = :id",
-                                          id=archive_id)[0])
+        return _summary(
+            store, store.rows("SELECT * FROM archives WHERE id = :id", id=archive_id)[0]
+        )
 
     audio_limits = AudioLimits(max_duration_s=settings.max_audio_seconds)
     members = list(extracted.members)
@@ -470,30 +529,56 @@ def unpack_archive(settings: Settings, store: Store, archive_id: int,
 
     records = []
     for member, result in zip(members, results, strict=True):
-        record = {"archive_id": archive_id, "member_path": member.path, "bytes": member.size,
-                  "sha256": None, "format": None, "duration_s": None, "sample_rate": None,
-                  "channels": None, "silent": 0, "status": FileStatus.READY, "error": None,
-                  "path": str(home / member.path)}
+        record = {
+            "archive_id": archive_id,
+            "member_path": member.path,
+            "bytes": member.size,
+            "sha256": None,
+            "format": None,
+            "duration_s": None,
+            "sample_rate": None,
+            "channels": None,
+            "silent": 0,
+            "status": FileStatus.READY,
+            "error": None,
+            "path": str(home / member.path),
+        }
         if isinstance(result, AudioRejected):
             target = quarantine / "files" / member.path
             target.parent.mkdir(parents=True, exist_ok=True)
             (home / member.path).rename(target)
             record.update(status=FileStatus.QUARANTINED, error=str(result), path=str(target))
         else:
-            record.update(sha256=result.sha256, format=result.format,
-                          duration_s=result.duration_s, sample_rate=result.sample_rate,
-                          channels=result.channels, silent=int(result.silent))
+            record.update(
+                sha256=result.sha256,
+                format=result.format,
+                duration_s=result.duration_s,
+                sample_rate=result.sample_rate,
+                channels=result.channels,
+                silent=int(result.silent),
+            )
         records.append(record)
     quarantined = [r for r in records if r["status"] == FileStatus.QUARANTINED]
     if quarantined:
-        _write_reason(reason_file, {"archive": archive_id, "name": row.name,
-                                    "files": {r["member_path"]: r["error"] for r in quarantined}})
+        _write_reason(
+            reason_file,
+            {
+                "archive": archive_id,
+                "name": row.name,
+                "files": {r["member_path"]: r["error"] for r in quarantined},
+            },
+        )
 
     register_files(store, archive_id, records)
     if row.token:  # archives registered before deliveries were recorded have none
         _settle(settings, store, row.token)
-    summary = UnpackSummary(archive_id, row.name, ArchiveStatus.UNPACKED,
-                            ready=len(records) - len(quarantined), quarantined=len(quarantined))
+    summary = UnpackSummary(
+        archive_id,
+        row.name,
+        ArchiveStatus.UNPACKED,
+        ready=len(records) - len(quarantined),
+        quarantined=len(quarantined),
+    )
     log.info("unpacked %s", asdict(summary))
     return summary
 
@@ -509,20 +594,31 @@ def register_files(store: Store, archive_id: int, records: list[dict[str, object
     )
     with store.begin() as conn:
         for start in range(0, len(records), _INSERT_CHUNK):
-            conn.execute(insert, records[start:start + _INSERT_CHUNK])
-        conn.execute(sa.text(
-            "UPDATE archives SET status = 'unpacked', n_files = :n, updated_at = CURRENT_TIMESTAMP"
-            " WHERE id = :id AND status = 'registered'"
-        ), {"n": len(records), "id": archive_id})
+            conn.execute(insert, records[start : start + _INSERT_CHUNK])
+        conn.execute(
+            sa.text(
+                "UPDATE archives SET status = 'unpacked', n_files = :n,"
+                " updated_at = CURRENT_TIMESTAMP WHERE id = :id AND status = 'registered'"
+            ),
+            {"n": len(records), "id": archive_id},
+        )
 
 
 def _summary(store: Store, row: sa.Row) -> UnpackSummary:
     counts = store.rows(
         "SELECT COALESCE(SUM(CASE WHEN status = 'quarantined' THEN 0 ELSE 1 END), 0) AS ready,"
         " COALESCE(SUM(CASE WHEN status = 'quarantined' THEN 1 ELSE 0 END), 0) AS quarantined"
-        " FROM audio_files WHERE archive_id = :id", id=row.id)[0]
-    return UnpackSummary(row.id, row.name, row.status, ready=int(counts.ready),
-                         quarantined=int(counts.quarantined), error=row.error)
+        " FROM audio_files WHERE archive_id = :id",
+        id=row.id,
+    )[0]
+    return UnpackSummary(
+        row.id,
+        row.name,
+        row.status,
+        ready=int(counts.ready),
+        quarantined=int(counts.quarantined),
+        error=row.error,
+    )
 
 
 # --- retention ------------------------------------------------------------------------------
@@ -533,8 +629,9 @@ def prune_processed(settings: Settings, today: date | None = None) -> list[Path]
     today = today or datetime.now(UTC).date()
     cutoff = today - timedelta(days=settings.processed_retention_days)
     removed = []
-    for folder in _dated_folders(settings.processed.iterdir() if settings.processed.is_dir()
-                                 else []):
+    for folder in _dated_folders(
+        settings.processed.iterdir() if settings.processed.is_dir() else []
+    ):
         if date.fromisoformat(folder.name) < cutoff:
             shutil.rmtree(folder)
             removed.append(folder)

@@ -54,8 +54,14 @@ class LocalEnv(HomeLayout):
         from sqlalchemy.engine import make_url  # noqa: PLC0415
 
         url = make_url(self.results_db_url)
-        return {"conn_type": "postgres", "host": url.host, "port": url.port, "login": url.username,
-                "password": url.password or "", "schema": url.database}
+        return {
+            "conn_type": "postgres",
+            "host": url.host,
+            "port": url.port,
+            "login": url.username,
+            "password": url.password or "",
+            "schema": url.database,
+        }
 
     def store_url(self) -> str:
         return self.results_db_url or f"sqlite:///{self.results_db}"
@@ -74,11 +80,20 @@ class LocalEnv(HomeLayout):
             "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
             "AIRFLOW_CONN_EARMARK_DB": json.dumps(self.db_connection()),
             "AIRFLOW_CONN_EARMARK_FS": json.dumps(
-                {"conn_type": "fs", "extra": {"path": str(self.data_root)}}),
+                {"conn_type": "fs", "extra": {"path": str(self.data_root)}}
+            ),
             "AIRFLOW_CONN_SMTP_DEFAULT": json.dumps(
-                {"conn_type": "smtp", "host": "127.0.0.1", "port": 8025,
-                 "extra": {"disable_ssl": True, "disable_tls": True, "from_email":
-                           "earmark@localhost"}}),
+                {
+                    "conn_type": "smtp",
+                    "host": "127.0.0.1",
+                    "port": 8025,
+                    "extra": {
+                        "disable_ssl": True,
+                        "disable_tls": True,
+                        "from_email": "earmark@localhost",
+                    },
+                }
+            ),
             "EARMARK_DATA_ROOT": str(self.data_root),
             "EARMARK_TIMEZONE": self.timezone,
             "EARMARK_ASR_MODEL_DIR": str(self.models / "asr"),
@@ -101,12 +116,22 @@ class LocalEnv(HomeLayout):
         env.update(overrides)
         return env
 
-    def airflow(self, *args: str, env: dict[str, str] | None = None,
-                check: bool = True, capture: bool = False) -> subprocess.CompletedProcess[str]:
+    def airflow(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        check: bool = True,
+        capture: bool = False,
+    ) -> subprocess.CompletedProcess[str]:
         """Run the ``airflow`` CLI of this interpreter's environment in this folder."""
         airflow_bin = Path(sys.executable).parent / "airflow"
-        return subprocess.run([str(airflow_bin), *args], env=env or self.environ(),
-                              check=check, text=True, capture_output=capture)
+        return subprocess.run(
+            [str(airflow_bin), *args],
+            env=env or self.environ(),
+            check=check,
+            text=True,
+            capture_output=capture,
+        )
 
     def prepare(self) -> None:
         """Create folders, Airflow's metadata DB, the gpu pool and the tiny models."""

@@ -63,13 +63,15 @@ class DayStatus:
         return asdict(self)
 
 
-def day_status(settings: Settings, store: Store, run_date: str,
-               now: datetime | None = None) -> DayStatus:
+def day_status(
+    settings: Settings, store: Store, run_date: str, now: datetime | None = None
+) -> DayStatus:
     """Counts by status, throughput from the recorded GPU batches, completeness and ETA."""
     queries = named_queries("day_status")
     now = now or datetime.now(UTC)
     status = DayStatus(run_date=run_date)
     with store.engine.connect() as conn:
+
         def run(name: str) -> list[sa.Row]:
             return list(conn.execute(sa.text(queries[name]), {"d": run_date}))
 
@@ -102,6 +104,7 @@ def day_status(settings: Settings, store: Store, run_date: str,
 
 def format_summary(status: DayStatus) -> str:
     """A summary a person can read at a glance."""
+
     def counts(d: dict[str, int]) -> str:
         return ", ".join(f"{k} {v}" for k, v in sorted(d.items())) or "none"
 
@@ -118,8 +121,7 @@ def format_summary(status: DayStatus) -> str:
         f"  labels        {status.labels} ({status.flagged} flagged)",
         f"  review queue  {counts(status.review_queue)}",
         "  throughput    "
-        + (f"{status.throughput_x_realtime}x real time" if status.throughput_x_realtime
-           else "n/a"),
+        + (f"{status.throughput_x_realtime}x real time" if status.throughput_x_realtime else "n/a"),
         f"  deadline      {status.deadline}: {verdict}",
     ]
     return "\n".join(lines)
@@ -140,10 +142,15 @@ def review_items(store: Store, run_date: str, limit: int = 10) -> list[dict[str,
 def format_items(items: list[dict[str, Any]], quarantined: list[dict[str, Any]]) -> str:
     """Review items and quarantine entries as short lines (ids and names only)."""
     lines = ["Review queue (top by score):"] if items else ["Review queue: empty"]
-    lines += [f"  #{i['id']:<5} {i['status']:<8} {i['policy']:<12} {i['score']:.3f}  "
-              f"{printable(i['archive'])}:{printable(i['member_path'])}" for i in items]
+    lines += [
+        f"  #{i['id']:<5} {i['status']:<8} {i['policy']:<12} {i['score']:.3f}  "
+        f"{printable(i['archive'])}:{printable(i['member_path'])}"
+        for i in items
+    ]
     if quarantined:
         lines.append("Quarantine:")
-        lines += [f"  {q['kind']:<8} {printable(q['item'])}  ({printable(q['reason'] or '')})"
-                  for q in quarantined]
+        lines += [
+            f"  {q['kind']:<8} {printable(q['item'])}  ({printable(q['reason'] or '')})"
+            for q in quarantined
+        ]
     return "\n".join(lines)

@@ -23,27 +23,44 @@ class Reason:
 REASONS: tuple[Reason, ...] = (
     # Deliveries, before registration: the bytes are not barred.
     Reason("bad_marker", ("delivery",), "The marker does not hold a sha256 hex digest."),
-    Reason("checksum_mismatch", ("delivery", "transfer"),
-           "The bytes do not match the digest their marker (or the source's .sha256) gives."),
+    Reason(
+        "checksum_mismatch",
+        ("delivery", "transfer"),
+        "The bytes do not match the digest their marker (or the source's .sha256) gives.",
+    ),
     Reason("marker_without_archive", ("delivery",), "A marker arrived with no archive beside it."),
-    Reason("not_a_regular_file", ("delivery",),
-           "A link, FIFO, device, socket or directory in incoming/; never followed or opened."),
-    Reason("unreadable", ("delivery", "file"),
-           "The file could not be opened or read, or libsndfile does not recognise it."),
-    Reason("invalid_name", ("delivery", "archive"),
-           "A name holding control, bidi or invisible characters, a backslash, or nothing "
-           "before its suffix; or a member name that is empty or not UTF-8."),
-    Reason("unsupported_suffix", ("delivery",), "The archive name ends in none of .tar, "
-           ".tar.gz, .tgz."),
+    Reason(
+        "not_a_regular_file",
+        ("delivery",),
+        "A link, FIFO, device, socket or directory in incoming/; never followed or opened.",
+    ),
+    Reason(
+        "unreadable",
+        ("delivery", "file"),
+        "The file could not be opened or read, or libsndfile does not recognise it.",
+    ),
+    Reason(
+        "invalid_name",
+        ("delivery", "archive"),
+        "A name holding control, bidi or invisible characters, a backslash, or nothing "
+        "before its suffix; or a member name that is empty or not UTF-8.",
+    ),
+    Reason(
+        "unsupported_suffix", ("delivery",), "The archive name ends in none of .tar, .tar.gz, .tgz."
+    ),
     # Archives: the content is refused, and a later delivery of the same bytes says so.
     Reason("not_a_tar", ("archive",), "Not a tar (or gzip-compressed tar) archive."),
     Reason("corrupt", ("archive",), "A damaged header, gzip stream or member."),
-    Reason("truncated", ("archive", "file"),
-           "The archive or the audio ends early: data is missing."),
+    Reason(
+        "truncated", ("archive", "file"), "The archive or the audio ends early: data is missing."
+    ),
     Reason("path_traversal", ("archive",), "A member name climbs out with '..'."),
     Reason("absolute_path", ("archive",), "A member name is absolute."),
-    Reason("unsafe_member_type", ("archive",),
-           "A member that is a link, device, FIFO or sparse file; only files and folders pass."),
+    Reason(
+        "unsafe_member_type",
+        ("archive",),
+        "A member that is a link, device, FIFO or sparse file; only files and folders pass.",
+    ),
     Reason("path_too_long", ("archive",), "A member path or name is longer than allowed."),
     Reason("path_too_deep", ("archive",), "A member path is nested deeper than allowed."),
     Reason("duplicate_member", ("archive",), "Two members share one name."),
@@ -51,9 +68,12 @@ REASONS: tuple[Reason, ...] = (
     Reason("too_many_members", ("archive",), "More members than allowed."),
     Reason("member_too_large", ("archive",), "A member declares more bytes than allowed."),
     Reason("archive_too_large", ("archive",), "The members together exceed the size cap."),
-    Reason("compression_ratio", ("archive",),
-           "A .tar.gz whose members declare more than EARMARK_MAX_COMPRESSION_RATIO bytes per "
-           "compressed byte (a gzip bomb)."),
+    Reason(
+        "compression_ratio",
+        ("archive",),
+        "A .tar.gz whose members declare more than EARMARK_MAX_COMPRESSION_RATIO bytes per "
+        "compressed byte (a gzip bomb).",
+    ),
     # Files, quarantined: the rest of the archive goes on.
     Reason("unsupported_extension", ("file",), "Not a .wav or .flac file."),
     Reason("format_mismatch", ("file",), "The content is not the format its extension says."),
@@ -61,12 +81,16 @@ REASONS: tuple[Reason, ...] = (
     Reason("too_many_channels", ("file",), "More channels than accepted."),
     Reason("too_short", ("file",), "No frames, or shorter than the minimum duration."),
     Reason("too_long", ("file",), "Longer than EARMARK_MAX_AUDIO_SECONDS."),
-    Reason("header_data_mismatch", ("file",),
-           "The WAV header declares more audio than the file holds."),
+    Reason(
+        "header_data_mismatch", ("file",), "The WAV header declares more audio than the file holds."
+    ),
     Reason("non_finite", ("file",), "Float samples holding NaN or Inf."),
     Reason("out_of_range", ("file",), "Float samples beyond ±1.0."),
-    Reason("undecodable", ("file",),
-           "Validated at intake but could not be decoded by the GPU stage (damaged since)."),
+    Reason(
+        "undecodable",
+        ("file",),
+        "Validated at intake but could not be decoded by the GPU stage (damaged since).",
+    ),
     # Transfers.
     Reason("bad_companion", ("transfer",), "The source's NAME.sha256 holds no sha256 digest."),
     Reason("source_vanished", ("transfer",), "The source file disappeared before it was copied."),

@@ -26,8 +26,9 @@ def deadline_interval(settings: Settings) -> timedelta:
     return end - start
 
 
-def resolve_run_date(requested: str | None, logical_date: datetime | None,
-                     run_after: datetime | None, timezone: str) -> str:
+def resolve_run_date(
+    requested: str | None, logical_date: datetime | None, run_after: datetime | None, timezone: str
+) -> str:
     """The day a run processes, as YYYY-MM-DD.
 
     An explicit ``date`` param wins (manual reruns); else the local date of the logical date;

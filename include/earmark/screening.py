@@ -96,41 +96,60 @@ def stage_plan(settings: Settings) -> StagePlan:
         return StagePlan(device, dtype, settings.asr_batch_size, settings.classify_batch_size)
     from earmark.inference.budget import batch_sizes  # noqa: PLC0415
 
-    fits = batch_sizes(settings.gpu_memory_gib, classifier_prompt_tokens=TYPICAL_PROMPT_TOKENS,
-                       attn_implementation=settings.classifier_attention,
-                       max_classify_batch=settings.classify_batch_size)
-    return StagePlan(device, dtype, min(settings.asr_batch_size, fits.asr_batch),
-                     fits.classify_batch, fits.classify_max_batch_tokens,
-                     fits.classify_max_context_tokens)
+    fits = batch_sizes(
+        settings.gpu_memory_gib,
+        classifier_prompt_tokens=TYPICAL_PROMPT_TOKENS,
+        attn_implementation=settings.classifier_attention,
+        max_classify_batch=settings.classify_batch_size,
+    )
+    return StagePlan(
+        device,
+        dtype,
+        min(settings.asr_batch_size, fits.asr_batch),
+        fits.classify_batch,
+        fits.classify_max_batch_tokens,
+        fits.classify_max_context_tokens,
+    )
 
 
 def load_transcriber(settings: Settings) -> TranscriberLike:
     from earmark.inference.transcriber import Transcriber, TranscriberOptions  # noqa: PLC0415
 
     plan = stage_plan(settings)
-    return Transcriber(TranscriberOptions(
-        model_dir=settings.asr_model_dir, device=plan.device, dtype=plan.dtype,
-        batch_size=plan.asr_batch, language=settings.language,
-        max_new_tokens=settings.asr_max_new_tokens,
-    ))
+    return Transcriber(
+        TranscriberOptions(
+            model_dir=settings.asr_model_dir,
+            device=plan.device,
+            dtype=plan.dtype,
+            batch_size=plan.asr_batch,
+            language=settings.language,
+            max_new_tokens=settings.asr_max_new_tokens,
+        )
+    )
 
 
 def load_classifier(settings: Settings) -> ClassifierLike:
     from earmark.inference.classifier import Classifier, ClassifierOptions  # noqa: PLC0415
 
     plan = stage_plan(settings)
-    classifier = Classifier(ClassifierOptions(
-        base_dir=settings.base_model_dir, adapter_dir=settings.adapter_dir, device=plan.device,
-        dtype=plan.dtype, batch_size=plan.classify_batch,
-        max_batch_tokens=plan.classify_max_batch_tokens,
-        max_context_tokens=plan.classify_max_context_tokens,
-        attn_implementation=settings.classifier_attention,
-    ))
+    classifier = Classifier(
+        ClassifierOptions(
+            base_dir=settings.base_model_dir,
+            adapter_dir=settings.adapter_dir,
+            device=plan.device,
+            dtype=plan.dtype,
+            batch_size=plan.classify_batch,
+            max_batch_tokens=plan.classify_max_batch_tokens,
+            max_context_tokens=plan.classify_max_context_tokens,
+            attn_implementation=settings.classifier_attention,
+        )
+    )
     drift = classifier.attention_drift(ATTENTION_CHECK_POLICY, ATTENTION_CHECK_CONTENTS)
     if drift > ATTENTION_CHECK_TOLERANCE:
         raise RuntimeError(
             f"{settings.classifier_attention} scores differ from eager by {drift:.4f} on the "
-            "fixed check prompts (soft-capping lost?); use EARMARK_CLASSIFIER_ATTENTION=eager")
+            "fixed check prompts (soft-capping lost?); use EARMARK_CLASSIFIER_ATTENTION=eager"
+        )
     return classifier
 
 
@@ -144,36 +163,61 @@ def _batch_files(store: Store, batch_id: int) -> list[sa.Row]:
 
 def _quarantine_file(store: Store, file_id: int, reason: str) -> None:
     with store.begin() as conn:
-        conn.execute(sa.text(
-            "UPDATE audio_files SET status = 'quarantined', error = :e,"
-            " updated_at = CURRENT_TIMESTAMP WHERE id = :id"
-        ), {"e": reason, "id": file_id})
+        conn.execute(
+            sa.text(
+                "UPDATE audio_files SET status = 'quarantined', error = :e,"
+                " updated_at = CURRENT_TIMESTAMP WHERE id = :id"
+            ),
+            {"e": reason, "id": file_id},
+        )
 
 
 def _write_transcripts(store: Store, model: str, items: Sequence[tuple[int, str]]) -> None:
     with store.begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO transcripts (file_id, model, text, n_chars) VALUES (:f, :m, :t, :n)"
-            " ON CONFLICT (file_id, model) DO UPDATE SET text = excluded.text,"
-            " n_chars = excluded.n_chars, created_at = CURRENT_TIMESTAMP"
-        ), [{"f": f, "m": model, "t": t, "n": len(t)} for f, t in items])
-        conn.execute(sa.text(
-            "UPDATE audio_files SET status = 'transcribed', updated_at = CURRENT_TIMESTAMP"
-            " WHERE id = :f AND status = 'ready'"
-        ), [{"f": f} for f, _ in items])
+        conn.execute(
+            sa.text(
+                "INSERT INTO transcripts (file_id, model, text, n_chars) VALUES (:f, :m, :t, :n)"
+                " ON CONFLICT (file_id, model) DO UPDATE SET text = excluded.text,"
+                " n_chars = excluded.n_chars, created_at = CURRENT_TIMESTAMP"
+            ),
+            [{"f": f, "m": model, "t": t, "n": len(t)} for f, t in items],
+        )
+        conn.execute(
+            sa.text(
+                "UPDATE audio_files SET status = 'transcribed', updated_at = CURRENT_TIMESTAMP"
+                " WHERE id = :f AND status = 'ready'"
+            ),
+            [{"f": f} for f, _ in items],
+        )
 
 
-def transcribe_batch(settings: Settings, store: Store, batch_id: int, *, reprocess: bool = False,
-                     transcriber: TranscriberLike | None = None) -> StageResult:
+def transcribe_batch(
+    settings: Settings,
+    store: Store,
+    batch_id: int,
+    *,
+    reprocess: bool = False,
+    transcriber: TranscriberLike | None = None,
+) -> StageResult:
     """Transcribe every live file of the batch that has no transcript yet (all, if reprocess)."""
     from earmark.inference.audio import AudioDecodeError, load_many  # noqa: PLC0415
 
     started = time.perf_counter()
     model = asr_model_id(settings)
     batch = _batch_files(store, batch_id)
-    done_ids = set() if reprocess else {row.file_id for row in store.rows(
-        "SELECT t.file_id FROM transcripts t JOIN batch_files b ON b.file_id = t.file_id"
-        " WHERE b.batch_id = :b AND t.model = :m", b=batch_id, m=model)}
+    done_ids = (
+        set()
+        if reprocess
+        else {
+            row.file_id
+            for row in store.rows(
+                "SELECT t.file_id FROM transcripts t JOIN batch_files b ON b.file_id = t.file_id"
+                " WHERE b.batch_id = :b AND t.model = :m",
+                b=batch_id,
+                m=model,
+            )
+        }
+    )
     files = [f for f in batch if f.status != FileStatus.QUARANTINED and f.id not in done_ids]
     skipped = len(batch) - len(files)
     files.sort(key=lambda f: -(f.duration_s or 0.0))
@@ -193,8 +237,9 @@ def transcribe_batch(settings: Settings, store: Store, batch_id: int, *, reproce
         paths = [Path(f.path) for f in files]
         # Decode the next chunk while the GPU works on this one. Memory stays bounded: a
         # planned batch holds at most EARMARK_BATCH_AUDIO_SECONDS of audio.
-        decoded_files = load_many(paths, 16000, workers=min(8, os.cpu_count() or 1),
-                                  prefetch=2 * settings.asr_batch_size)
+        decoded_files = load_many(
+            paths, 16000, workers=min(8, os.cpu_count() or 1), prefetch=2 * settings.asr_batch_size
+        )
         for index, decoded in decoded_files:
             file = files[index]
             if isinstance(decoded, AudioDecodeError):
@@ -208,18 +253,34 @@ def transcribe_batch(settings: Settings, store: Store, batch_id: int, *, reproce
                 flush()
         if chunk_audio:
             flush()
-    result = StageResult(batch_id, len(files) - quarantined, skipped, quarantined, audio_s,
-                         time.perf_counter() - started)
+    result = StageResult(
+        batch_id,
+        len(files) - quarantined,
+        skipped,
+        quarantined,
+        audio_s,
+        time.perf_counter() - started,
+    )
     with store.begin() as conn:
-        conn.execute(sa.text(
-            "UPDATE gpu_batches SET transcribe_wall_s = :w, transcribed_files = :n WHERE id = :b"
-        ), {"w": result.wall_s, "n": result.items, "b": batch_id})
+        conn.execute(
+            sa.text(
+                "UPDATE gpu_batches SET transcribe_wall_s = :w, transcribed_files = :n"
+                " WHERE id = :b"
+            ),
+            {"w": result.wall_s, "n": result.items, "b": batch_id},
+        )
     log.info("batch %s transcribed: %s", batch_id, result)
     return result
 
 
-def classify_batch(settings: Settings, store: Store, batch_id: int, *, reprocess: bool = False,
-                   classifier: ClassifierLike | None = None) -> StageResult:
+def classify_batch(
+    settings: Settings,
+    store: Store,
+    batch_id: int,
+    *,
+    reprocess: bool = False,
+    classifier: ClassifierLike | None = None,
+) -> StageResult:
     """Score every transcribed file of the batch against every policy; flag into the RA queue."""
     from earmark.inference.policies import load_policies  # noqa: PLC0415
 
@@ -231,16 +292,25 @@ def classify_batch(settings: Settings, store: Store, batch_id: int, *, reprocess
         " JOIN audio_files f ON f.id = b.file_id"
         " JOIN transcripts t ON t.file_id = f.id AND t.model = :asr"
         " WHERE b.batch_id = :b AND f.status IN ('transcribed', 'classified') ORDER BY f.id",
-        b=batch_id, asr=asr_model_id(settings),
+        b=batch_id,
+        asr=asr_model_id(settings),
     )
     current_sha = {p.name: p.sha256 for p in policies}
-    labelled = set() if reprocess else {
-        (r.file_id, r.policy) for r in store.rows(
-            "SELECT l.file_id, l.policy, l.policy_sha FROM labels l"
-            " JOIN batch_files b ON b.file_id = l.file_id WHERE b.batch_id = :b AND l.model = :m",
-            b=batch_id, m=model)
-        if current_sha.get(r.policy) == r.policy_sha
-    }
+    labelled = (
+        set()
+        if reprocess
+        else {
+            (r.file_id, r.policy)
+            for r in store.rows(
+                "SELECT l.file_id, l.policy, l.policy_sha FROM labels l"
+                " JOIN batch_files b ON b.file_id = l.file_id"
+                " WHERE b.batch_id = :b AND l.model = :m",
+                b=batch_id,
+                m=model,
+            )
+            if current_sha.get(r.policy) == r.policy_sha
+        }
+    )
     items = 0
     for policy in policies:
         todo = [t for t in transcripts if (t.file_id, policy.name) not in labelled]
@@ -248,43 +318,75 @@ def classify_batch(settings: Settings, store: Store, batch_id: int, *, reprocess
             continue
         classifier = classifier or load_classifier(settings)
         scores = classifier.score(policy, [t.text for t in todo])
-        _write_labels(store, policy, model, settings.flag_threshold,
-                      [(t.file_id, s) for t, s in zip(todo, scores, strict=True)])
+        _write_labels(
+            store,
+            policy,
+            model,
+            settings.flag_threshold,
+            [(t.file_id, s) for t, s in zip(todo, scores, strict=True)],
+        )
         items += len(todo)
     with store.begin() as conn:
-        conn.execute(sa.text(
-            "UPDATE audio_files SET status = 'classified', updated_at = CURRENT_TIMESTAMP"
-            " WHERE status = 'transcribed' AND id IN (SELECT file_id FROM batch_files"
-            " WHERE batch_id = :b)"
-            " AND (SELECT count(*) FROM labels l WHERE l.file_id = audio_files.id"
-            " AND l.model = :m) >= :n"
-        ), {"b": batch_id, "m": model, "n": len(policies)})
-    result = StageResult(batch_id, items, len(transcripts) * len(policies) - items, 0,
-                         sum(float(t.duration_s or 0.0) for t in transcripts),
-                         time.perf_counter() - started)
+        conn.execute(
+            sa.text(
+                "UPDATE audio_files SET status = 'classified', updated_at = CURRENT_TIMESTAMP"
+                " WHERE status = 'transcribed' AND id IN (SELECT file_id FROM batch_files"
+                " WHERE batch_id = :b)"
+                " AND (SELECT count(*) FROM labels l WHERE l.file_id = audio_files.id"
+                " AND l.model = :m) >= :n"
+            ),
+            {"b": batch_id, "m": model, "n": len(policies)},
+        )
+    result = StageResult(
+        batch_id,
+        items,
+        len(transcripts) * len(policies) - items,
+        0,
+        sum(float(t.duration_s or 0.0) for t in transcripts),
+        time.perf_counter() - started,
+    )
     with store.begin() as conn:
-        conn.execute(sa.text(
-            "UPDATE gpu_batches SET classify_wall_s = :w, classified_items = :n WHERE id = :b"
-        ), {"w": result.wall_s, "n": items, "b": batch_id})
+        conn.execute(
+            sa.text(
+                "UPDATE gpu_batches SET classify_wall_s = :w, classified_items = :n WHERE id = :b"
+            ),
+            {"w": result.wall_s, "n": items, "b": batch_id},
+        )
     log.info("batch %s classified: %s", batch_id, result)
     return result
 
 
-def _write_labels(store: Store, policy: Any, model: str, threshold: float,
-                  scored: Sequence[tuple[int, float]]) -> None:
-    rows = [{"f": f, "p": policy.name, "sha": policy.sha256, "m": model,
-             "s": min(1.0, max(0.0, float(s))), "l": int(s >= threshold)} for f, s in scored]
+def _write_labels(
+    store: Store, policy: Any, model: str, threshold: float, scored: Sequence[tuple[int, float]]
+) -> None:
+    rows = [
+        {
+            "f": f,
+            "p": policy.name,
+            "sha": policy.sha256,
+            "m": model,
+            "s": min(1.0, max(0.0, float(s))),
+            "l": int(s >= threshold),
+        }
+        for f, s in scored
+    ]
     flagged = [r for r in rows if r["l"] == 1]
     with store.begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO labels (file_id, policy, policy_sha, model, score, label)"
-            " VALUES (:f, :p, :sha, :m, :s, :l)"
-            " ON CONFLICT (file_id, policy, policy_sha, model) DO UPDATE SET"
-            " score = excluded.score, label = excluded.label, created_at = CURRENT_TIMESTAMP"
-        ), rows)
+        conn.execute(
+            sa.text(
+                "INSERT INTO labels (file_id, policy, policy_sha, model, score, label)"
+                " VALUES (:f, :p, :sha, :m, :s, :l)"
+                " ON CONFLICT (file_id, policy, policy_sha, model) DO UPDATE SET"
+                " score = excluded.score, label = excluded.label, created_at = CURRENT_TIMESTAMP"
+            ),
+            rows,
+        )
         if flagged:
-            conn.execute(sa.text(
-                "INSERT INTO review_queue (file_id, policy, score) VALUES (:f, :p, :s)"
-                " ON CONFLICT (file_id, policy) DO UPDATE SET score = excluded.score"
-                " WHERE review_queue.status = 'pending'"
-            ), flagged)
+            conn.execute(
+                sa.text(
+                    "INSERT INTO review_queue (file_id, policy, score) VALUES (:f, :p, :s)"
+                    " ON CONFLICT (file_id, policy) DO UPDATE SET score = excluded.score"
+                    " WHERE review_queue.status = 'pending'"
+                ),
+                flagged,
+            )

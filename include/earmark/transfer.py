@@ -93,8 +93,11 @@ def list_source(source: str) -> tuple[list[SourceArchive], list[str]]:
     for name in sorted(entries):
         if is_archive(name):
             size, mtime = _stat(entries[name])
-            archives.append(SourceArchive(str(entries[name]), name, size, mtime,
-                                          f"{name}{MARKER_SUFFIX}" in entries))
+            archives.append(
+                SourceArchive(
+                    str(entries[name]), name, size, mtime, f"{name}{MARKER_SUFFIX}" in entries
+                )
+            )
         elif not (name.endswith(MARKER_SUFFIX) and is_archive(name.removesuffix(MARKER_SUFFIX))):
             ignored.append(name)
     return archives, ignored
@@ -117,44 +120,70 @@ def discover(settings: Settings, store: Store, now: float | None = None) -> list
     now = time.time() if now is None else now
     archives, ignored = list_source(settings.transfer_source)
     if ignored:
-        log.info("ignoring %d non-archive file(s) at the source: %s", len(ignored),
-                 ", ".join(ignored[:20]))
+        log.info(
+            "ignoring %d non-archive file(s) at the source: %s",
+            len(ignored),
+            ", ".join(ignored[:20]),
+        )
     settled = [a for a in archives if is_settled(a, settings.transfer_settle_seconds, now)]
     for waiting in sorted({a.name for a in archives} - {a.name for a in settled}):
-        log.info("%s is still arriving (changed in the last %ss, no companion digest)",
-                 waiting, settings.transfer_settle_seconds)
+        log.info(
+            "%s is still arriving (changed in the last %ss, no companion digest)",
+            waiting,
+            settings.transfer_settle_seconds,
+        )
     with store.begin() as conn:
         for archive in settled:
-            conn.execute(sa.text(
-                "INSERT INTO transfers (source_uri, name, bytes, source_mtime)"
-                " VALUES (:uri, :name, :bytes, :mtime)"
-                " ON CONFLICT (source_uri) DO UPDATE SET bytes = excluded.bytes,"
-                "  source_mtime = excluded.source_mtime, status = 'pending', error = NULL"
-                " WHERE transfers.status = 'pending' OR (transfers.status = 'failed' AND"
-                "  (transfers.bytes <> excluded.bytes"
-                "   OR transfers.source_mtime <> excluded.source_mtime))"
-            ), {"uri": archive.uri, "name": archive.name, "bytes": archive.bytes,
-                "mtime": archive.mtime})
+            conn.execute(
+                sa.text(
+                    "INSERT INTO transfers (source_uri, name, bytes, source_mtime)"
+                    " VALUES (:uri, :name, :bytes, :mtime)"
+                    " ON CONFLICT (source_uri) DO UPDATE SET bytes = excluded.bytes,"
+                    "  source_mtime = excluded.source_mtime, status = 'pending', error = NULL"
+                    " WHERE transfers.status = 'pending' OR (transfers.status = 'failed' AND"
+                    "  (transfers.bytes <> excluded.bytes"
+                    "   OR transfers.source_mtime <> excluded.source_mtime))"
+                ),
+                {
+                    "uri": archive.uri,
+                    "name": archive.name,
+                    "bytes": archive.bytes,
+                    "mtime": archive.mtime,
+                },
+            )
         _fail_vanished(conn, settings.transfer_source, {a.uri for a in archives})
-        ids = list(conn.execute(sa.text(
-            "SELECT id FROM transfers WHERE status = 'pending' ORDER BY id")).scalars())
-    log.info("source %s: %d archive(s), %d settled, %d pending copy", settings.transfer_source,
-             len(archives), len(settled), len(ids))
+        ids = list(
+            conn.execute(
+                sa.text("SELECT id FROM transfers WHERE status = 'pending' ORDER BY id")
+            ).scalars()
+        )
+    log.info(
+        "source %s: %d archive(s), %d settled, %d pending copy",
+        settings.transfer_source,
+        len(archives),
+        len(settled),
+        len(ids),
+    )
     return [int(i) for i in ids]
 
 
 def _fail_vanished(conn: sa.Connection, source: str, present: set[str]) -> None:
     prefix = str(_source_path(source)).rstrip("/") + "/"
-    rows = conn.execute(sa.text(
-        "SELECT id, source_uri FROM transfers WHERE status = 'pending'")).all()
+    rows = conn.execute(
+        sa.text("SELECT id, source_uri FROM transfers WHERE status = 'pending'")
+    ).all()
     for row_id, uri in rows:
         if uri.startswith(prefix) and uri not in present:
-            conn.execute(sa.text(
-                "UPDATE transfers SET status = 'failed', error = :e WHERE id = :id"
-                " AND status = 'pending'"),
-                {"id": row_id, "e": "source_vanished: the source file disappeared before copy"})
-            log.warning("transfer %s: %s vanished from the source before it was copied",
-                        row_id, uri)
+            conn.execute(
+                sa.text(
+                    "UPDATE transfers SET status = 'failed', error = :e WHERE id = :id"
+                    " AND status = 'pending'"
+                ),
+                {"id": row_id, "e": "source_vanished: the source file disappeared before copy"},
+            )
+            log.warning(
+                "transfer %s: %s vanished from the source before it was copied", row_id, uri
+            )
 
 
 def transfer_name(store: Store, transfer_id: int) -> str:
@@ -226,8 +255,10 @@ def _already_delivered(settings: Settings, store: Store, name: str, digest: str 
     if not digest:
         return False
     marker = settings.incoming / f"{name}{MARKER_SUFFIX}"
-    if marker.is_file() and parse_marker(marker.read_text(encoding="ascii",
-                                                          errors="replace")) == digest:
+    if (
+        marker.is_file()
+        and parse_marker(marker.read_text(encoding="ascii", errors="replace")) == digest
+    ):
         return True
     return bool(store.scalar("SELECT count(*) FROM archives WHERE sha256 = :s", s=digest))
 
@@ -236,16 +267,23 @@ def _set(store: Store, transfer_id: int, status: str, **values: Any) -> None:
     assignments = ", ".join(f"{k} = :{k}" for k in values)
     copied = ", copied_at = CURRENT_TIMESTAMP" if status == TransferStatus.COPIED else ""
     with store.begin() as conn:
-        conn.execute(sa.text(
-            f"UPDATE transfers SET status = :status{', ' if values else ''}{assignments}{copied}"
-            " WHERE id = :id"), {"id": transfer_id, "status": status, **values})
+        conn.execute(
+            sa.text(
+                "UPDATE transfers SET status = :status"
+                f"{', ' if values else ''}{assignments}{copied}"
+                " WHERE id = :id"
+            ),
+            {"id": transfer_id, "status": status, **values},
+        )
 
 
 def copy_one(settings: Settings, store: Store, transfer_id: int) -> CopyResult:
     """Copy one pending ledger row into ``incoming/``; a no-op for a row already settled."""
     with _row_lock(settings, transfer_id):
-        row = store.rows("SELECT name, source_uri, status, sha256, error FROM transfers"
-                         " WHERE id = :id", id=transfer_id)
+        row = store.rows(
+            "SELECT name, source_uri, status, sha256, error FROM transfers WHERE id = :id",
+            id=transfer_id,
+        )
         if not row:
             raise LookupError(f"transfer {transfer_id} is not in the ledger")
         name, uri, status, recorded, error = row[0]
@@ -261,8 +299,10 @@ def copy_one(settings: Settings, store: Store, transfer_id: int) -> CopyResult:
         marker = incoming / f"{name}{MARKER_SUFFIX}"
         if marker.exists():
             # Another delivery of this name still waits for the daily DAG: never replace it.
-            raise FileExistsError(f"incoming/{marker.name} belongs to another delivery; "
-                                  "retrying once the daily DAG has taken it")
+            raise FileExistsError(
+                f"incoming/{marker.name} belongs to another delivery; "
+                "retrying once the daily DAG has taken it"
+            )
         partial = incoming / f".{name}.partial"
         try:
             digest, size = stream_to_partial(uri, partial)
@@ -288,6 +328,9 @@ def copy_one(settings: Settings, store: Store, transfer_id: int) -> CopyResult:
 
 def ledger_counts(store: Store) -> dict[str, int]:
     """Rows per status: where the transfers stand."""
-    return {str(s): int(n) for s, n in store.rows(
-        "SELECT status, count(*) FROM transfers GROUP BY status ORDER BY status")}
-
+    return {
+        str(s): int(n)
+        for s, n in store.rows(
+            "SELECT status, count(*) FROM transfers GROUP BY status ORDER BY status"
+        )
+    }

@@ -63,8 +63,10 @@ def test_gpu_batch_is_a_mapped_group(daily):
     from airflow.sdk.definitions.taskgroup import MappedTaskGroup
 
     assert isinstance(daily.task_group_dict["gpu_batch"], MappedTaskGroup)
-    assert daily.get_task("gpu_batch.transcribe").task_id in \
-        daily.get_task("gpu_batch.classify").upstream_task_ids
+    assert (
+        daily.get_task("gpu_batch.transcribe").task_id
+        in daily.get_task("gpu_batch.classify").upstream_task_ids
+    )
 
 
 def test_deadline_configured(daily):
@@ -75,8 +77,16 @@ def test_deadline_configured(daily):
 
 
 def test_pipeline_order(daily):
-    order = ["check_for_work", "register_archives", "unpack", "plan_batches",
-             "gpu_batch.transcribe", "gpu_batch.classify", "noon_check", "report"]
+    order = [
+        "check_for_work",
+        "register_archives",
+        "unpack",
+        "plan_batches",
+        "gpu_batch.transcribe",
+        "gpu_batch.classify",
+        "noon_check",
+        "report",
+    ]
     for upstream, downstream in itertools.pairwise(order):
         assert upstream in daily.get_task(downstream).upstream_task_ids, (upstream, downstream)
     assert "wait_for_archives" in daily.get_task("register_archives").upstream_task_ids
@@ -113,6 +123,12 @@ def test_dag_files_import_nothing_heavy(path, tmp_path):
         f"print(sorted(m for m in {sorted(HEAVY_MODULES)!r} if m in sys.modules))\n"
     )
     env = {**os.environ, "AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                            env=env, check=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        timeout=120,
+    )
     assert result.stdout.strip().splitlines()[-1] == "[]"

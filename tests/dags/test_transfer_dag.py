@@ -48,8 +48,12 @@ def test_end_to_end_two_runs(store, tmp_path):
         (source / name).write_bytes(name.encode() * 100)
         old = time.time() - 600
         os.utime(source / name, (old, old))
-    settings = dataclasses.replace(Settings.from_env(), data_root=data,
-                                   transfer_source=source.as_uri(), transfer_settle_seconds=120)
+    settings = dataclasses.replace(
+        Settings.from_env(),
+        data_root=data,
+        transfer_source=source.as_uri(),
+        transfer_settle_seconds=120,
+    )
     for _ in range(2):
         for transfer_id in transfer.discover(settings, store):
             transfer.copy_one(settings, store, transfer_id)

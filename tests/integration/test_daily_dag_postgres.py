@@ -27,8 +27,9 @@ def _add_bad_archive(incoming: Path) -> None:
     from earmark.sampledata import generate_day
 
     scratch = incoming.parent / "scratch"
-    good = generate_day(scratch, date.fromisoformat(DAY), archives=1, files_per_archive=1,
-                        minutes=0.2, seed=99)[0]
+    good = generate_day(
+        scratch, date.fromisoformat(DAY), archives=1, files_per_archive=1, minutes=0.2, seed=99
+    )[0]
     with tarfile.open(good) as src:
         member = next(m for m in src.getmembers() if m.isfile())
         payload = src.extractfile(member).read()
@@ -57,8 +58,9 @@ def _assert_no_transcript_text_leaked(store: Store, env: LocalEnv, log_file: Pat
             haystacks[str(task_log)] = task_log.read_text(errors="replace")
     metadata = sqlite3.connect(env.airflow_home / "airflow.db")
     haystacks["xcom"] = " ".join(str(v) for (v,) in metadata.execute("SELECT value FROM xcom"))
-    haystacks["map index labels"] = " ".join(str(v) for (v,) in metadata.execute(
-        "SELECT rendered_map_index FROM task_instance"))
+    haystacks["map index labels"] = " ".join(
+        str(v) for (v,) in metadata.execute("SELECT rendered_map_index FROM task_instance")
+    )
     metadata.close()
     for row in texts:
         needle = row.text.strip()[:40]
@@ -87,8 +89,9 @@ def test_daily_dag_end_to_end_then_rerun(tmp_path, pg_url):
     env = LocalEnv(tmp_path, results_db_url=pg_url)
     env.prepare()
     incoming = env.data_root / "incoming"
-    generate_day(incoming, date.fromisoformat(DAY), archives=2, files_per_archive=3,
-                 minutes=1.5, seed=7)
+    generate_day(
+        incoming, date.fromisoformat(DAY), archives=2, files_per_archive=3, minutes=1.5, seed=7
+    )
     _add_bad_archive(incoming)
 
     log_file = tmp_path / "first-run.log"
@@ -108,8 +111,9 @@ def test_daily_dag_end_to_end_then_rerun(tmp_path, pg_url):
     bad = store.rows("SELECT member_path, error FROM audio_files WHERE status = 'quarantined'")
     assert bad[0].member_path == "bad/garbage.wav" and bad[0].error
     unsafe_id = store.scalar("SELECT id FROM archives WHERE name = :n", n=f"{DAY}-unsafe.tar")
-    assert (env.data_root / "quarantine" / DAY / f"archive-{unsafe_id}" / f"{DAY}-unsafe.tar") \
-        .exists()
+    assert (
+        env.data_root / "quarantine" / DAY / f"archive-{unsafe_id}" / f"{DAY}-unsafe.tar"
+    ).exists()
     assert not (env.data_root / "escape.wav").exists()
     assert not list(incoming.iterdir())
 
@@ -118,8 +122,13 @@ def test_daily_dag_end_to_end_then_rerun(tmp_path, pg_url):
     policies = len(list((Path(__file__).parents[2] / "include" / "policies").glob("*.md")))
     assert first["transcripts"] == classified
     assert first["labels"] == classified * policies
-    assert store.scalar("SELECT count(*) FROM (SELECT file_id, policy FROM labels"
-                        " GROUP BY file_id, policy HAVING count(*) > 1) d") == 0
+    assert (
+        store.scalar(
+            "SELECT count(*) FROM (SELECT file_id, policy FROM labels"
+            " GROUP BY file_id, policy HAVING count(*) > 1) d"
+        )
+        == 0
+    )
     flagged = store.rows("SELECT file_id, policy FROM labels WHERE label = 1 ORDER BY 1, 2")
     queued = store.rows("SELECT file_id, policy FROM review_queue ORDER BY 1, 2")
     assert [tuple(r) for r in flagged] == [tuple(r) for r in queued]
@@ -127,8 +136,9 @@ def test_daily_dag_end_to_end_then_rerun(tmp_path, pg_url):
     assert store.scalar("SELECT count(*) FROM gpu_batches WHERE transcribe_wall_s IS NULL") == 0
 
     # The same day again, the same archives delivered again: nothing new.
-    generate_day(incoming, date.fromisoformat(DAY), archives=2, files_per_archive=3,
-                 minutes=1.5, seed=7)
+    generate_day(
+        incoming, date.fromisoformat(DAY), archives=2, files_per_archive=3, minutes=1.5, seed=7
+    )
     run_day(env, DAY)
     assert _snapshot(store) == first
     assert len(list((env.data_root / "processed" / DAY).glob("duplicate-*/*.tar"))) == 2

@@ -54,8 +54,9 @@ def scheduled(harness):
     h.reset_results()
     h.unpause()
     deadline = time.monotonic() + 120
-    while not (runs := h.meta_rows(
-            "SELECT run_id, logical_date FROM dag_run WHERE run_type = 'scheduled'")):
+    while not (
+        runs := h.meta_rows("SELECT run_id, logical_date FROM dag_run WHERE run_type = 'scheduled'")
+    ):
         assert time.monotonic() < deadline, "no scheduled run created after unpausing"
         time.sleep(1)
     run_id, logical_date = runs[0]
@@ -64,8 +65,10 @@ def scheduled(harness):
     h.wait_ti(run_id, "wait_for_archives", ("deferred",), timeout=120)
     _deliver(h, day)
     assert h.wait_run(run_id, RUN_TIMEOUT) == "success"
-    sensor = h.meta_rows("SELECT state FROM task_instance WHERE run_id = :r"
-                         " AND task_id = 'wait_for_archives'", r=run_id)
+    sensor = h.meta_rows(
+        "SELECT state FROM task_instance WHERE run_id = :r AND task_id = 'wait_for_archives'",
+        r=run_id,
+    )
     assert sensor[0][0] == "success"
     return h, run_id, day, _state(h)
 
@@ -88,29 +91,51 @@ def fresh(harness, scheduled):
 def _deliver(h: Harness, day: str = DAY) -> None:
     from earmark.sampledata import generate_day
 
-    generate_day(h.data_root / "incoming", date.fromisoformat(day), archives=2,
-                 files_per_archive=2, minutes=0.4, seed=SEED)
+    generate_day(
+        h.data_root / "incoming",
+        date.fromisoformat(day),
+        archives=2,
+        files_per_archive=2,
+        minutes=0.4,
+        seed=SEED,
+    )
 
 
 def _state(h: Harness) -> dict[str, object]:
     """The results DB's contract tables, without ids, paths and timestamps."""
     store = h.results_store()
     try:
-        key = ("FROM audio_files f JOIN archives a ON a.id = f.archive_id")
+        key = "FROM audio_files f JOIN archives a ON a.id = f.archive_id"
         state = {
-            "archives": [tuple(r) for r in store.rows(
-                "SELECT name, status, n_files FROM archives ORDER BY name")],
-            "files": [tuple(r) for r in store.rows(
-                f"SELECT a.name, f.member_path, f.status {key} ORDER BY 1, 2")],
-            "transcripts": [tuple(r) for r in store.rows(
-                f"SELECT a.name, f.member_path, t.model, t.text {key}"
-                " JOIN transcripts t ON t.file_id = f.id ORDER BY 1, 2")],
-            "labels": [tuple(r) for r in store.rows(
-                f"SELECT a.name, f.member_path, l.policy, l.model, round(l.score::numeric, 4),"
-                f" l.label {key} JOIN labels l ON l.file_id = f.id ORDER BY 1, 2, 3")],
-            "review": [tuple(r) for r in store.rows(
-                f"SELECT a.name, f.member_path, r.policy, r.status {key}"
-                " JOIN review_queue r ON r.file_id = f.id ORDER BY 1, 2, 3")],
+            "archives": [
+                tuple(r)
+                for r in store.rows("SELECT name, status, n_files FROM archives ORDER BY name")
+            ],
+            "files": [
+                tuple(r)
+                for r in store.rows(f"SELECT a.name, f.member_path, f.status {key} ORDER BY 1, 2")
+            ],
+            "transcripts": [
+                tuple(r)
+                for r in store.rows(
+                    f"SELECT a.name, f.member_path, t.model, t.text {key}"
+                    " JOIN transcripts t ON t.file_id = f.id ORDER BY 1, 2"
+                )
+            ],
+            "labels": [
+                tuple(r)
+                for r in store.rows(
+                    f"SELECT a.name, f.member_path, l.policy, l.model, round(l.score::numeric, 4),"
+                    f" l.label {key} JOIN labels l ON l.file_id = f.id ORDER BY 1, 2, 3"
+                )
+            ],
+            "review": [
+                tuple(r)
+                for r in store.rows(
+                    f"SELECT a.name, f.member_path, r.policy, r.status {key}"
+                    " JOIN review_queue r ON r.file_id = f.id ORDER BY 1, 2, 3"
+                )
+            ],
         }
     finally:
         store.dispose()
@@ -133,8 +158,9 @@ def _assert_placement(h: Harness, run_id: str) -> None:
     """Every task succeeded; GPU work on the gpu worker, the rest on the other one."""
     tis = h.task_instances(run_id)
     states = {(ti.task_id, ti.map_index): ti.state for ti in tis}
-    assert {s for (task, _), s in states.items() if task != "wait_for_archives"} == {"success"}, \
+    assert {s for (task, _), s in states.items() if task != "wait_for_archives"} == {"success"}, (
         states
+    )
     gpu = [ti for ti in tis if ti.task_id in GPU_TASKS]
     assert len(gpu) == 2, tis  # 4 short files: one batch, two stages
     for ti in gpu:
@@ -153,8 +179,11 @@ def _run(h: Harness, run_id: str, **trigger) -> str:
 
 
 def _deadline_rows(h: Harness, run_id: str) -> list:
-    return h.meta_rows("SELECT d.deadline_time, d.missed FROM deadline d JOIN dag_run r"
-                       " ON r.id = d.dagrun_id WHERE r.run_id = :r", r=run_id)
+    return h.meta_rows(
+        "SELECT d.deadline_time, d.missed FROM deadline d JOIN dag_run r"
+        " ON r.id = d.dagrun_id WHERE r.run_id = :r",
+        r=run_id,
+    )
 
 
 def _reference(h: Harness) -> dict[str, object]:
@@ -191,8 +220,7 @@ def test_manual_trigger_then_rerun_and_reprocess(fresh):
     # Same day again, the same archives delivered again, with a logical date (so a deadline,
     # six hours away): nothing new, and no deadline mail once it finishes in time.
     _deliver(h)
-    assert _run(h, "rerun", conf={"date": DAY},
-                logical_date=datetime.now(UTC)) == "success"
+    assert _run(h, "rerun", conf={"date": DAY}, logical_date=datetime.now(UTC)) == "success"
     assert _state(h) == state
     assert store.scalar("SELECT max(created_at) FROM transcripts") == created
     assert len(list((h.data_root / "processed" / DAY).glob("duplicate-*/*.tar"))) == 2
@@ -215,8 +243,9 @@ def test_deadline_missed_mail_then_failure_mail(fresh):
     # The deadline is the logical date + 6 h (06:00 -> 12:00): put it 45 s from now.
     logical = datetime.now(UTC) - timedelta(hours=6) + timedelta(seconds=45)
     h.trigger("late", conf={"date": DAY}, logical_date=logical)
-    mail = h.wait_mail(lambda m: "deadline missed" in m["subject"] and "late" in m["subject"],
-                       timeout=180)
+    mail = h.wait_mail(
+        lambda m: "deadline missed" in m["subject"] and "late" in m["subject"], timeout=180
+    )
     body = mail.get_body(("html", "plain")).get_content()
     assert "earmark_daily" in mail["subject"] and "late" in body
     assert logical.strftime("%Y-%m-%d") in body, body
@@ -231,8 +260,9 @@ def test_deadline_missed_mail_then_failure_mail(fresh):
     h.wait_ti("late", "report", ("up_for_retry",), timeout=120)
     h.mark_failed("late", "report")
     assert h.wait_run("late", 120) == "failed"
-    failed = h.wait_mail(lambda m: "run failed" in m["subject"] and "late" in m["subject"],
-                         timeout=120)
+    failed = h.wait_mail(
+        lambda m: "run failed" in m["subject"] and "late" in m["subject"], timeout=120
+    )
     assert "earmark_daily" in failed["subject"]
 
     h.resume("worker-gpu")
@@ -281,8 +311,12 @@ def test_redis_restarted_with_tasks_queued(fresh):
     h.wait_ti("redis", "gpu_batch.transcribe", ("queued",))
     cli = ["redis-cli", "-p", str(h.ports["redis"])]
     deadline = time.monotonic() + 30
-    while subprocess.run([*cli, "LLEN", "gpu"], capture_output=True, text=True,
-                         check=True).stdout.strip() != "1":
+    while (
+        subprocess.run(
+            [*cli, "LLEN", "gpu"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        != "1"
+    ):
         assert time.monotonic() < deadline, "the gpu task never reached the broker"
         time.sleep(0.5)
     time.sleep(1.5)  # appendfsync everysec
@@ -314,9 +348,12 @@ def test_results_db_connections_terminated_mid_write(fresh):
         until = time.monotonic() + 8
         while time.monotonic() < until:
             with engine.connect() as conn:
-                terminated += conn.execute(sa.text(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                    " WHERE datname = :db AND pid <> pg_backend_pid()"), {"db": h.results_db},
+                terminated += conn.execute(
+                    sa.text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                        " WHERE datname = :db AND pid <> pg_backend_pid()"
+                    ),
+                    {"db": h.results_db},
                 ).scalar()
             time.sleep(0.2)
     engine.dispose()

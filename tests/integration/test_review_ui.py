@@ -51,33 +51,51 @@ def _free_port() -> int:
 def _write_wav(path: Path, seconds: float, freq: float) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     t = np.arange(int(16000 * seconds)) / 16000
-    sf.write(path, (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), 16000,
-             subtype="PCM_16")
+    sf.write(path, (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), 16000, subtype="PCM_16")
 
 
 def _seed(store: Store, audio_dir: Path, run_date: str) -> dict[str, int]:
     """One archive, a classified file per SEED row, its transcript and a review item; ids."""
     ids: dict[str, int] = {}
     with store.begin() as conn:
-        archive = conn.execute(sa.text(
-            "INSERT INTO archives (name, sha256, run_date, status, path, n_files)"
-            " VALUES ('day.tar', 'f00d', :d, 'unpacked', '/x/day.tar', :n) RETURNING id"),
-            {"d": run_date, "n": len(SEED)}).scalar_one()
+        archive = conn.execute(
+            sa.text(
+                "INSERT INTO archives (name, sha256, run_date, status, path, n_files)"
+                " VALUES ('day.tar', 'f00d', :d, 'unpacked', '/x/day.tar', :n) RETURNING id"
+            ),
+            {"d": run_date, "n": len(SEED)},
+        ).scalar_one()
         for n, (member, policy, score, text) in enumerate(SEED):
             path = audio_dir / member
             _write_wav(path, 2.0 + 0.5 * n, 220.0 * (n + 1))
-            file_id = conn.execute(sa.text(
-                "INSERT INTO audio_files (archive_id, member_path, path, bytes, format, duration_s,"
-                " sample_rate, channels, status) VALUES (:a, :m, :p, :b, 'WAV', :s, 16000, 1,"
-                " 'classified') RETURNING id"),
-                {"a": archive, "m": member, "p": str(path), "b": path.stat().st_size,
-                 "s": 2.0 + 0.5 * n}).scalar_one()
-            conn.execute(sa.text(
-                "INSERT INTO transcripts (file_id, model, text, n_chars) VALUES (:f, 'w', :t, :n)"),
-                {"f": file_id, "t": text, "n": len(text)})
-            ids[member] = conn.execute(sa.text(
-                "INSERT INTO review_queue (file_id, policy, score) VALUES (:f, :p, :s)"
-                " RETURNING id"), {"f": file_id, "p": policy, "s": score}).scalar_one()
+            file_id = conn.execute(
+                sa.text(
+                    "INSERT INTO audio_files (archive_id, member_path, path, bytes, format,"
+                    " duration_s, sample_rate, channels, status)"
+                    " VALUES (:a, :m, :p, :b, 'WAV', :s, 16000, 1, 'classified') RETURNING id"
+                ),
+                {
+                    "a": archive,
+                    "m": member,
+                    "p": str(path),
+                    "b": path.stat().st_size,
+                    "s": 2.0 + 0.5 * n,
+                },
+            ).scalar_one()
+            conn.execute(
+                sa.text(
+                    "INSERT INTO transcripts (file_id, model, text, n_chars)"
+                    " VALUES (:f, 'w', :t, :n)"
+                ),
+                {"f": file_id, "t": text, "n": len(text)},
+            )
+            ids[member] = conn.execute(
+                sa.text(
+                    "INSERT INTO review_queue (file_id, policy, score) VALUES (:f, :p, :s)"
+                    " RETURNING id"
+                ),
+                {"f": file_id, "p": policy, "s": score},
+            ).scalar_one()
     return ids
 
 
@@ -96,8 +114,11 @@ class UI:
 
     def token(self, user: str) -> str:
         if user not in self._tokens:
-            response = httpx.post(f"{self.base}/auth/token", timeout=30,
-                                  json={"username": user, "password": self.passwords[user]})
+            response = httpx.post(
+                f"{self.base}/auth/token",
+                timeout=30,
+                json={"username": user, "password": self.passwords[user]},
+            )
             response.raise_for_status()
             self._tokens[user] = response.json()["access_token"]
         return self._tokens[user]
@@ -138,13 +159,26 @@ def ui(tmp_path: Path, pg_url: str) -> Iterator[UI]:
     items = _seed(store, env.data_root / "audio" / run_date, run_date)
     port = _free_port()
     log = tmp_path / "api-server.log"
-    environ = env.environ(AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=",".join(
-        f"{user}:viewer" for user in USERS))
+    environ = env.environ(
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=",".join(f"{user}:viewer" for user in USERS)
+    )
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "airflow"), "api-server", "--host", "127.0.0.1",
-             "--port", str(port), "--workers", "1"],
-            env=environ, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                str(Path(sys.executable).parent / "airflow"),
+                "api-server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            env=environ,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 90
@@ -158,7 +192,8 @@ def ui(tmp_path: Path, pg_url: str) -> Iterator[UI]:
                 pass
             time.sleep(0.25)
         passwords = json.loads(
-            (env.airflow_home / "simple_auth_manager_passwords.json.generated").read_text())
+            (env.airflow_home / "simple_auth_manager_passwords.json.generated").read_text()
+        )
         yield UI(base, env, store, log, run_date, items, passwords)
     finally:
         _stop(proc)
@@ -168,9 +203,14 @@ def ui(tmp_path: Path, pg_url: str) -> Iterator[UI]:
     assert not leaked, "transcript text appeared in the api-server log"
 
 
-ROUTES = [("GET", "/earmark/"), ("GET", "/earmark/review"), ("POST", "/earmark/review/claim"),
-          ("GET", "/earmark/review/1"), ("POST", "/earmark/review/1/decide"),
-          ("GET", "/earmark/audio/1")]
+ROUTES = [
+    ("GET", "/earmark/"),
+    ("GET", "/earmark/review"),
+    ("POST", "/earmark/review/claim"),
+    ("GET", "/earmark/review/1"),
+    ("POST", "/earmark/review/1/decide"),
+    ("GET", "/earmark/audio/1"),
+]
 
 
 def test_review_flow_over_http(ui: UI) -> None:
@@ -222,47 +262,72 @@ def test_review_flow_over_http(ui: UI) -> None:
 
     # CSRF: a cookie-authenticated POST from another origin is refused; same origin passes.
     cookie = httpx.Client(base_url=ui.base, cookies={"_token": ui.token("ana")}, timeout=30)
-    evil = cookie.post(f"/earmark/review/{item_a}/decide", data={"decision": "violation"},
-                       headers={"Origin": "http://evil.example"})
+    evil = cookie.post(
+        f"/earmark/review/{item_a}/decide",
+        data={"decision": "violation"},
+        headers={"Origin": "http://evil.example"},
+    )
     assert evil.status_code == 403 and ui.row(item_a).status == "claimed"
-    assert cookie.post(f"/earmark/review/{item_a}/decide", data={"decision": "violation"}
-                       ).status_code == 403  # neither Origin nor Referer
+    assert (
+        cookie.post(f"/earmark/review/{item_a}/decide", data={"decision": "violation"}).status_code
+        == 403
+    )  # neither Origin nor Referer
 
     # Decisions: only the holder, only once, only known decisions.
-    assert ben.post(f"/earmark/review/{item_a}/decide",
-                    data={"decision": "violation"}).status_code == 409
-    assert ana.post(f"/earmark/review/{item_a}/decide",
-                    data={"decision": "maybe"}).status_code == 409
-    done = cookie.post(f"/earmark/review/{item_a}/decide",
-                       data={"decision": "violation", "note": "clear threat"},
-                       headers={"Origin": ui.base})
+    assert (
+        ben.post(f"/earmark/review/{item_a}/decide", data={"decision": "violation"}).status_code
+        == 409
+    )
+    assert (
+        ana.post(f"/earmark/review/{item_a}/decide", data={"decision": "maybe"}).status_code == 409
+    )
+    done = cookie.post(
+        f"/earmark/review/{item_a}/decide",
+        data={"decision": "violation", "note": "clear threat"},
+        headers={"Origin": ui.base},
+    )
     assert done.status_code == 303 and done.headers["location"] == "/earmark/review"
     row = ui.row(item_a)
     assert (row.status, row.decision, row.note, row.claimed_by) == (
-        "resolved", "violation", "clear threat", "ana")
+        "resolved",
+        "violation",
+        "clear threat",
+        "ana",
+    )
     again = ana.post(f"/earmark/review/{item_a}/decide", data={"decision": "unclear"})
     assert again.status_code == 409 and "not held by ana" in again.text
 
     # An expired lease returns the item: ana claims ben's lapsed item, ben is refused.
     with ui.store.begin() as conn:
-        conn.execute(sa.text("UPDATE review_queue SET claimed_until = :t WHERE id = :i"),
-                     {"t": datetime.now(UTC) - timedelta(minutes=1), "i": item_b})
+        conn.execute(
+            sa.text("UPDATE review_queue SET claimed_until = :t WHERE id = :i"),
+            {"t": datetime.now(UTC) - timedelta(minutes=1), "i": item_b},
+        )
     assert "Claim next" in ben.get("/earmark/review").text
     taken = ana.post("/earmark/review/claim")
     assert taken.headers["location"].endswith(f"/{item_b}")
     assert ui.row(item_b).claimed_by == "ana"
     assert ben.get(f"/earmark/audio/{item_b}").status_code in (403, 409)
-    assert ben.post(f"/earmark/review/{item_b}/decide",
-                    data={"decision": "unclear"}).status_code == 409
+    assert (
+        ben.post(f"/earmark/review/{item_b}/decide", data={"decision": "unclear"}).status_code
+        == 409
+    )
     assert ana.get(f"/earmark/audio/{item_b}").status_code == 200
 
 
 def _need_browser() -> None:
     """A clear failure, not a skip, when the browser is missing (`make test` installs it)."""
-    missing = [what for what, ok in (
-        ("Debian's chromium (make browser)", CHROMIUM.exists()),
-        ("the playwright package (requirements-dev.txt)",
-         importlib.util.find_spec("playwright") is not None)) if not ok]
+    missing = [
+        what
+        for what, ok in (
+            ("Debian's chromium (make browser)", CHROMIUM.exists()),
+            (
+                "the playwright package (requirements-dev.txt)",
+                importlib.util.find_spec("playwright") is not None,
+            ),
+        )
+        if not ok
+    ]
     if missing:
         pytest.fail(f"browser test needs {' and '.join(missing)}", pytrace=False)
 
@@ -274,11 +339,20 @@ def test_review_in_a_real_browser(ui: UI, tmp_path: Path) -> None:
 
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True,
+            str(tmp_path / "chromium-profile"),
+            executable_path=str(CHROMIUM),
+            headless=True,
             viewport={"width": 1366, "height": 900},
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync"])
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
         try:
             page = context.new_page()
             page.set_default_timeout(20_000)
@@ -313,4 +387,8 @@ def test_review_in_a_real_browser(ui: UI, tmp_path: Path) -> None:
             context.close()
     row = ui.row(item_id)
     assert (row.status, row.decision, row.claimed_by, row.note) == (
-        "resolved", "no_violation", "cleo", "benign, checked by ear")
+        "resolved",
+        "no_violation",
+        "cleo",
+        "benign, checked by ear",
+    )

@@ -58,8 +58,11 @@ def deliver(incoming: Path, name: str, data: bytes, marker: str | None = "ok") -
     if marker is None:
         return
     digest = sha256(data)
-    text = {"ok": digest, "typo": digest[:-1] + ("0" if digest[-1] != "0" else "1"),
-            "junk": "not a digest"}[marker]
+    text = {
+        "ok": digest,
+        "typo": digest[:-1] + ("0" if digest[-1] != "0" else "1"),
+        "junk": "not a digest",
+    }[marker]
     write_then_rename(incoming / f"{name}.sha256", f"{text}  {name}\n".encode())
 
 
@@ -68,8 +71,11 @@ class _CapHeader(ctypes.Structure):
 
 
 class _CapData(ctypes.Structure):
-    _fields_ = (("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                ("inheritable", ctypes.c_uint32))
+    _fields_ = (
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    )
 
 
 _CAP_V3 = 0x20080522
@@ -101,8 +107,11 @@ def run_bounded(fn: Callable[[], T], seconds: float, file_modes_bind_root: bool 
     result: dict[str, object] = {}
 
     def target() -> None:
-        cm = (_thread_without_dac_override() if file_modes_bind_root and os.geteuid() == 0
-              else contextlib.nullcontext())
+        cm = (
+            _thread_without_dac_override()
+            if file_modes_bind_root and os.geteuid() == 0
+            else contextlib.nullcontext()
+        )
         try:
             with cm:
                 result["value"] = fn()

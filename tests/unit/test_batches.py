@@ -19,8 +19,10 @@ def test_a_file_longer_than_a_batch_gets_its_own():
     assert [[f.file_id for f in b] for b in batches] == [[1], [2]]
 
 
-@given(st.lists(st.floats(min_value=0, max_value=5000), max_size=200),
-       st.integers(min_value=1, max_value=50))
+@given(
+    st.lists(st.floats(min_value=0, max_value=5000), max_size=200),
+    st.integers(min_value=1, max_value=50),
+)
 def test_pack_never_loses_or_duplicates(durations, max_files):
     files = [FileLength(i, d) for i, d in enumerate(durations)]
     batches = pack(files, max_audio_s=3600, max_files=max_files)

@@ -23,8 +23,19 @@ from earmark.bench.gpu_stage import (
     whisper_turbo_config,
 )
 
-TINY_ARGS = ["--tiny", "--files", "4", "--minutes", "2.5", "--baseline-files", "2",
-             "--tokens-per-window", "8", "--policy-tokens", "300"]
+TINY_ARGS = [
+    "--tiny",
+    "--files",
+    "4",
+    "--minutes",
+    "2.5",
+    "--baseline-files",
+    "2",
+    "--tokens-per-window",
+    "8",
+    "--policy-tokens",
+    "300",
+]
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +70,19 @@ def test_tiny_report_text_has_every_figure(report):
 
 
 def test_main_tiny_prints_the_report(tiny_models, tmp_path, capsys):
-    code = main([*TINY_ARGS, "--files", "3", "--baseline-files", "1",
-                 "--models-dir", str(tiny_models.asr.parent), "--work-dir", str(tmp_path)])
+    code = main(
+        [
+            *TINY_ARGS,
+            "--files",
+            "3",
+            "--baseline-files",
+            "1",
+            "--models-dir",
+            str(tiny_models.asr.parent),
+            "--work-dir",
+            str(tmp_path),
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert len(re.findall(r"real-time factor [0-9.]+x \| items/s [0-9.]+", out)) == 2
@@ -89,8 +111,9 @@ def test_real_size_parameter_counts():
 def test_forced_decode_advances_a_full_window_each_time(tiny_models):
     from earmark.inference.transcriber import Transcriber, TranscriberOptions
 
-    transcriber = Transcriber(TranscriberOptions(model_dir=tiny_models.asr, max_new_tokens=8,
-                                                 batch_size=2))
+    transcriber = Transcriber(
+        TranscriberOptions(model_dir=tiny_models.asr, max_new_tokens=8, batch_size=2)
+    )
     force_decode_length(transcriber.model, transcriber.processor.tokenizer, 8)
     counter = _WindowCounter()
     transcriber.model.get_encoder().register_forward_hook(counter, with_kwargs=True)

@@ -16,8 +16,13 @@ PROMPT, PREFIX = 1300, 1050
 
 
 def sizes(memory: float, attn: str = "eager", **kwargs) -> BatchSizes:
-    return batch_sizes(memory, classifier_prompt_tokens=PROMPT, prefix_tokens=PREFIX,
-                       attn_implementation=attn, **kwargs)
+    return batch_sizes(
+        memory,
+        classifier_prompt_tokens=PROMPT,
+        prefix_tokens=PREFIX,
+        attn_implementation=attn,
+        **kwargs,
+    )
 
 
 def test_documented_figures():
@@ -51,8 +56,7 @@ def test_every_batch_the_classifier_can_form_fits(memory, attn):
     assert result.asr_estimate_gib <= memory
 
     def est(rows: int, tokens: int) -> float:
-        return classify_estimate_bytes(rows, tokens, prefix_tokens=PREFIX,
-                                       attn_implementation=attn)
+        return classify_estimate_bytes(rows, tokens, prefix_tokens=PREFIX, attn_implementation=attn)
 
     # one row of the longest allowed prompt
     assert est(1, result.classify_max_context_tokens) <= budget

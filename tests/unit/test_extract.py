@@ -195,7 +195,11 @@ def test_existing_destination_is_never_replaced_and_stale_temp_is_cleaned(site: 
     safe_extract(archive, fresh, NO_MARGIN)
     assert sorted(p.name for p in fresh.iterdir()) == ["a.wav"]
     assert sorted(p.name for p in site.work.iterdir()) == [
-        ".tmp-fresh2-0123abcd", "fresh", "out", "sentinel"]
+        ".tmp-fresh2-0123abcd",
+        "fresh",
+        "out",
+        "sentinel",
+    ]
 
 
 # --- 1. unsafe members ------------------------------------------------------------------------

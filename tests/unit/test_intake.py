@@ -41,8 +41,14 @@ def _files(store, **where):
 
 
 def test_sample_day_registers_and_unpacks(settings, store):
-    generate_day(settings.incoming, date.fromisoformat(DAY), archives=2, files_per_archive=3,
-                 minutes=0.5, seed=1)
+    generate_day(
+        settings.incoming,
+        date.fromisoformat(DAY),
+        archives=2,
+        files_per_archive=3,
+        minutes=0.5,
+        seed=1,
+    )
     ids = register_archives(settings, store, DAY)
     assert len(ids) == 2
     for archive_id in ids:
@@ -52,7 +58,8 @@ def test_sample_day_registers_and_unpacks(settings, store):
     assert not list(settings.incoming.iterdir())
     assert not list(settings.claimed.iterdir())
     assert sorted(p.name for p in (settings.processed / DAY).iterdir()) == [
-        f"archive-{i}" for i in sorted(ids)]
+        f"archive-{i}" for i in sorted(ids)
+    ]
     for archive_id in ids:
         assert len(list((settings.processed / DAY / f"archive-{archive_id}").iterdir())) == 2
     for row in store.rows("SELECT archive_id, path FROM audio_files"):
@@ -61,8 +68,14 @@ def test_sample_day_registers_and_unpacks(settings, store):
 
 
 def test_unpack_is_idempotent(settings, store):
-    generate_day(settings.incoming, date.fromisoformat(DAY), archives=1, files_per_archive=2,
-                 minutes=0.2, seed=2)
+    generate_day(
+        settings.incoming,
+        date.fromisoformat(DAY),
+        archives=1,
+        files_per_archive=2,
+        minutes=0.2,
+        seed=2,
+    )
     [archive_id] = register_archives(settings, store, DAY)
     first = unpack_archive(settings, store, archive_id)
     again = unpack_archive(settings, store, archive_id)
@@ -76,8 +89,9 @@ def test_same_bytes_delivered_again_is_a_no_op(settings, store):
     [archive_id] = register_archives(settings, store, DAY)
     unpack_archive(settings, store, archive_id)
     # The same bytes under another name: recognised by sha256, whatever the name.
-    [archive] = generate_day(settings.incoming, day, archives=1, files_per_archive=2,
-                             minutes=0.2, seed=3)
+    [archive] = generate_day(
+        settings.incoming, day, archives=1, files_per_archive=2, minutes=0.2, seed=3
+    )
     renamed = archive.with_name("renamed.tar")
     archive.rename(renamed)
     Path(f"{archive}.sha256").rename(f"{renamed}.sha256")
@@ -121,13 +135,21 @@ def test_unsafe_archive_rejected_nothing_written(settings, store):
 
 
 def test_bad_file_quarantined_rest_of_archive_goes_on(settings, store):
-    [good] = generate_day(settings.data_root / "scratch", date.fromisoformat(DAY), archives=1,
-                          files_per_archive=1, minutes=0.1, seed=4)
+    [good] = generate_day(
+        settings.data_root / "scratch",
+        date.fromisoformat(DAY),
+        archives=1,
+        files_per_archive=1,
+        minutes=0.1,
+        seed=4,
+    )
     with tarfile.open(good) as tar:
         member = next(m for m in tar.getmembers() if m.isfile())
         payload = tar.extractfile(member).read()
-    _write_tar(settings.incoming / "mixed.tar",
-               {member.name: payload, "empty.wav": b"", "notes.txt": b"hello"})
+    _write_tar(
+        settings.incoming / "mixed.tar",
+        {member.name: payload, "empty.wav": b"", "notes.txt": b"hello"},
+    )
     [archive_id] = register_archives(settings, store, DAY)
     summary = unpack_archive(settings, store, archive_id)
     assert (summary.ready, summary.quarantined) == (1, 2)
@@ -140,8 +162,14 @@ def test_bad_file_quarantined_rest_of_archive_goes_on(settings, store):
 
 
 def test_disk_full_raises_and_leaves_archive_for_retry(settings, store, monkeypatch):
-    generate_day(settings.incoming, date.fromisoformat(DAY), archives=1, files_per_archive=1,
-                 minutes=0.1, seed=5)
+    generate_day(
+        settings.incoming,
+        date.fromisoformat(DAY),
+        archives=1,
+        files_per_archive=1,
+        minutes=0.1,
+        seed=5,
+    )
     [archive_id] = register_archives(settings, store, DAY)
     import shutil
 
@@ -162,8 +190,9 @@ def test_retention_prunes_old_processed_days_only(settings):
     for day in ("2026-10-01", "2026-11-20", "not-a-date"):
         (settings.processed / day).mkdir(parents=True)
         (settings.processed / day / "x.tar").write_bytes(b"x")
-    removed = prune_processed(replace(settings, processed_retention_days=30),
-                              today=date(2026, 11, 30))
+    removed = prune_processed(
+        replace(settings, processed_retention_days=30), today=date(2026, 11, 30)
+    )
     assert removed == [settings.processed / "2026-10-01"]
     assert (settings.processed / "2026-11-20" / "x.tar").exists()
     assert (settings.processed / "not-a-date" / "x.tar").exists()

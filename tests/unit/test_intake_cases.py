@@ -28,8 +28,14 @@ def settings(tmp_path) -> Settings:
     return s
 
 
-def _wav(seconds: float = 1.0, sr: int = SR, channels: int = 1, subtype: str = "PCM_16",
-         fmt: str = "WAV", value: float | None = None) -> bytes:
+def _wav(
+    seconds: float = 1.0,
+    sr: int = SR,
+    channels: int = 1,
+    subtype: str = "PCM_16",
+    fmt: str = "WAV",
+    value: float | None = None,
+) -> bytes:
     frames = int(seconds * sr)
     t = np.arange(frames) / sr
     data = 0.3 * np.sin(2 * np.pi * 220 * t)
@@ -49,14 +55,19 @@ def _member(tar: tarfile.TarFile, name: str, data: bytes = b"", **fields) -> Non
     tar.addfile(info, io.BytesIO(data) if data else None)
 
 
-def _deliver(settings: Settings, name: str, build: Callable[[tarfile.TarFile], None],
-             mode: str = "w", cut: int | None = None) -> Path:
+def _deliver(
+    settings: Settings,
+    name: str,
+    build: Callable[[tarfile.TarFile], None],
+    mode: str = "w",
+    cut: int | None = None,
+) -> Path:
     archive = settings.incoming / name
     with tarfile.open(archive, mode) as tar:
         build(tar)
     if cut is not None:
         data = archive.read_bytes()
-        archive.write_bytes(data[:cut] if cut > 0 else data[:len(data) + cut])
+        archive.write_bytes(data[:cut] if cut > 0 else data[: len(data) + cut])
     Path(f"{archive}.sha256").write_text(f"{sha256_file(archive)}  {name}\n")
     return archive
 
@@ -74,27 +85,56 @@ def _good(tar: tarfile.TarFile) -> None:
 
 
 BAD_ARCHIVES = {
-    "traversal": (lambda t: (_good(t), _member(t, "../../escape.wav", b"RIFF")),
-                  "path_traversal", {}),
+    "traversal": (
+        lambda t: (_good(t), _member(t, "../../escape.wav", b"RIFF")),
+        "path_traversal",
+        {},
+    ),
     "absolute": (lambda t: _member(t, "/tmp/earmark-abs.wav", b"RIFF"), "absolute_path", {}),
-    "symlink": (lambda t: (_good(t), _member(t, "link", type=tarfile.SYMTYPE, linkname="/etc")),
-                "unsafe_member_type", {}),
-    "hardlink": (lambda t: _member(t, "hl", type=tarfile.LNKTYPE, linkname="/etc/passwd"),
-                 "unsafe_member_type", {}),
-    "device": (lambda t: _member(t, "dev", type=tarfile.CHRTYPE, devmajor=1, devminor=3),
-               "unsafe_member_type", {}),
+    "symlink": (
+        lambda t: (_good(t), _member(t, "link", type=tarfile.SYMTYPE, linkname="/etc")),
+        "unsafe_member_type",
+        {},
+    ),
+    "hardlink": (
+        lambda t: _member(t, "hl", type=tarfile.LNKTYPE, linkname="/etc/passwd"),
+        "unsafe_member_type",
+        {},
+    ),
+    "device": (
+        lambda t: _member(t, "dev", type=tarfile.CHRTYPE, devmajor=1, devminor=3),
+        "unsafe_member_type",
+        {},
+    ),
     "fifo": (lambda t: _member(t, "pipe", type=tarfile.FIFOTYPE), "unsafe_member_type", {}),
     "bypass-symlink-then-file": (
-        lambda t: (_member(t, "d", type=tarfile.SYMTYPE, linkname="/tmp"),
-                   _member(t, "d/owned.wav", b"x")), "unsafe_member_type", {}),
-    "too-many-members": (lambda t: [_member(t, f"f{i}.wav", b"x") for i in range(5)],
-                         "too_many_members", {"max_members": 4}),
-    "member-too-large": (lambda t: _member(t, "big.wav", b"x" * 4096), "member_too_large",
-                         {"max_member_bytes": 1024}),
-    "over-quota": (lambda t: [_member(t, f"f{i}.wav", b"x" * 900) for i in range(3)],
-                   "archive_too_large", {"max_total_bytes": 2000}),
-    "duplicate-names": (lambda t: (_member(t, "a.wav", _wav()), _member(t, "a.wav", _wav(2))),
-                        "duplicate_member", {}),
+        lambda t: (
+            _member(t, "d", type=tarfile.SYMTYPE, linkname="/tmp"),
+            _member(t, "d/owned.wav", b"x"),
+        ),
+        "unsafe_member_type",
+        {},
+    ),
+    "too-many-members": (
+        lambda t: [_member(t, f"f{i}.wav", b"x") for i in range(5)],
+        "too_many_members",
+        {"max_members": 4},
+    ),
+    "member-too-large": (
+        lambda t: _member(t, "big.wav", b"x" * 4096),
+        "member_too_large",
+        {"max_member_bytes": 1024},
+    ),
+    "over-quota": (
+        lambda t: [_member(t, f"f{i}.wav", b"x" * 900) for i in range(3)],
+        "archive_too_large",
+        {"max_total_bytes": 2000},
+    ),
+    "duplicate-names": (
+        lambda t: (_member(t, "a.wav", _wav()), _member(t, "a.wav", _wav(2))),
+        "duplicate_member",
+        {},
+    ),
 }
 
 
@@ -103,8 +143,12 @@ def test_bad_archive_rejected_with_reason(settings, store, kind):
     build, code, limits = BAD_ARCHIVES[kind]
     _deliver(settings, f"{kind}.tar", build)
     [archive_id] = register_archives(settings, store, DAY)
-    summary = unpack_archive(settings, store, archive_id,
-                             limits=replace(ExtractLimits(), free_disk_margin_bytes=0, **limits))
+    summary = unpack_archive(
+        settings,
+        store,
+        archive_id,
+        limits=replace(ExtractLimits(), free_disk_margin_bytes=0, **limits),
+    )
     assert summary.status == "rejected"
     row = store.rows("SELECT status, error, path FROM archives WHERE id = :i", i=archive_id)[0]
     assert row.status == "rejected" and row.error.startswith(code), row.error
@@ -125,13 +169,17 @@ def _two_members(t: tarfile.TarFile) -> None:
     _member(t, "b.wav", _wav(1.0))
 
 
-@pytest.mark.parametrize(("name", "mode", "cut", "codes"), [
-    ("cut-inside-member.tar", "w", 20_000, {"truncated"}),
-    ("cut-inside-member.tar.gz", "w:gz", -2000, {"truncated", "corrupt"}),
-    ("cut-at-member-boundary.tar", "w", None, {"truncated"}),
-])
-def test_truncated_archive_with_matching_marker_is_rejected(settings, store, name, mode, cut,
-                                                            codes):
+@pytest.mark.parametrize(
+    ("name", "mode", "cut", "codes"),
+    [
+        ("cut-inside-member.tar", "w", 20_000, {"truncated"}),
+        ("cut-inside-member.tar.gz", "w:gz", -2000, {"truncated", "corrupt"}),
+        ("cut-at-member-boundary.tar", "w", None, {"truncated"}),
+    ],
+)
+def test_truncated_archive_with_matching_marker_is_rejected(
+    settings, store, name, mode, cut, codes
+):
     if "boundary" in name:  # right after a.wav: its 512-byte header, its data padded to 512
         cut = 512 + (len(_wav(1.0)) + 511) // 512 * 512
     _deliver(settings, name, _two_members, mode=mode, cut=cut)
@@ -182,13 +230,17 @@ BAD_FILES = {
     "too-long.wav": (_wav(61.0, sr=8000), {"too_long"}),
     "song.mp3": (b"ID3" + b"\0" * 100, {"unsupported_extension"}),
 }
-_BUILT = {"flac-named.wav": _flac_named_wav, "short-data.wav": _short_data_wav,
-          "cut.flac": _truncated_flac}
+_BUILT = {
+    "flac-named.wav": _flac_named_wav,
+    "short-data.wav": _short_data_wav,
+    "cut.flac": _truncated_flac,
+}
 
 
 def test_bad_files_quarantined_rest_processed(settings, store):
-    contents = {name: data if data is not None else _BUILT[name]()
-                for name, (data, _) in BAD_FILES.items()}
+    contents = {
+        name: data if data is not None else _BUILT[name]() for name, (data, _) in BAD_FILES.items()
+    }
 
     def build(t: tarfile.TarFile) -> None:
         _member(t, "good/speech.wav", _wav(2.0))
@@ -200,14 +252,18 @@ def test_bad_files_quarantined_rest_processed(settings, store):
     [archive_id] = register_archives(settings, store, DAY)
     summary = unpack_archive(settings, store, archive_id)
     assert (summary.ready, summary.quarantined) == (2, len(BAD_FILES))
-    rows = {r.member_path: r for r in store.rows(
-        "SELECT member_path, status, error, path, silent FROM audio_files")}
+    rows = {
+        r.member_path: r
+        for r in store.rows("SELECT member_path, status, error, path, silent FROM audio_files")
+    }
     for name, (_, codes) in BAD_FILES.items():
         row = rows[f"bad/{name}"]
         assert row.status == "quarantined", name
         assert row.error.split(":")[0] in codes, (name, row.error)
-        assert Path(row.path) == settings.quarantine / DAY / f"archive-{archive_id}" / "files" \
-            / "bad" / name
+        assert (
+            Path(row.path)
+            == settings.quarantine / DAY / f"archive-{archive_id}" / "files" / "bad" / name
+        )
         assert Path(row.path).exists()
     assert rows["good/speech.wav"].status == "ready" and rows["good/speech.wav"].silent == 0
     assert rows["good/quiet.wav"].status == "ready" and rows["good/quiet.wav"].silent == 1
@@ -231,11 +287,12 @@ def test_task_rerun_and_redelivery_leave_one_row_each(settings, store):
     unpack_archive(settings, store, archive_id)  # redelivered unpack
     (settings.incoming / "day-again.tar").write_bytes(copy)
     (settings.incoming / "day-again.tar.sha256").write_text(
-        sha256_file(settings.processed / DAY / f"archive-{archive_id}" / "day.tar"))
+        sha256_file(settings.processed / DAY / f"archive-{archive_id}" / "day.tar")
+    )
     assert register_archives(settings, store, DAY) == []
     assert store.scalar("SELECT count(*) FROM archives") == 1
-    assert [tuple(r) for r in store.rows(
-        "SELECT name, status, archive_id FROM deliveries ORDER BY id")] == [
-        ("day.tar", "registered", archive_id), ("day-again.tar", "duplicate", archive_id)]
+    assert [
+        tuple(r) for r in store.rows("SELECT name, status, archive_id FROM deliveries ORDER BY id")
+    ] == [("day.tar", "registered", archive_id), ("day-again.tar", "duplicate", archive_id)]
     assert store.scalar("SELECT count(*) FROM audio_files") == 2
     _assert_contained(settings)

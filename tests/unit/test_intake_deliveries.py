@@ -24,8 +24,13 @@ def tiny_settings(tiny_models):
     from earmark.config import Settings
 
     return replace(
-        Settings.from_env(), device="cpu", dtype="float32", asr_model_dir=tiny_models.asr,
-        base_model_dir=tiny_models.base, adapter_dir=tiny_models.adapter, asr_max_new_tokens=4,
+        Settings.from_env(),
+        device="cpu",
+        dtype="float32",
+        asr_model_dir=tiny_models.asr,
+        base_model_dir=tiny_models.base,
+        adapter_dir=tiny_models.adapter,
+        asr_max_new_tokens=4,
         asr_batch_size=4,
     )
 
@@ -47,15 +52,18 @@ def _screen(settings, store, models, run_id: str) -> None:
     for archive_id in store.rows("SELECT id FROM archives WHERE status = 'registered'"):
         unpack_archive(settings, store, archive_id.id)
     transcriber, classifier = models
-    for batch_id in plan_batches(store, run_id, DAY, reprocess=False, max_audio_s=3600,
-                                 max_files=100):
+    for batch_id in plan_batches(
+        store, run_id, DAY, reprocess=False, max_audio_s=3600, max_files=100
+    ):
         transcribe_batch(settings, store, batch_id, transcriber=transcriber)
         classify_batch(settings, store, batch_id, classifier=classifier)
 
 
 def _deliveries(store) -> dict[str, tuple[str, str | None]]:
-    return {r.name: (r.status, r.reason.split(":")[0] if r.reason else None)
-            for r in store.rows("SELECT name, status, reason FROM deliveries")}
+    return {
+        r.name: (r.status, r.reason.split(":")[0] if r.reason else None)
+        for r in store.rows("SELECT name, status, reason FROM deliveries")
+    }
 
 
 def _marker_for(incoming: Path, name: str, data: bytes) -> None:
@@ -96,10 +104,14 @@ def test_odd_entries_are_recorded_while_the_day_is_screened(settings, store, mod
     odd = ("not_a_regular_file", None)
     assert _deliveries(store) == {
         "good.tar": ("registered", None),
-        "inside-link.tar": ("rejected", odd[0]), "outside-link.tar": ("rejected", odd[0]),
-        "pipe.tar": ("rejected", odd[0]), "folder.tar": ("rejected", odd[0]),
-        "locked.tar": ("rejected", "unreadable"), "linked-marker.tar": ("rejected", odd[0]),
-        "bare-pipe": ("rejected", odd[0]), "bare-dir": ("rejected", odd[0]),
+        "inside-link.tar": ("rejected", odd[0]),
+        "outside-link.tar": ("rejected", odd[0]),
+        "pipe.tar": ("rejected", odd[0]),
+        "folder.tar": ("rejected", odd[0]),
+        "locked.tar": ("rejected", "unreadable"),
+        "linked-marker.tar": ("rejected", odd[0]),
+        "bare-pipe": ("rejected", odd[0]),
+        "bare-dir": ("rejected", odd[0]),
         "bare-link": ("rejected", odd[0]),
     }
     reasons = {r.name: r.reason for r in store.rows("SELECT name, reason FROM deliveries")}
@@ -109,7 +121,8 @@ def test_odd_entries_are_recorded_while_the_day_is_screened(settings, store, mod
     assert [p.name for p in incoming.iterdir()] == ["still-arriving.tar"]
     # Only the registered archive waits in claimed/, for its unpack.
     assert [p.name for p in settings.claimed.iterdir()] == [
-        store.scalar("SELECT token FROM deliveries WHERE status = 'registered'")]
+        store.scalar("SELECT token FROM deliveries WHERE status = 'registered'")
+    ]
     for row in store.rows("SELECT id, status, path FROM deliveries WHERE status = 'rejected'"):
         assert Path(row.path) == settings.quarantine / DAY / f"delivery-{row.id}"
         assert os.path.lexists(row.path)
@@ -122,8 +135,9 @@ def test_odd_entries_are_recorded_while_the_day_is_screened(settings, store, mod
     assert len(ids) == 1
     files = store.rows("SELECT status, path FROM audio_files")
     assert sorted(r.status for r in files) == ["classified", "classified"]
-    assert all(Path(r.path).is_relative_to(settings.audio / DAY / f"archive-{ids[0]}")
-               for r in files)
+    assert all(
+        Path(r.path).is_relative_to(settings.audio / DAY / f"archive-{ids[0]}") for r in files
+    )
     assert not list(settings.claimed.iterdir())
 
 
@@ -140,9 +154,12 @@ def test_marker_typo_then_corrected_delivery_is_screened(settings, store, models
     _screen(settings, store, models, "run-1")
     assert store.scalar("SELECT status FROM audio_files") == "classified"
     assert store.scalar("SELECT sha256 FROM archives WHERE id = :i", i=archive_id) == sha256(data)
-    assert [tuple(r) for r in store.rows(
-        "SELECT status, substr(coalesce(reason, ''), 1, 17) FROM deliveries ORDER BY id")] == [
-        ("rejected", "checksum_mismatch"), ("rejected", "bad_marker: the m"), ("registered", "")]
+    assert [
+        tuple(r)
+        for r in store.rows(
+            "SELECT status, substr(coalesce(reason, ''), 1, 17) FROM deliveries ORDER BY id"
+        )
+    ] == [("rejected", "checksum_mismatch"), ("rejected", "bad_marker: the m"), ("registered", "")]
 
 
 def test_content_rejection_bars_the_bytes_and_says_so(settings, store):
@@ -153,8 +170,9 @@ def test_content_rejection_bars_the_bytes_and_says_so(settings, store):
     deliver(settings.incoming, "evil-again.tar", evil)
     assert register_archives(settings, store, DAY) == []
     reason = store.scalar("SELECT reason FROM deliveries WHERE name = 'evil-again.tar'")
-    assert reason.startswith(f"same bytes as archive #{archive_id} (rejected), rejected for its"
-                             " content: path_traversal")
+    assert reason.startswith(
+        f"same bytes as archive #{archive_id} (rejected), rejected for its content: path_traversal"
+    )
 
 
 def test_colliding_names_never_touch_screened_recordings(settings, store, models):
@@ -162,8 +180,10 @@ def test_colliding_names_never_touch_screened_recordings(settings, store, models
     deliver(settings.incoming, "a.tar", first)
     register_archives(settings, store, DAY)
     _screen(settings, store, models, "run-1")
-    screened = {r.id: (r.path, r.sha256) for r in store.rows(
-        "SELECT id, path, sha256 FROM audio_files WHERE status = 'classified'")}
+    screened = {
+        r.id: (r.path, r.sha256)
+        for r in store.rows("SELECT id, path, sha256 FROM audio_files WHERE status = 'classified'")
+    }
     assert len(screened) == 2
 
     # Same name with new bytes, the same stem compressed, a case variant, empty and dot stems,
@@ -184,8 +204,9 @@ def test_colliding_names_never_touch_screened_recordings(settings, store, models
     _screen(settings, store, models, "run-2")
 
     for file_id, (path, digest) in screened.items():
-        assert store.rows("SELECT status, path, sha256 FROM audio_files WHERE id = :i",
-                          i=file_id)[0] == ("classified", path, digest)
+        assert store.rows("SELECT status, path, sha256 FROM audio_files WHERE id = :i", i=file_id)[
+            0
+        ] == ("classified", path, digest)
         assert sha256_file(Path(path)) == digest
     states = _deliveries(store)
     assert states.pop(".tar") == ("rejected", "invalid_name")
@@ -223,8 +244,10 @@ def test_interrupted_unpack_is_redone_from_its_own_home_only(settings, store, mo
     deliver(settings.incoming, "two.tar", tar_bytes({"y.wav": wav(0.3, 400.0)}))
     one, two = register_archives(settings, store, DAY)
     unpack_archive(settings, store, two)
-    two_files = {Path(r.path): sha256_file(Path(r.path)) for r in store.rows(
-        "SELECT path FROM audio_files WHERE archive_id = :a", a=two)}
+    two_files = {
+        Path(r.path): sha256_file(Path(r.path))
+        for r in store.rows("SELECT path FROM audio_files WHERE archive_id = :a", a=two)
+    }
 
     def killed(*_args, **_kwargs):
         raise OSError("killed before registering the files")
@@ -236,22 +259,26 @@ def test_interrupted_unpack_is_redone_from_its_own_home_only(settings, store, mo
     monkeypatch.undo()
     summary = unpack_archive(settings, store, one)
     assert (summary.ready, summary.quarantined) == (1, 1)
-    assert {Path(r.path): sha256_file(Path(r.path)) for r in store.rows(
-        "SELECT path FROM audio_files WHERE archive_id = :a", a=two)} == two_files
+    assert {
+        Path(r.path): sha256_file(Path(r.path))
+        for r in store.rows("SELECT path FROM audio_files WHERE archive_id = :a", a=two)
+    } == two_files
     for row in store.rows("SELECT path FROM audio_files"):
         assert Path(row.path).is_file()
     assert not list(settings.data_root.rglob(".tmp-*"))
 
 
-def test_sha256sum_output_is_a_valid_marker_even_when_it_escapes_the_name(settings, store,
-                                                                          tmp_path):
+def test_sha256sum_output_is_a_valid_marker_even_when_it_escapes_the_name(
+    settings, store, tmp_path
+):
     import subprocess
 
     name = "odd\\name.tar"  # sha256sum escapes the backslash and starts the line with one
     data = tar_bytes({"x.wav": wav(0.3)})
     (tmp_path / name).write_bytes(data)
-    line = subprocess.run(["sha256sum", name], cwd=tmp_path, capture_output=True, text=True,
-                          check=True).stdout
+    line = subprocess.run(
+        ["sha256sum", name], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout
     assert line.startswith("\\")
     write_then_rename(settings.incoming / name, data)
     write_then_rename(settings.incoming / f"{name}.sha256", line.encode())

@@ -55,9 +55,12 @@ def _content(kind: str, variant: int) -> bytes:
 
 
 CONTENTS = st.tuples(
-    st.one_of(st.sampled_from(["good", "good-gz", "mixed"]),
-              st.sampled_from(["unsafe", "truncated", "garbage"])),
-    st.integers(0, 2))
+    st.one_of(
+        st.sampled_from(["good", "good-gz", "mixed"]),
+        st.sampled_from(["unsafe", "truncated", "garbage"]),
+    ),
+    st.integers(0, 2),
+)
 MARKERS = st.one_of(st.just("ok"), st.sampled_from(["typo", "junk", None]))
 
 
@@ -74,8 +77,9 @@ class IntakeMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.root = Path(tempfile.mkdtemp(prefix="intake-prop-"))
-        self.settings = replace(Settings.from_env(), data_root=self.root / "data",
-                                max_audio_seconds=60)
+        self.settings = replace(
+            Settings.from_env(), data_root=self.root / "data", max_audio_seconds=60
+        )
         self.settings.ensure_layout()
         self.store = Store.from_url(self.store_url or f"sqlite:///{self.root / 'results.db'}")
         if self.store_url:  # a Postgres database shared by the examples: start from nothing
@@ -93,8 +97,10 @@ class IntakeMachine(RuleBasedStateMachine):
         self.store.dispose()
         shutil.rmtree(self.root, ignore_errors=True)
 
-    @initialize(day=st.sampled_from(DAYS), kinds=st.lists(
-        st.sampled_from(["good", "good-gz", "mixed"]), min_size=1, max_size=3))
+    @initialize(
+        day=st.sampled_from(DAYS),
+        kinds=st.lists(st.sampled_from(["good", "good-gz", "mixed"]), min_size=1, max_size=3),
+    )
     def a_screened_day(self, day: str, kinds: list[str]) -> None:
         """Every example starts with recordings already screened: the ones to keep safe."""
         for variant, kind in enumerate(kinds):
@@ -116,8 +122,11 @@ class IntakeMachine(RuleBasedStateMachine):
     def write_marker(self, name: str, kind: str) -> None:
         data, _ = self.incoming[name]
         digest = sha256(data)
-        text = {"ok": digest, "typo": ("0" if digest[0] != "0" else "1") + digest[1:],
-                "junk": "sha256 to follow"}[kind]
+        text = {
+            "ok": digest,
+            "typo": ("0" if digest[0] != "0" else "1") + digest[1:],
+            "junk": "sha256 to follow",
+        }[kind]
         write_then_rename(self.settings.incoming / f"{name}.sha256", f"{text}  {name}\n".encode())
         self.incoming[name] = (data, kind)
 
@@ -159,22 +168,27 @@ class IntakeMachine(RuleBasedStateMachine):
         ready = self.store.rows("SELECT id, path, sha256 FROM audio_files WHERE status = 'ready'")
         with self.store.begin() as conn:
             for row in ready:
-                conn.execute(sa.text("UPDATE audio_files SET status = 'classified' WHERE id = :i"),
-                             {"i": row.id})
+                conn.execute(
+                    sa.text("UPDATE audio_files SET status = 'classified' WHERE id = :i"),
+                    {"i": row.id},
+                )
         self.classified.update({row.id: (row.path, row.sha256) for row in ready})
 
     @invariant()
     def classified_recordings_are_intact(self) -> None:
         for file_id, (path, digest) in self.classified.items():
-            row = self.store.rows("SELECT status, path, sha256 FROM audio_files WHERE id = :i",
-                                  i=file_id)[0]
+            row = self.store.rows(
+                "SELECT status, path, sha256 FROM audio_files WHERE id = :i", i=file_id
+            )[0]
             assert tuple(row) == ("classified", path, digest)
             assert sha256_file(Path(path)) == digest
 
     @invariant()
     def every_delivery_has_one_state(self) -> None:
-        rows = self.store.rows("SELECT d.status, d.path, d.archive_id, a.status AS archive"
-                               " FROM deliveries d LEFT JOIN archives a ON a.id = d.archive_id")
+        rows = self.store.rows(
+            "SELECT d.status, d.path, d.archive_id, a.status AS archive"
+            " FROM deliveries d LEFT JOIN archives a ON a.id = d.archive_id"
+        )
         assert len(rows) == self.expected_deliveries
         for row in rows:
             assert row.status in {"registered", "duplicate", "rejected"}
@@ -183,14 +197,16 @@ class IntakeMachine(RuleBasedStateMachine):
                 assert row.archive in {"unpacked", "rejected"}
         assert not list(self.settings.claimed.iterdir())
         left = {p.name for p in self.settings.incoming.iterdir()}
-        assert left == set(self.incoming) | {f"{n}.sha256" for n, (_, m) in self.incoming.items()
-                                             if m is not None}
+        assert left == set(self.incoming) | {
+            f"{n}.sha256" for n, (_, m) in self.incoming.items() if m is not None
+        }
 
     @invariant()
     def good_bytes_are_one_archive_each(self) -> None:
         registered = self.store.rows(
             "SELECT a.sha256, count(d.id) AS n FROM archives a LEFT JOIN deliveries d"
-            " ON d.archive_id = a.id AND d.status = 'registered' GROUP BY a.sha256")
+            " ON d.archive_id = a.id AND d.status = 'registered' GROUP BY a.sha256"
+        )
         assert all(row.n == 1 for row in registered)
         assert self.expected_archives <= {row.sha256 for row in registered}
         for row in self.store.rows("SELECT path FROM audio_files"):
@@ -201,8 +217,14 @@ class IntakeMachine(RuleBasedStateMachine):
 def test_no_sequence_of_deliveries_loses_or_overwrites_anything(backend, request):
     IntakeMachine.store_url = request.getfixturevalue("pg_url") if backend == "postgres" else ""
     try:
-        run_state_machine_as_test(IntakeMachine, settings=settings(
-            max_examples=80 if backend == "sqlite" else 25, stateful_step_count=30,
-            deadline=None, suppress_health_check=[HealthCheck.too_slow]))
+        run_state_machine_as_test(
+            IntakeMachine,
+            settings=settings(
+                max_examples=80 if backend == "sqlite" else 25,
+                stateful_step_count=30,
+                deadline=None,
+                suppress_health_check=[HealthCheck.too_slow],
+            ),
+        )
     finally:
         IntakeMachine.store_url = ""

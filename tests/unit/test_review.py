@@ -16,17 +16,27 @@ NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 def queue(store):
     """Six flagged items with distinct scores."""
     with store.begin() as conn:
-        archive = conn.execute(sa.text(
-            "INSERT INTO archives (name, sha256, run_date, path, status)"
-            " VALUES ('a.tar', 's', '2026-11-29', '/p', 'unpacked') RETURNING id")).scalar()
+        archive = conn.execute(
+            sa.text(
+                "INSERT INTO archives (name, sha256, run_date, path, status)"
+                " VALUES ('a.tar', 's', '2026-11-29', '/p', 'unpacked') RETURNING id"
+            )
+        ).scalar()
         for i in range(6):
-            file_id = conn.execute(sa.text(
-                "INSERT INTO audio_files (archive_id, member_path, path, status)"
-                " VALUES (:a, :m, :p, 'classified') RETURNING id"),
-                {"a": archive, "m": f"f{i}.wav", "p": f"/audio/f{i}.wav"}).scalar()
-            conn.execute(sa.text(
-                "INSERT INTO review_queue (file_id, policy, score) VALUES (:f, 'harassment', :s)"),
-                {"f": file_id, "s": 0.5 + i / 100})
+            file_id = conn.execute(
+                sa.text(
+                    "INSERT INTO audio_files (archive_id, member_path, path, status)"
+                    " VALUES (:a, :m, :p, 'classified') RETURNING id"
+                ),
+                {"a": archive, "m": f"f{i}.wav", "p": f"/audio/f{i}.wav"},
+            ).scalar()
+            conn.execute(
+                sa.text(
+                    "INSERT INTO review_queue (file_id, policy, score)"
+                    " VALUES (:f, 'harassment', :s)"
+                ),
+                {"f": file_id, "s": 0.5 + i / 100},
+            )
     return store
 
 

@@ -227,8 +227,15 @@ def test_formats_can_be_restricted(tmp_path):
 
     from earmark.sampledata import generate_day
 
-    [archive] = generate_day(tmp_path, date(2026, 11, 29), archives=1, files_per_archive=4,
-                             minutes=0.5, seed=3, formats=("WAV",))
+    [archive] = generate_day(
+        tmp_path,
+        date(2026, 11, 29),
+        archives=1,
+        files_per_archive=4,
+        minutes=0.5,
+        seed=3,
+        formats=("WAV",),
+    )
     with tarfile.open(archive) as tar:
         names = [m.name for m in tar.getmembers() if m.isfile()]
     assert names and all(n.endswith(".wav") for n in names)

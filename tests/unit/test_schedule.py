@@ -24,8 +24,10 @@ def test_deadline_before_start_is_refused():
 
 
 def test_explicit_date_wins():
-    assert resolve_run_date("2026-11-29", datetime(2026, 1, 1, tzinfo=UTC), None, "UTC") == \
-        "2026-11-29"
+    assert (
+        resolve_run_date("2026-11-29", datetime(2026, 1, 1, tzinfo=UTC), None, "UTC")
+        == "2026-11-29"
+    )
 
 
 def test_logical_date_is_read_in_the_configured_timezone():

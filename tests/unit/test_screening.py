@@ -40,17 +40,25 @@ def test_cpu_plan_uses_the_settings():
 @pytest.fixture(scope="module")
 def tiny_settings(tiny_models):
     return replace(
-        Settings.from_env(), device="cpu", dtype="float32", asr_model_dir=tiny_models.asr,
-        base_model_dir=tiny_models.base, adapter_dir=tiny_models.adapter, asr_max_new_tokens=8,
-        flag_threshold=0.42, asr_batch_size=2,
+        Settings.from_env(),
+        device="cpu",
+        dtype="float32",
+        asr_model_dir=tiny_models.asr,
+        base_model_dir=tiny_models.base,
+        adapter_dir=tiny_models.adapter,
+        asr_max_new_tokens=8,
+        flag_threshold=0.42,
+        asr_batch_size=2,
     )
 
 
 @pytest.fixture(scope="module")
 def models(tiny_settings):
     """The production loaders, once per module: each task loads its models once too."""
-    return {"transcriber": load_transcriber(tiny_settings),
-            "classifier": load_classifier(tiny_settings)}
+    return {
+        "transcriber": load_transcriber(tiny_settings),
+        "classifier": load_classifier(tiny_settings),
+    }
 
 
 def transcribe(settings, store, batch_id, models, **kw):
@@ -65,18 +73,25 @@ def classify(settings, store, batch_id, models, **kw):
 def day(tmp_path, store, tiny_settings):
     settings = replace(tiny_settings, data_root=tmp_path / "data")
     settings.ensure_layout()
-    generate_day(settings.incoming, date.fromisoformat(DAY), archives=1, files_per_archive=4,
-                 minutes=0.5, seed=11)
+    generate_day(
+        settings.incoming,
+        date.fromisoformat(DAY),
+        archives=1,
+        files_per_archive=4,
+        minutes=0.5,
+        seed=11,
+    )
     for archive_id in register_archives(settings, store, DAY):
         unpack_archive(settings, store, archive_id)
-    [batch_id] = plan_batches(store, "run-1", DAY, reprocess=False, max_audio_s=3600,
-                              max_files=100)
+    [batch_id] = plan_batches(store, "run-1", DAY, reprocess=False, max_audio_s=3600, max_files=100)
     return settings, store, batch_id
 
 
 def _counts(store):
-    return {t: store.scalar(f"SELECT count(*) FROM {t}")
-            for t in ("transcripts", "labels", "review_queue")}
+    return {
+        t: store.scalar(f"SELECT count(*) FROM {t}")
+        for t in ("transcripts", "labels", "review_queue")
+    }
 
 
 def test_batch_with_a_bad_file_keeps_the_others(day, models):
@@ -90,12 +105,15 @@ def test_batch_with_a_bad_file_keeps_the_others(day, models):
     status = dict(store.rows("SELECT id, status FROM audio_files"))
     assert status.pop(victim.id) == "quarantined"
     assert set(status.values()) == {"transcribed"}
-    assert store.scalar("SELECT error FROM audio_files WHERE id = :i", i=victim.id) \
-        .startswith("undecodable")
+    assert store.scalar("SELECT error FROM audio_files WHERE id = :i", i=victim.id).startswith(
+        "undecodable"
+    )
 
     classify(settings, store, batch_id, models)
-    assert set(dict(store.rows("SELECT id, status FROM audio_files")).values()) == \
-        {"classified", "quarantined"}
+    assert set(dict(store.rows("SELECT id, status FROM audio_files")).values()) == {
+        "classified",
+        "quarantined",
+    }
     counts = _counts(store)
     assert counts["transcripts"] == 3 and counts["labels"] == 3 * 2  # two policies
     flagged = store.rows("SELECT file_id, policy, score FROM labels WHERE label = 1 ORDER BY 1, 2")

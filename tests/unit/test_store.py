@@ -22,15 +22,19 @@ def test_migrate_creates_contract_tables_once(store):
 
 def test_status_values_are_enforced(store):
     with pytest.raises(sa.exc.IntegrityError), store.begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO archives (name, sha256, run_date, status, path)"
-            " VALUES ('a.tar', 'x', '2026-11-29', 'lost', '/x')"))
+        conn.execute(
+            sa.text(
+                "INSERT INTO archives (name, sha256, run_date, status, path)"
+                " VALUES ('a.tar', 'x', '2026-11-29', 'lost', '/x')"
+            )
+        )
 
 
 def test_unique_keys_make_inserts_idempotent(store):
     insert = sa.text(
         "INSERT INTO archives (name, sha256, run_date, path)"
-        " VALUES (:n, 'same', '2026-11-29', '/x') ON CONFLICT (sha256) DO NOTHING RETURNING id")
+        " VALUES (:n, 'same', '2026-11-29', '/x') ON CONFLICT (sha256) DO NOTHING RETURNING id"
+    )
     with store.begin() as conn:
         first = conn.execute(insert, {"n": "a.tar"}).scalar()
         second = conn.execute(insert, {"n": "b.tar"}).scalar()
@@ -40,16 +44,27 @@ def test_unique_keys_make_inserts_idempotent(store):
 
 def test_score_outside_unit_interval_is_rejected(store):
     with store.begin() as conn:
-        archive = conn.execute(sa.text(
-            "INSERT INTO archives (name, sha256, run_date, path)"
-            " VALUES ('a', 's', '2026-11-29', '/') RETURNING id")).scalar()
-        file_id = conn.execute(sa.text(
-            "INSERT INTO audio_files (archive_id, member_path, path, status)"
-            " VALUES (:a, 'x.wav', '/x.wav', 'ready') RETURNING id"), {"a": archive}).scalar()
+        archive = conn.execute(
+            sa.text(
+                "INSERT INTO archives (name, sha256, run_date, path)"
+                " VALUES ('a', 's', '2026-11-29', '/') RETURNING id"
+            )
+        ).scalar()
+        file_id = conn.execute(
+            sa.text(
+                "INSERT INTO audio_files (archive_id, member_path, path, status)"
+                " VALUES (:a, 'x.wav', '/x.wav', 'ready') RETURNING id"
+            ),
+            {"a": archive},
+        ).scalar()
     with pytest.raises(sa.exc.IntegrityError), store.begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO labels (file_id, policy, policy_sha, model, score, label)"
-            " VALUES (:f, 'p', 's', 'm', 1.5, 1)"), {"f": file_id})
+        conn.execute(
+            sa.text(
+                "INSERT INTO labels (file_id, policy, policy_sha, model, score, label)"
+                " VALUES (:f, 'p', 's', 'm', 1.5, 1)"
+            ),
+            {"f": file_id},
+        )
 
 
 def test_a_failed_migration_leaves_nothing_behind(tmp_path, monkeypatch):
@@ -65,34 +80,44 @@ def test_a_failed_migration_leaves_nothing_behind(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_0003_frees_bytes_barred_by_a_marker_or_name_rejection(backend, tmp_path, request,
-                                                               monkeypatch):
+def test_0003_frees_bytes_barred_by_a_marker_or_name_rejection(
+    backend, tmp_path, request, monkeypatch
+):
     """Rows an older intake wrote for marker or name rejections become rejected deliveries, so
     the same bytes can be delivered again; content rejections stay barred."""
     from earmark.store import db
 
-    url = (request.getfixturevalue("pg_url") if backend == "postgres"
-           else f"sqlite:///{tmp_path / 'r.db'}")
+    url = (
+        request.getfixturevalue("pg_url")
+        if backend == "postgres"
+        else f"sqlite:///{tmp_path / 'r.db'}"
+    )
     store = Store.from_url(url)
     before = [m for m in migrations() if m[0] < "0003"]
     monkeypatch.setattr(db, "migrations", lambda: before)
     store.migrate()
-    rows = [("typo.tar", "s1", "bad_marker: typo.tar.sha256 does not hold a sha256 hex digest"),
-            ("cut.tar", "s2", "checksum_mismatch: marker says 0123…, archive is 4567…"),
-            ("x.zip", "s3", "not_a_tar: x.zip: expected one of .tar, .tar.gz, .tgz"),
-            ("evil.tar", "s4", "path_traversal: member '../x' contains '..'"),
-            ("odd.tar", "s5", "not_a_tar: file could not be opened successfully")]
+    rows = [
+        ("typo.tar", "s1", "bad_marker: typo.tar.sha256 does not hold a sha256 hex digest"),
+        ("cut.tar", "s2", "checksum_mismatch: marker says 0123…, archive is 4567…"),
+        ("x.zip", "s3", "not_a_tar: x.zip: expected one of .tar, .tar.gz, .tgz"),
+        ("evil.tar", "s4", "path_traversal: member '../x' contains '..'"),
+        ("odd.tar", "s5", "not_a_tar: file could not be opened successfully"),
+    ]
     with store.begin() as conn:
         for name, sha, error in rows:
-            conn.execute(sa.text(
-                "INSERT INTO archives (name, sha256, run_date, status, path, error)"
-                " VALUES (:n, :s, '2026-11-29', 'rejected', '/q', :e)"), {"n": name, "s": sha,
-                                                                          "e": error})
+            conn.execute(
+                sa.text(
+                    "INSERT INTO archives (name, sha256, run_date, status, path, error)"
+                    " VALUES (:n, :s, '2026-11-29', 'rejected', '/q', :e)"
+                ),
+                {"n": name, "s": sha, "e": error},
+            )
     monkeypatch.undo()
     assert store.migrate() == [v for v, _ in migrations() if v >= "0003"]
     assert sorted(store.rows("SELECT name FROM archives")) == [("evil.tar",), ("odd.tar",)]
-    assert sorted(tuple(r) for r in store.rows(
-        "SELECT name, status, sha256 FROM deliveries")) == [
-        ("cut.tar", "rejected", "s2"), ("typo.tar", "rejected", "s1"),
-        ("x.zip", "rejected", "s3")]
+    assert sorted(tuple(r) for r in store.rows("SELECT name, status, sha256 FROM deliveries")) == [
+        ("cut.tar", "rejected", "s2"),
+        ("typo.tar", "rejected", "s1"),
+        ("x.zip", "rejected", "s3"),
+    ]
     store.dispose()

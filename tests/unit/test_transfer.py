@@ -24,30 +24,38 @@ def dirs(tmp_path):
 
 
 def make_settings(source: Path, data_root: Path, settle: int = 120) -> Settings:
-    return dataclasses.replace(Settings.from_env(), data_root=data_root,
-                               transfer_source=source.as_uri(), transfer_settle_seconds=settle)
+    return dataclasses.replace(
+        Settings.from_env(),
+        data_root=data_root,
+        transfer_source=source.as_uri(),
+        transfer_settle_seconds=settle,
+    )
 
 
-def put(source: Path, name: str, payload: bytes, age: float = 600,
-        companion: str | None = None) -> str:
+def put(
+    source: Path, name: str, payload: bytes, age: float = 600, companion: str | None = None
+) -> str:
     path = source / name
     path.write_bytes(payload)
     os.utime(path, (NOW - age, NOW - age))
     digest = hashlib.sha256(payload).hexdigest()
     if companion is not None:
         (source / f"{name}.sha256").write_text(
-            f"{digest if companion == 'right' else companion}  {name}\n")
+            f"{digest if companion == 'right' else companion}  {name}\n"
+        )
     return digest
 
 
 def run_all(settings: Settings, store, now: float = NOW) -> list[transfer.CopyResult]:
-    return [transfer.copy_one(settings, store, i)
-            for i in transfer.discover(settings, store, now=now)]
+    return [
+        transfer.copy_one(settings, store, i) for i in transfer.discover(settings, store, now=now)
+    ]
 
 
 def ledger(store) -> dict[str, tuple[str, str | None]]:
-    return {r.name: (r.status, r.error)
-            for r in store.rows("SELECT name, status, error FROM transfers")}
+    return {
+        r.name: (r.status, r.error) for r in store.rows("SELECT name, status, error FROM transfers")
+    }
 
 
 def test_copies_settled_archives_marker_last(store, dirs):
@@ -63,10 +71,16 @@ def test_copies_settled_archives_marker_last(store, dirs):
         assert marker.read_text() == f"{digest}  {name}\n"
         assert marker.stat().st_mtime_ns >= archive.stat().st_mtime_ns
     assert sorted(p.name for p in (data / "incoming").iterdir()) == [
-        "a.tar", "a.tar.sha256", "b.tar.gz", "b.tar.gz.sha256"]  # no partials left
+        "a.tar",
+        "a.tar.sha256",
+        "b.tar.gz",
+        "b.tar.gz.sha256",
+    ]  # no partials left
     rows = store.rows("SELECT name, sha256, status, copied_at FROM transfers ORDER BY name")
     assert [(r.name, r.sha256, r.status) for r in rows] == [
-        ("a.tar", a, "copied"), ("b.tar.gz", b, "copied")]
+        ("a.tar", a, "copied"),
+        ("b.tar.gz", b, "copied"),
+    ]
     assert all(r.copied_at is not None for r in rows)
 
 
@@ -153,8 +167,10 @@ def test_crash_after_marker_before_ledger_is_not_recopied(store, dirs):
     incoming.mkdir(parents=True)
     # An attempt recorded the digest, published archive and marker, then died.
     with store.begin() as conn:
-        conn.execute(sa.text("UPDATE transfers SET sha256 = :s WHERE id = :id"),
-                     {"s": digest, "id": transfer_id})
+        conn.execute(
+            sa.text("UPDATE transfers SET sha256 = :s WHERE id = :id"),
+            {"s": digest, "id": transfer_id},
+        )
     partial = incoming / ".a.tar.partial"
     transfer.stream_to_partial((source / "a.tar").as_uri(), partial)
     transfer.publish(incoming, partial, "a.tar", digest)
@@ -164,9 +180,13 @@ def test_crash_after_marker_before_ledger_is_not_recopied(store, dirs):
     for path in incoming.iterdir():
         path.replace(processed / path.name)
     with store.begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO archives (name, sha256, run_date, path) VALUES ('a.tar', :s,"
-            " '2026-11-29', 'x')"), {"s": digest})
+        conn.execute(
+            sa.text(
+                "INSERT INTO archives (name, sha256, run_date, path) VALUES ('a.tar', :s,"
+                " '2026-11-29', 'x')"
+            ),
+            {"s": digest},
+        )
     assert transfer.copy_one(settings, store, transfer_id).action == "recovered"
     assert list(incoming.iterdir()) == []
     assert ledger(store) == {"a.tar": ("copied", None)}
@@ -183,8 +203,10 @@ def test_every_source_archive_in_the_ledger(store, dirs):
     run_all(settings, store)
     rows = ledger(store)
     assert set(rows) == {*names, "wrong.tar"}
-    assert {n: s for n, (s, _) in rows.items()} == {**dict.fromkeys(names, "copied"),
-                                                      "wrong.tar": "failed"}
+    assert {n: s for n, (s, _) in rows.items()} == {
+        **dict.fromkeys(names, "copied"),
+        "wrong.tar": "failed",
+    }
     assert transfer.ledger_counts(store) == {"copied": 5, "failed": 1}
 
 

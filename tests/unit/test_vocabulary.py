@@ -21,8 +21,11 @@ TOOLING = ("harness.py", "localenv.py", "demo.py", "sampledata.py", "tiny_models
 
 
 def _runtime_sources() -> list[Path]:
-    return sorted(p for p in RUNTIME.rglob("*.py")
-                  if not any(part in TOOLING for part in p.relative_to(RUNTIME).parts))
+    return sorted(
+        p
+        for p in RUNTIME.rglob("*.py")
+        if not any(part in TOOLING for part in p.relative_to(RUNTIME).parts)
+    )
 
 
 def _strings(node: ast.AST) -> list[str]:
@@ -77,7 +80,8 @@ def test_readme_reason_table_is_generated_from_the_registry():
 _CHECK = re.compile(r"CREATE TABLE (\w+) \((.*?)\n\);", re.S)
 _STATUS_CHECK = re.compile(r"status\s+TEXT.*?CHECK \(status IN \(([^)]*)\)\)", re.S)
 _STATUS_LITERAL = re.compile(
-    r"\bstatus\s*(?:=|<>|!=)\s*'(\w+)'|\bstatus\s+(?:NOT\s+)?IN\s*\(([^)]*)\)", re.I)
+    r"\bstatus\s*(?:=|<>|!=)\s*'(\w+)'|\bstatus\s+(?:NOT\s+)?IN\s*\(([^)]*)\)", re.I
+)
 
 
 def _quoted(text: str) -> set[str]:
@@ -96,8 +100,11 @@ def test_schema_status_checks_equal_the_enums():
 
 def test_every_status_literal_in_the_sql_is_a_known_status():
     known = {s.value for enum in BY_TABLE.values() for s in enum}
-    sources = [*sorted((PROJECT_ROOT / "include" / "sql").glob("*.sql")), *_runtime_sources(),
-               *sorted((PROJECT_ROOT / "dags").glob("*.py"))]
+    sources = [
+        *sorted((PROJECT_ROOT / "include" / "sql").glob("*.sql")),
+        *_runtime_sources(),
+        *sorted((PROJECT_ROOT / "dags").glob("*.py")),
+    ]
     seen: set[str] = set()
     for path in sources:
         for single, many in _STATUS_LITERAL.findall(path.read_text(encoding="utf-8")):

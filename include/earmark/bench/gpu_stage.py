@@ -79,16 +79,31 @@ FILLER_WORDS = tuple(FILLER_TEXT.split())
 # Real-size architectures (random weights). Token ids come from the tiny byte-level
 # tokenizers, which lay their ids out like the real ones and stay inside the real vocab.
 WHISPER_TURBO = {
-    "d_model": 1280, "encoder_layers": 32, "decoder_layers": 4, "encoder_attention_heads": 20,
-    "decoder_attention_heads": 20, "encoder_ffn_dim": 5120, "decoder_ffn_dim": 5120,
-    "num_mel_bins": 128, "vocab_size": 51866, "max_source_positions": 1500,
+    "d_model": 1280,
+    "encoder_layers": 32,
+    "decoder_layers": 4,
+    "encoder_attention_heads": 20,
+    "decoder_attention_heads": 20,
+    "encoder_ffn_dim": 5120,
+    "decoder_ffn_dim": 5120,
+    "num_mel_bins": 128,
+    "vocab_size": 51866,
+    "max_source_positions": 1500,
     "max_target_positions": 448,
 }
 GEMMA2_9B_ARCH = {
-    "hidden_size": 3584, "num_hidden_layers": 42, "num_attention_heads": 16,
-    "num_key_value_heads": 8, "head_dim": 256, "intermediate_size": 14336, "vocab_size": 256000,
-    "sliding_window": 4096, "query_pre_attn_scalar": 256, "attn_logit_softcapping": 50.0,
-    "final_logit_softcapping": 30.0, "max_position_embeddings": 8192,
+    "hidden_size": 3584,
+    "num_hidden_layers": 42,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 8,
+    "head_dim": 256,
+    "intermediate_size": 14336,
+    "vocab_size": 256000,
+    "sliding_window": 4096,
+    "query_pre_attn_scalar": 256,
+    "attn_logit_softcapping": 50.0,
+    "final_logit_softcapping": 30.0,
+    "max_position_embeddings": 8192,
 }
 LORA_RANK = 16
 
@@ -276,8 +291,13 @@ def whisper_turbo_config() -> Any:
     ids = whisper_token_ids()
     eot, sot = ids["<|endoftext|>"], ids["<|startoftranscript|>"]
     return WhisperConfig(
-        **WHISPER_TURBO, pad_token_id=eot, bos_token_id=eot, eos_token_id=eot,
-        decoder_start_token_id=sot, suppress_tokens=[], begin_suppress_tokens=[],
+        **WHISPER_TURBO,
+        pad_token_id=eot,
+        bos_token_id=eot,
+        eos_token_id=eot,
+        decoder_start_token_id=sot,
+        suppress_tokens=[],
+        begin_suppress_tokens=[],
     )
 
 
@@ -317,24 +337,34 @@ def dry_run(options: BenchOptions) -> dict[str, int]:
     }
     footprint = ClassifierFootprint.from_config(gemma_cfg, weights_gib=GEMMA2_9B.weights_gib)
     print("Earmark GPU-stage benchmark: dry run (real-size configs on the meta device)")
-    print(f"whisper large-v3-turbo: {counts['whisper'] / 1e6:.1f}M parameters "
-          f"(bf16 {counts['whisper'] * 2 / GIB:.2f} GiB), d_model {whisper_cfg.d_model}, "
-          f"encoder {whisper_cfg.encoder_layers} / decoder {whisper_cfg.decoder_layers} layers, "
-          f"{whisper_cfg.num_mel_bins} mel bins, vocab {whisper_cfg.vocab_size}")
-    print(f"gemma-2-9b: {counts['gemma'] / 1e9:.2f}B parameters "
-          f"(bf16 {counts['gemma'] * 2 / GIB:.2f} GiB with tied embeddings), "
-          f"{gemma_cfg.num_hidden_layers} layers, {gemma_cfg.num_attention_heads} heads / "
-          f"{gemma_cfg.num_key_value_heads} KV heads x {gemma_cfg.head_dim}, "
-          f"sliding window {gemma_cfg.sliding_window}, soft-caps "
-          f"{gemma_cfg.attn_logit_softcapping}/{gemma_cfg.final_logit_softcapping}")
+    print(
+        f"whisper large-v3-turbo: {counts['whisper'] / 1e6:.1f}M parameters "
+        f"(bf16 {counts['whisper'] * 2 / GIB:.2f} GiB), d_model {whisper_cfg.d_model}, "
+        f"encoder {whisper_cfg.encoder_layers} / decoder {whisper_cfg.decoder_layers} layers, "
+        f"{whisper_cfg.num_mel_bins} mel bins, vocab {whisper_cfg.vocab_size}"
+    )
+    print(
+        f"gemma-2-9b: {counts['gemma'] / 1e9:.2f}B parameters "
+        f"(bf16 {counts['gemma'] * 2 / GIB:.2f} GiB with tied embeddings), "
+        f"{gemma_cfg.num_hidden_layers} layers, {gemma_cfg.num_attention_heads} heads / "
+        f"{gemma_cfg.num_key_value_heads} KV heads x {gemma_cfg.head_dim}, "
+        f"sliding window {gemma_cfg.sliding_window}, soft-caps "
+        f"{gemma_cfg.attn_logit_softcapping}/{gemma_cfg.final_logit_softcapping}"
+    )
     print(f"lora r={LORA_RANK} on {','.join(LORA_TARGETS)}: {counts['lora'] / 1e6:.1f}M parameters")
     print(f"kv cache: {footprint.kv_bytes_per_token:,} bytes per token")
     prompt = options.policy_tokens + 60 + 2 * (options.tokens_per_window or 100)
-    sizes = batch_sizes(options.gpu_memory_gib, classifier_prompt_tokens=prompt,
-                        prefix_tokens=options.policy_tokens + 50, attn_implementation=options.attn)
-    print(f"budget {options.gpu_memory_gib:g} GiB ({options.attn}, ~{prompt}-token prompts): "
-          f"asr batch {sizes.asr_batch}, classify batch {sizes.classify_batch}, max batch tokens "
-          f"{sizes.classify_max_batch_tokens}, max context {sizes.classify_max_context_tokens}")
+    sizes = batch_sizes(
+        options.gpu_memory_gib,
+        classifier_prompt_tokens=prompt,
+        prefix_tokens=options.policy_tokens + 50,
+        attn_implementation=options.attn,
+    )
+    print(
+        f"budget {options.gpu_memory_gib:g} GiB ({options.attn}, ~{prompt}-token prompts): "
+        f"asr batch {sizes.asr_batch}, classify batch {sizes.classify_batch}, max batch tokens "
+        f"{sizes.classify_max_batch_tokens}, max context {sizes.classify_max_context_tokens}"
+    )
     return counts
 
 
@@ -415,8 +445,13 @@ def build_real_size_models(dest: Path, device: str, dtype: str) -> ModelDirs:
     base.save_pretrained(dirs.base)
     AutoTokenizer.from_pretrained(tiny.base).save_pretrained(dirs.base)
     torch.manual_seed(1)
-    lora = LoraConfig(r=LORA_RANK, lora_alpha=2 * LORA_RANK, target_modules=list(LORA_TARGETS),
-                      init_lora_weights=False, task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=LORA_RANK,
+        lora_alpha=2 * LORA_RANK,
+        target_modules=list(LORA_TARGETS),
+        init_lora_weights=False,
+        task_type="CAUSAL_LM",
+    )
     peft_model = get_peft_model(base, lora)
     peft_model.save_pretrained(dirs.adapter)
     del peft_model, base
@@ -471,8 +506,14 @@ def make_corpus(dest: Path, files: int, minutes: float, seed: int) -> list[Path]
     except ImportError:
         return _synth_corpus(dest, files, minutes, seed)
     incoming = dest / "incoming"
-    archives = generate_day(incoming, dt.date(2026, 1, 5), archives=1, files_per_archive=files,
-                            minutes=minutes, seed=seed)
+    archives = generate_day(
+        incoming,
+        dt.date(2026, 1, 5),
+        archives=1,
+        files_per_archive=files,
+        minutes=minutes,
+        seed=seed,
+    )
     out = dest / "audio"
     for archive in archives:
         with tarfile.open(archive) as tf:
@@ -549,8 +590,10 @@ def _write_results(rows: list[tuple[int, str, str, float]]) -> float:
     started = time.perf_counter()
     db = sqlite3.connect(":memory:")
     try:
-        db.execute("CREATE TABLE results (file_id INTEGER PRIMARY KEY, transcript TEXT,"
-                   " n_chars INTEGER, content TEXT, score REAL, label INTEGER)")
+        db.execute(
+            "CREATE TABLE results (file_id INTEGER PRIMARY KEY, transcript TEXT,"
+            " n_chars INTEGER, content TEXT, score REAL, label INTEGER)"
+        )
         with db:
             db.executemany(
                 "INSERT INTO results VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (file_id) DO UPDATE"
@@ -607,8 +650,12 @@ def _transcribe_baseline(pipe: Any, paths: list[Path], tokens: int) -> tuple[lis
 
     texts = []
     audio_s = 0.0
-    kwargs = {"language": "en", "task": "transcribe", "max_new_tokens": tokens,
-              "min_new_tokens": tokens}
+    kwargs = {
+        "language": "en",
+        "task": "transcribe",
+        "max_new_tokens": tokens,
+        "min_new_tokens": tokens,
+    }
     for path in paths:
         audio = load_audio(path)
         audio_s += len(audio) / 16000
@@ -617,9 +664,9 @@ def _transcribe_baseline(pipe: Any, paths: list[Path], tokens: int) -> tuple[lis
     return texts, audio_s
 
 
-def _score_baseline(classifier: Any, policy_text: str, contents: list[str]) -> tuple[
-    list[float], int
-]:
+def _score_baseline(
+    classifier: Any, policy_text: str, contents: list[str]
+) -> tuple[list[float], int]:
     """One full forward per item, batch 1, no cache reuse; P("1") from the last logits."""
     import torch  # noqa: PLC0415
 
@@ -641,8 +688,9 @@ def _score_baseline(classifier: Any, policy_text: str, contents: list[str]) -> t
 def _prompt_tokens(classifier: Any, policy_text: str, contents: list[str]) -> int:
     from earmark.inference.prompt import build_prompt  # noqa: PLC0415
 
-    return sum(_token_count(classifier.tokenizer, build_prompt(policy_text, c)) + 1
-               for c in contents)
+    return sum(
+        _token_count(classifier.tokenizer, build_prompt(policy_text, c)) + 1 for c in contents
+    )
 
 
 # ---- orchestration ------------------------------------------------------------
@@ -662,8 +710,10 @@ def run_benchmark(options: BenchOptions, log: Callable[[str], None] = print) -> 
     if _is_cuda(opts.device) and not torch.cuda.is_available():
         raise SystemExit("--device cuda requested but torch sees no CUDA device")
     if not opts.tiny and not _is_cuda(opts.device):
-        raise SystemExit("real-size mode needs a CUDA GPU (Gemma-2-9B alone is 18.9 GiB in bf16); "
-                         "use --tiny for the CPU version or --dry-run for the configs")
+        raise SystemExit(
+            "real-size mode needs a CUDA GPU (Gemma-2-9B alone is 18.9 GiB in bf16); "
+            "use --tiny for the CPU version or --dry-run for the configs"
+        )
     work = Path(opts.work_dir or tempfile.mkdtemp(prefix="earmark-bench-"))
     cleanup = opts.work_dir is None
     try:
@@ -708,16 +758,22 @@ def _run(opts: BenchOptions, work: Path, log: Callable[[str], None]) -> BenchRep
     policy_tokens = _token_count(gemma_tokenizer, policy_text)
     prefix_tokens = len(gemma_tokenizer(split_prompt(policy_text)[0])["input_ids"])
     contents = [
-        stand_in_transcript(gemma_tokenizer, max(1, round(d / WINDOW_S * opts.tokens_per_window)),
-                            opts.seed * 100_003 + i)
+        stand_in_transcript(
+            gemma_tokenizer,
+            max(1, round(d / WINDOW_S * opts.tokens_per_window)),
+            opts.seed * 100_003 + i,
+        )
         for i, d in enumerate(durations)
     ]
     corpus = _Corpus(paths, durations, contents)
     subset = stratified_subset(durations, opts.baseline_files)
 
     # Batch sizes: explicit, else from the memory budget.
-    prompt_tokens = round(sum(len(gemma_tokenizer(c)["input_ids"]) for c in contents)
-                          / len(contents)) + prefix_tokens + 10
+    prompt_tokens = (
+        round(sum(len(gemma_tokenizer(c)["input_ids"]) for c in contents) / len(contents))
+        + prefix_tokens
+        + 10
+    )
     sizes = None
     if opts.asr_batch is None or opts.classify_batch is None:
         sizes = _budget(opts, dirs, prompt_tokens, prefix_tokens)
@@ -728,55 +784,90 @@ def _run(opts: BenchOptions, work: Path, log: Callable[[str], None]) -> BenchRep
 
     asr = _asr_stage(opts, dirs, corpus, subset, asr_batch, log)
     load_s["load whisper"] = asr.pop("load_s")
-    cls = _classify_stage(opts, dirs, corpus, subset, policy, classify_batch, max_batch_tokens,
-                          max_context, log)
+    cls = _classify_stage(
+        opts, dirs, corpus, subset, policy, classify_batch, max_batch_tokens, max_context, log
+    )
     load_s["load classifier"] = cls.pop("load_s")
 
     # ---- write: stands in for the results-DB upserts ----
     texts, scores = asr.pop("texts"), cls.pop("scores")
-    opt_write_s = _write_results([(i, texts[i], contents[i], scores[i])
-                                  for i in range(len(paths))])
+    opt_write_s = _write_results([(i, texts[i], contents[i], scores[i]) for i in range(len(paths))])
     base_texts, base_scores = asr.pop("base_texts"), cls.pop("base_scores")
-    base_write_s = _write_results([(i, t, contents[i], s) for i, t, s in
-                                   zip(subset, base_texts, base_scores, strict=True)])
+    base_write_s = _write_results(
+        [(i, t, contents[i], s) for i, t, s in zip(subset, base_texts, base_scores, strict=True)]
+    )
     optimized = PathFigures(
-        name="optimized", files=len(paths), audio_s=asr["audio_s"], asr_s=asr["asr_s"],
-        classify_s=cls["cls_s"], write_s=opt_write_s, asr_windows=asr["windows"],
-        classify_tokens=cls["tokens"], asr_peak_bytes=asr["peak"],
-        classify_peak_bytes=cls["peak"], decode_wait_s=asr["waited"],
+        name="optimized",
+        files=len(paths),
+        audio_s=asr["audio_s"],
+        asr_s=asr["asr_s"],
+        classify_s=cls["cls_s"],
+        write_s=opt_write_s,
+        asr_windows=asr["windows"],
+        classify_tokens=cls["tokens"],
+        asr_peak_bytes=asr["peak"],
+        classify_peak_bytes=cls["peak"],
+        decode_wait_s=asr["waited"],
     )
     baseline = PathFigures(
-        name="baseline", files=len(subset), audio_s=asr["base_audio_s"],
-        asr_s=asr["base_asr_s"], classify_s=cls["base_cls_s"], write_s=base_write_s,
-        asr_windows=asr["base_windows"], classify_tokens=cls["base_tokens"],
-        asr_peak_bytes=asr["base_peak"], classify_peak_bytes=cls["base_peak"],
+        name="baseline",
+        files=len(subset),
+        audio_s=asr["base_audio_s"],
+        asr_s=asr["base_asr_s"],
+        classify_s=cls["base_cls_s"],
+        write_s=base_write_s,
+        asr_windows=asr["base_windows"],
+        classify_tokens=cls["base_tokens"],
+        asr_peak_bytes=asr["base_peak"],
+        classify_peak_bytes=cls["base_peak"],
     )
     return BenchReport(
-        options=opts, corpus_files=len(paths), corpus_audio_s=sum(durations),
-        sample_rates=dict(sorted(rates.items())), policy_tokens=policy_tokens,
-        prefix_tokens=prefix_tokens, sizes=sizes, asr_batch=asr_batch,
-        classify_batch=classify_batch, max_batch_tokens=max_batch_tokens,
-        max_context_tokens=max_context, optimized=optimized, baseline=baseline,
-        classifier_weights_bytes=cls["weights"], load_s=load_s,
+        options=opts,
+        corpus_files=len(paths),
+        corpus_audio_s=sum(durations),
+        sample_rates=dict(sorted(rates.items())),
+        policy_tokens=policy_tokens,
+        prefix_tokens=prefix_tokens,
+        sizes=sizes,
+        asr_batch=asr_batch,
+        classify_batch=classify_batch,
+        max_batch_tokens=max_batch_tokens,
+        max_context_tokens=max_context,
+        optimized=optimized,
+        baseline=baseline,
+        classifier_weights_bytes=cls["weights"],
+        load_s=load_s,
         rss_peak_bytes=_rss_peak_bytes(),
     )
 
 
-def _budget(opts: BenchOptions, dirs: ModelDirs, prompt_tokens: int,
-            prefix_tokens: int) -> BatchSizes:
+def _budget(
+    opts: BenchOptions, dirs: ModelDirs, prompt_tokens: int, prefix_tokens: int
+) -> BatchSizes:
     """Batch sizes from ``--gpu-memory-gib``: Gemma-2-9B / turbo figures, or the tiny config's."""
     if not opts.tiny:
-        return batch_sizes(opts.gpu_memory_gib, classifier_prompt_tokens=prompt_tokens,
-                           prefix_tokens=prefix_tokens, attn_implementation=opts.attn,
-                           asr=WHISPER_LARGE_V3_TURBO)
+        return batch_sizes(
+            opts.gpu_memory_gib,
+            classifier_prompt_tokens=prompt_tokens,
+            prefix_tokens=prefix_tokens,
+            attn_implementation=opts.attn,
+            asr=WHISPER_LARGE_V3_TURBO,
+        )
     from transformers import AutoConfig  # noqa: PLC0415
 
-    footprint = ClassifierFootprint.from_config(AutoConfig.from_pretrained(dirs.base),
-                                                weights_gib=0.01)
-    return batch_sizes(opts.gpu_memory_gib, classifier_prompt_tokens=prompt_tokens,
-                       prefix_tokens=prefix_tokens, attn_implementation=opts.attn,
-                       max_classify_batch=4, classifier=footprint,
-                       asr=AsrFootprint(peak_gib=0.05, max_batch=4), overhead_gib=0.0)
+    footprint = ClassifierFootprint.from_config(
+        AutoConfig.from_pretrained(dirs.base), weights_gib=0.01
+    )
+    return batch_sizes(
+        opts.gpu_memory_gib,
+        classifier_prompt_tokens=prompt_tokens,
+        prefix_tokens=prefix_tokens,
+        attn_implementation=opts.attn,
+        max_classify_batch=4,
+        classifier=footprint,
+        asr=AsrFootprint(peak_gib=0.05, max_batch=4),
+        overhead_gib=0.0,
+    )
 
 
 def _timed(device: str, fn: Callable[[], Any]) -> tuple[Any, float, int | None]:
@@ -788,8 +879,14 @@ def _timed(device: str, fn: Callable[[], Any]) -> tuple[Any, float, int | None]:
     return result, time.perf_counter() - started, _peak(device)
 
 
-def _asr_stage(opts: BenchOptions, dirs: ModelDirs, corpus: _Corpus, subset: list[int],
-               asr_batch: int, log: Callable[[str], None]) -> dict[str, Any]:
+def _asr_stage(
+    opts: BenchOptions,
+    dirs: ModelDirs,
+    corpus: _Corpus,
+    subset: list[int],
+    asr_batch: int,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
     """Both transcription paths on one loaded Whisper (the pipeline shares the model)."""
     import torch  # noqa: PLC0415
     from transformers import pipeline  # noqa: PLC0415
@@ -799,16 +896,24 @@ def _asr_stage(opts: BenchOptions, dirs: ModelDirs, corpus: _Corpus, subset: lis
     assert opts.tokens_per_window
     tokens = opts.tokens_per_window
     started = time.perf_counter()
-    transcriber = Transcriber(TranscriberOptions(
-        model_dir=dirs.asr, device=opts.device, dtype=opts.dtype, batch_size=asr_batch,
-        max_new_tokens=tokens,
-    ))
+    transcriber = Transcriber(
+        TranscriberOptions(
+            model_dir=dirs.asr,
+            device=opts.device,
+            dtype=opts.dtype,
+            batch_size=asr_batch,
+            max_new_tokens=tokens,
+        )
+    )
     force_decode_length(transcriber.model, transcriber.processor.tokenizer, tokens)
     pipe = pipeline(
-        "automatic-speech-recognition", model=transcriber.model,
+        "automatic-speech-recognition",
+        model=transcriber.model,
         tokenizer=transcriber.processor.tokenizer,
         feature_extractor=transcriber.processor.feature_extractor,
-        chunk_length_s=30, batch_size=1, device=torch.device(opts.device),
+        chunk_length_s=30,
+        batch_size=1,
+        device=torch.device(opts.device),
     )
     out: dict[str, Any] = {"load_s": time.perf_counter() - started}
     warm = [np.zeros(16000 * 40, np.float32), np.zeros(16000 * 5, np.float32)]
@@ -819,13 +924,22 @@ def _asr_stage(opts: BenchOptions, dirs: ModelDirs, corpus: _Corpus, subset: lis
 
     log(f"optimized transcribe: {len(corpus.paths)} files, asr batch {asr_batch}")
     (out["texts"], out["audio_s"], out["waited"]), out["asr_s"], out["peak"] = _timed(
-        opts.device, partial(_transcribe_optimized, transcriber, corpus.paths, corpus.durations,
-                             asr_batch, opts.decode_workers))
+        opts.device,
+        partial(
+            _transcribe_optimized,
+            transcriber,
+            corpus.paths,
+            corpus.durations,
+            asr_batch,
+            opts.decode_workers,
+        ),
+    )
     out["windows"], counter.windows = counter.windows, 0
 
     log(f"baseline transcribe: {len(subset)} files, pipeline chunk_length_s=30 batch 1")
     (out["base_texts"], out["base_audio_s"]), out["base_asr_s"], out["base_peak"] = _timed(
-        opts.device, partial(_transcribe_baseline, pipe, [corpus.paths[i] for i in subset], tokens))
+        opts.device, partial(_transcribe_baseline, pipe, [corpus.paths[i] for i in subset], tokens)
+    )
     out["base_windows"] = counter.windows
     hook.remove()
     del pipe, transcriber
@@ -833,20 +947,36 @@ def _asr_stage(opts: BenchOptions, dirs: ModelDirs, corpus: _Corpus, subset: lis
     return out
 
 
-def _classify_stage(opts: BenchOptions, dirs: ModelDirs, corpus: _Corpus, subset: list[int],
-                    policy: Any, classify_batch: int, max_batch_tokens: int | None,
-                    max_context: int, log: Callable[[str], None]) -> dict[str, Any]:
+def _classify_stage(
+    opts: BenchOptions,
+    dirs: ModelDirs,
+    corpus: _Corpus,
+    subset: list[int],
+    policy: Any,
+    classify_batch: int,
+    max_batch_tokens: int | None,
+    max_context: int,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
     """Both scoring paths on one loaded, merged classifier."""
     import torch  # noqa: PLC0415
 
     from earmark.inference.classifier import Classifier, ClassifierOptions  # noqa: PLC0415
 
     started = time.perf_counter()
-    classifier = Classifier(ClassifierOptions(
-        base_dir=dirs.base, adapter_dir=dirs.adapter, device=opts.device, dtype=opts.dtype,
-        batch_size=classify_batch, max_context_tokens=max_context,
-        attn_implementation=opts.attn, use_prefix_cache=True, max_batch_tokens=max_batch_tokens,
-    ))
+    classifier = Classifier(
+        ClassifierOptions(
+            base_dir=dirs.base,
+            adapter_dir=dirs.adapter,
+            device=opts.device,
+            dtype=opts.dtype,
+            batch_size=classify_batch,
+            max_context_tokens=max_context,
+            attn_implementation=opts.attn,
+            use_prefix_cache=True,
+            max_batch_tokens=max_batch_tokens,
+        )
+    )
     out: dict[str, Any] = {"load_s": time.perf_counter() - started}
     out["weights"] = int(torch.cuda.memory_allocated()) if _is_cuda(opts.device) else None
     # Warm up on another policy text, so the timed run computes its own prefix cache.
@@ -854,27 +984,37 @@ def _classify_stage(opts: BenchOptions, dirs: ModelDirs, corpus: _Corpus, subset
     _score_baseline(classifier, "warm-up policy", corpus.contents[:1])
     if opts.attn != "eager":
         drift = classifier.attention_drift(policy, corpus.contents[:4])
-        log(f"attention check: {opts.attn} vs eager on 4 fixed prompts, max |score diff| "
-            f"{drift:.2e}")
+        log(
+            f"attention check: {opts.attn} vs eager on 4 fixed prompts, max |score diff| "
+            f"{drift:.2e}"
+        )
 
-    log(f"optimized classify: {len(corpus.contents)} items, batch {classify_batch}, "
-        f"max batch tokens {max_batch_tokens}, attn {opts.attn}")
+    log(
+        f"optimized classify: {len(corpus.contents)} items, batch {classify_batch}, "
+        f"max batch tokens {max_batch_tokens}, attn {opts.attn}"
+    )
     out["scores"], out["cls_s"], out["peak"] = _timed(
-        opts.device, partial(classifier.score, policy, corpus.contents))
+        opts.device, partial(classifier.score, policy, corpus.contents)
+    )
     out["tokens"] = _prompt_tokens(classifier, policy.text, corpus.contents)
 
     log(f"baseline classify: {len(subset)} items, batch 1, full prompt")
     (out["base_scores"], out["base_tokens"]), out["base_cls_s"], out["base_peak"] = _timed(
         opts.device,
-        partial(_score_baseline, classifier, policy.text, [corpus.contents[i] for i in subset]))
+        partial(_score_baseline, classifier, policy.text, [corpus.contents[i] for i in subset]),
+    )
     del classifier
     _free_memory(opts.device)
     return out
 
 
 def _transcribe_baseline_arrays(pipe: Any, audios: list[np.ndarray], tokens: int) -> None:
-    kwargs = {"language": "en", "task": "transcribe", "max_new_tokens": tokens,
-              "min_new_tokens": tokens}
+    kwargs = {
+        "language": "en",
+        "task": "transcribe",
+        "max_new_tokens": tokens,
+        "min_new_tokens": tokens,
+    }
     for audio in audios:
         pipe({"raw": audio, "sampling_rate": 16000}, generate_kwargs=kwargs)
 
@@ -883,8 +1023,11 @@ def _transcribe_baseline_arrays(pipe: Any, audios: list[np.ndarray], tokens: int
 
 
 def _path_lines(fig: PathFigures, device: str, rss: int) -> list[str]:
-    peak = (_gib(fig.peak_bytes) if _is_cuda(device)
-            else f"n/a on CPU (process RSS peak {rss / 2**20:.0f} MiB)")
+    peak = (
+        _gib(fig.peak_bytes)
+        if _is_cuda(device)
+        else f"n/a on CPU (process RSS peak {rss / 2**20:.0f} MiB)"
+    )
     return [
         f"  files {fig.files}, audio {fig.audio_s:.1f} s, asr windows {fig.asr_windows}, "
         f"classify prompt tokens {fig.classify_tokens}",
@@ -916,11 +1059,14 @@ def format_report(report: BenchReport) -> str:
     ]
     if report.classifier_weights_bytes is not None:
         lines.append(f"classifier resident after load: {_gib(report.classifier_weights_bytes)}")
-    lines.append("optimized (load_many + Transcriber batched long-form + Classifier prefix "
-                 "cache, batched):")
+    lines.append(
+        "optimized (load_many + Transcriber batched long-form + Classifier prefix cache, batched):"
+    )
     lines += _path_lines(o, opts.device, report.rss_peak_bytes)
-    lines.append(f"baseline (per file pipeline chunk_length_s=30 batch 1 + full-prompt forward "
-                 f"batch 1), subset {b.files} of {report.corpus_files} files:")
+    lines.append(
+        f"baseline (per file pipeline chunk_length_s=30 batch 1 + full-prompt forward "
+        f"batch 1), subset {b.files} of {report.corpus_files} files:"
+    )
     lines += _path_lines(b, opts.device, report.rss_peak_bytes)
     cls_rate = (o.audio_s / o.classify_s) / (b.audio_s / b.classify_s)
     asr_rate = (o.audio_s / o.asr_s) / (b.audio_s / b.asr_s)
@@ -931,8 +1077,10 @@ def format_report(report: BenchReport) -> str:
     )
     if _is_cuda(opts.device) and o.classify_peak_bytes is not None:
         within = o.classify_peak_bytes <= opts.gpu_memory_gib * GIB
-        lines.append(f"classify peak {_gib(o.classify_peak_bytes)} vs budget "
-                     f"{opts.gpu_memory_gib:g} GiB: {'within' if within else 'OVER'}")
+        lines.append(
+            f"classify peak {_gib(o.classify_peak_bytes)} vs budget "
+            f"{opts.gpu_memory_gib:g} GiB: {'within' if within else 'OVER'}"
+        )
     return "\n".join(lines)
 
 
@@ -942,26 +1090,46 @@ def parse_args(argv: Sequence[str] | None = None) -> BenchOptions:
         prog="python -m earmark.bench.gpu_stage", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--tiny", action="store_true", help="tiny offline models on a small corpus")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="real-size configs and parameter counts only; allocates nothing")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="real-size configs and parameter counts only; allocates nothing",
+    )
     parser.add_argument("--device", default="auto", help="auto, cuda, cuda:N or cpu")
     parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES)
-    parser.add_argument("--attn", default="eager", choices=ATTN_CHOICES,
-                        help="Gemma-2 attention (never sdpa: it drops the soft-capping)")
+    parser.add_argument(
+        "--attn",
+        default="eager",
+        choices=ATTN_CHOICES,
+        help="Gemma-2 attention (never sdpa: it drops the soft-capping)",
+    )
     parser.add_argument("--asr-batch", type=int, help="Whisper batch (default: from the budget)")
-    parser.add_argument("--classify-batch", type=int,
-                        help="classifier batch (default: from the budget, with max batch tokens)")
-    parser.add_argument("--gpu-memory-gib", type=float, default=22.0,
-                        help="memory budget the batch sizes are chosen for (default 22)")
+    parser.add_argument(
+        "--classify-batch",
+        type=int,
+        help="classifier batch (default: from the budget, with max batch tokens)",
+    )
+    parser.add_argument(
+        "--gpu-memory-gib",
+        type=float,
+        default=22.0,
+        help="memory budget the batch sizes are chosen for (default 22)",
+    )
     parser.add_argument("--files", type=int, help="corpus files (64; tiny 6)")
     parser.add_argument("--minutes", type=float, help="corpus minutes of audio (60; tiny 4)")
     parser.add_argument("--baseline-files", type=int, help="baseline subset size (8; tiny 3)")
-    parser.add_argument("--tokens-per-window", type=int,
-                        help="tokens per 30 s window, decoded and in stand-ins (100; tiny 16)")
+    parser.add_argument(
+        "--tokens-per-window",
+        type=int,
+        help="tokens per 30 s window, decoded and in stand-ins (100; tiny 16)",
+    )
     parser.add_argument("--policy-tokens", type=int, default=1000)
     parser.add_argument("--decode-workers", type=int, default=4)
-    parser.add_argument("--models-dir", type=Path,
-                        help="keep/reuse the built models here (default: a temporary folder)")
+    parser.add_argument(
+        "--models-dir",
+        type=Path,
+        help="keep/reuse the built models here (default: a temporary folder)",
+    )
     parser.add_argument("--work-dir", type=Path, help="keep corpus and models here")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

@@ -83,8 +83,9 @@ def run(gb: float, files: int, pg_url: str, workdir: Path, repeat: int) -> Inges
     source = workdir / "source"
     day = date(2026, 11, 29)
     minutes = gb * 1e9 / _WAV_BYTES_PER_SECOND / 60
-    [archive] = generate_day(source, day, archives=1, files_per_archive=files, minutes=minutes,
-                             seed=42, formats=("WAV",))
+    [archive] = generate_day(
+        source, day, archives=1, files_per_archive=files, minutes=minutes, seed=42, formats=("WAV",)
+    )
     marker = Path(f"{archive}.sha256")
 
     def tar_once() -> float:
@@ -122,8 +123,9 @@ def run(gb: float, files: int, pg_url: str, workdir: Path, repeat: int) -> Inges
     tar_s = _best(repeat, tar_once)
     unpack_s = _best(repeat, unpack_once)
     rows, registration_s = _registration_rate(pg_url, 20_000)
-    return IngestFigures(archive.stat().st_size, files, tar_s, min(checksum_times), unpack_s,
-                         rows, registration_s)
+    return IngestFigures(
+        archive.stat().st_size, files, tar_s, min(checksum_times), unpack_s, rows, registration_s
+    )
 
 
 def _registration_rate(pg_url: str, rows: int) -> tuple[int, float]:
@@ -131,13 +133,29 @@ def _registration_rate(pg_url: str, rows: int) -> tuple[int, float]:
         store = Store.from_url(url)
         store.migrate()
         with store.begin() as conn:
-            archive_id = conn.execute(sa.text(
-                "INSERT INTO archives (name, sha256, run_date, path)"
-                " VALUES ('bench.tar', 'bench', '2026-11-29', '/bench') RETURNING id")).scalar()
-        records = [{"archive_id": archive_id, "member_path": f"d/{i:06d}.wav", "sha256": "0" * 64,
-                    "path": f"/data/audio/d/{i:06d}.wav", "bytes": 1_000_000, "format": "WAV",
-                    "duration_s": 30.0, "sample_rate": 16000, "channels": 1, "silent": 0,
-                    "status": "ready", "error": None} for i in range(rows)]
+            archive_id = conn.execute(
+                sa.text(
+                    "INSERT INTO archives (name, sha256, run_date, path)"
+                    " VALUES ('bench.tar', 'bench', '2026-11-29', '/bench') RETURNING id"
+                )
+            ).scalar()
+        records = [
+            {
+                "archive_id": archive_id,
+                "member_path": f"d/{i:06d}.wav",
+                "sha256": "0" * 64,
+                "path": f"/data/audio/d/{i:06d}.wav",
+                "bytes": 1_000_000,
+                "format": "WAV",
+                "duration_s": 30.0,
+                "sample_rate": 16000,
+                "channels": 1,
+                "silent": 0,
+                "status": "ready",
+                "error": None,
+            }
+            for i in range(rows)
+        ]
         started = time.perf_counter()
         register_files(store, archive_id, records)
         elapsed = time.perf_counter() - started
@@ -147,15 +165,23 @@ def _registration_rate(pg_url: str, rows: int) -> tuple[int, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--gb", type=float, default=1.0, help="archive size to generate")
     parser.add_argument("--files", type=int, default=200, help="files in the archive")
     parser.add_argument("--repeat", type=int, default=2, help="best of this many runs each")
-    parser.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
-                        help="a Postgres where this user may create (and drop) databases")
-    parser.add_argument("--workdir", type=Path, default=None,
-                        help="scratch folder on the volume to measure (default: a temp dir)")
+    parser.add_argument(
+        "--pg-url",
+        default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+        help="a Postgres where this user may create (and drop) databases",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="scratch folder on the volume to measure (default: a temp dir)",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(dir=args.workdir) as scratch:
         figures = run(args.gb, args.files, args.pg_url, Path(scratch), args.repeat)

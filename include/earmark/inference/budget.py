@@ -68,9 +68,9 @@ class ClassifierFootprint:
         return self.dtype_bytes * (4 * self.hidden + 4 * self.intermediate)
 
     @classmethod
-    def from_config(cls, config: Any, *, weights_gib: float, dtype_bytes: int = 2) -> (
-        ClassifierFootprint
-    ):
+    def from_config(
+        cls, config: Any, *, weights_gib: float, dtype_bytes: int = 2
+    ) -> ClassifierFootprint:
         """Figures from a ``Gemma2Config`` (or anything with the same attribute names)."""
         return cls(
             weights_gib=weights_gib,
@@ -93,7 +93,12 @@ class AsrFootprint:
 
 
 GEMMA2_9B = ClassifierFootprint(
-    weights_gib=18.9, layers=42, heads=16, kv_heads=8, head_dim=256, hidden=3584,
+    weights_gib=18.9,
+    layers=42,
+    heads=16,
+    kv_heads=8,
+    head_dim=256,
+    hidden=3584,
     intermediate=14336,
 )
 WHISPER_LARGE_V3_TURBO = AsrFootprint(peak_gib=4.5, max_batch=64)
@@ -187,8 +192,12 @@ def batch_sizes(
 
     def estimate(rows: int, tokens: int) -> float:
         return classify_estimate_bytes(
-            rows, tokens, prefix_tokens=prefix_tokens, attn_implementation=attn_implementation,
-            classifier=classifier, overhead_gib=overhead_gib,
+            rows,
+            tokens,
+            prefix_tokens=prefix_tokens,
+            attn_implementation=attn_implementation,
+            classifier=classifier,
+            overhead_gib=overhead_gib,
         )
 
     if estimate(1, classifier_prompt_tokens) > budget:

@@ -108,11 +108,13 @@ class Store:
         with self.begin() as conn:
             if self.dialect == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_LOCK_KEY})
-            conn.execute(sa.text(
-                "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                " version TEXT PRIMARY KEY,"
-                " applied_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)"
-            ))
+            conn.execute(
+                sa.text(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                    " version TEXT PRIMARY KEY,"
+                    " applied_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)"
+                )
+            )
             done = set(conn.execute(sa.text("SELECT version FROM schema_migrations")).scalars())
             for version, sql in migrations():
                 if version in done:

@@ -35,14 +35,19 @@ log = logging.getLogger(__name__)
 
 DECISION_LABELS = {"violation": "Violation", "no_violation": "No violation", "unclear": "Unclear"}
 NOTE_MAX = 2000
-AUDIO_TYPES = {"WAV": "audio/wav", "WAVEX": "audio/wav", "FLAC": "audio/flac", "OGG": "audio/ogg",
-               "MP3": "audio/mpeg"}
+AUDIO_TYPES = {
+    "WAV": "audio/wav",
+    "WAVEX": "audio/wav",
+    "FLAC": "audio/flac",
+    "OGG": "audio/ogg",
+    "MP3": "audio/mpeg",
+}
 SECURITY_HEADERS = {  # every page and the audio: private, never cached
     "Cache-Control": "private, no-store",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
     "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline';"
-                               " frame-ancestors 'self'; form-action 'self'",
+    " frame-ancestors 'self'; form-action 'self'",
 }
 
 
@@ -54,8 +59,9 @@ def _when(value: str | datetime) -> str:
 
 
 def _templates() -> Jinja2Templates:
-    env = Environment(loader=PackageLoader("earmark.web", "templates"),
-                      autoescape=select_autoescape(["html"]))
+    env = Environment(
+        loader=PackageLoader("earmark.web", "templates"), autoescape=select_autoescape(["html"])
+    )
     env.filters["when"] = _when
     env.filters["printable"] = printable  # names from deliveries: bidi and controls escaped
     return Jinja2Templates(env=env)
@@ -113,17 +119,36 @@ def _base(request: Request) -> str:
 def render(request: Request, template: str, status_code: int = 200, **context: Any) -> Response:
     """A page from ``templates/``; ``base`` is the mount prefix for links."""
     context.setdefault("reviewer", None)
-    return TEMPLATES.TemplateResponse(request, template, {"base": _base(request), **context},
-                                      status_code=status_code, headers=SECURITY_HEADERS)
+    return TEMPLATES.TemplateResponse(
+        request,
+        template,
+        {"base": _base(request), **context},
+        status_code=status_code,
+        headers=SECURITY_HEADERS,
+    )
 
 
-def message(request: Request, status_code: int, title: str, text: str, *,
-            link: str | None = None, link_text: str = "Back to RA review") -> Response:
+def message(
+    request: Request,
+    status_code: int,
+    title: str,
+    text: str,
+    *,
+    link: str | None = None,
+    link_text: str = "Back to RA review",
+) -> Response:
     """A friendly message page (errors included)."""
-    return render(request, "message.html", status_code, title=title, message=text,
-                  kind="error" if status_code >= 400 else "", page="",
-                  link=link if link is not None else f"{_base(request)}/review",
-                  link_text=link_text)
+    return render(
+        request,
+        "message.html",
+        status_code,
+        title=title,
+        message=text,
+        kind="error" if status_code >= 400 else "",
+        page="",
+        link=link if link is not None else f"{_base(request)}/review",
+        link_text=link_text,
+    )
 
 
 def _verdict(status: monitoring.DayStatus) -> tuple[str, str]:
@@ -131,20 +156,31 @@ def _verdict(status: monitoring.DayStatus) -> tuple[str, str]:
     if not status.archives:
         return "warn", "No archives registered for this day yet"
     if status.complete:
-        return ("ok", "Complete, on time") if status.on_time else (
-            "bad", "Complete, AFTER the deadline")
+        return (
+            ("ok", "Complete, on time")
+            if status.on_time
+            else ("bad", "Complete, AFTER the deadline")
+        )
     if status.on_time is None:
         return "warn", "In progress, ETA unknown"
     eta = _when(status.eta or "")
-    return ("ok", f"In progress, ETA {eta}: on time") if status.on_time else (
-        "bad", f"INCOMPLETE, ETA {eta}: after the deadline")
+    return (
+        ("ok", f"In progress, ETA {eta}: on time")
+        if status.on_time
+        else ("bad", f"INCOMPLETE, ETA {eta}: after the deadline")
+    )
 
 
 # ---- the app ---------------------------------------------------------------------------------
 def create_app() -> FastAPI:
     """The Earmark pages; every route requires an authenticated Airflow user."""
-    app = FastAPI(title="Earmark RA review", docs_url=None, redoc_url=None, openapi_url=None,
-                  dependencies=[Depends(requires_access_view(AccessView.PLUGINS))])
+    app = FastAPI(
+        title="Earmark RA review",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        dependencies=[Depends(requires_access_view(AccessView.PLUGINS))],
+    )
 
     @app.exception_handler(review.ReviewError)
     async def review_error(request: Request, error: review.ReviewError) -> Response:
@@ -156,31 +192,55 @@ def create_app() -> FastAPI:
             from airflow.api_fastapi.app import get_auth_manager  # noqa: PLC0415
 
             login = get_auth_manager().get_url_login(next_url=str(request.url.path))
-            return message(request, 401, "Please sign in",
-                           "The Earmark pages need your Airflow login.", link=login,
-                           link_text="Sign in")
+            return message(
+                request,
+                401,
+                "Please sign in",
+                "The Earmark pages need your Airflow login.",
+                link=login,
+                link_text="Sign in",
+            )
         return message(request, error.status_code, "That didn't work", str(error.detail))
 
     @app.get("/", response_class=HTMLResponse, name="status")
-    def status_page(request: Request, settings: SettingsDep, store: StoreDep,
-                    reviewer: ReviewerDep,
-                    day: Annotated[str | None, Query(alias="date")] = None) -> Response:
+    def status_page(
+        request: Request,
+        settings: SettingsDep,
+        store: StoreDep,
+        reviewer: ReviewerDep,
+        day: Annotated[str | None, Query(alias="date")] = None,
+    ) -> Response:
         """Where a day stands (default: today in EARMARK_TIMEZONE)."""
         run_date = _run_date(day, settings)
         status = monitoring.day_status(settings, store, run_date)
-        return render(request, "status.html", page="status", title=f"Day {run_date}",
-                      reviewer=reviewer, s=status, verdict=_verdict(status),
-                      summary=monitoring.format_summary(status),
-                      items=monitoring.review_items(store, run_date))
+        return render(
+            request,
+            "status.html",
+            page="status",
+            title=f"Day {run_date}",
+            reviewer=reviewer,
+            s=status,
+            verdict=_verdict(status),
+            summary=monitoring.format_summary(status),
+            items=monitoring.review_items(store, run_date),
+        )
 
     @app.get("/review", response_class=HTMLResponse, name="review")
-    def review_page(request: Request, store: StoreDep, reviewer: ReviewerDep,
-                    empty: bool = False) -> Response:
+    def review_page(
+        request: Request, store: StoreDep, reviewer: ReviewerDep, empty: bool = False
+    ) -> Response:
         """The reviewer's held item, or a button to claim the next."""
-        return render(request, "review.html", page="review", title="RA review",
-                      reviewer=reviewer, held=queries.held_item(store, reviewer),
-                      queue=queries.queue_counts(store), empty=empty,
-                      lease_minutes=int(review.DEFAULT_LEASE.total_seconds() // 60))
+        return render(
+            request,
+            "review.html",
+            page="review",
+            title="RA review",
+            reviewer=reviewer,
+            held=queries.held_item(store, reviewer),
+            queue=queries.queue_counts(store),
+            empty=empty,
+            lease_minutes=int(review.DEFAULT_LEASE.total_seconds() // 60),
+        )
 
     @app.post("/review/claim", dependencies=[Depends(same_origin)])
     def claim(request: Request, store: StoreDep, reviewer: ReviewerDep) -> Response:
@@ -193,19 +253,36 @@ def create_app() -> FastAPI:
         return RedirectResponse(f"{_base(request)}/review/{item.id}", status_code=303)
 
     @app.get("/review/{item_id}", response_class=HTMLResponse, name="item")
-    def item_page(request: Request, item_id: int, settings: SettingsDep, store: StoreDep,
-                  reviewer: ReviewerDep) -> Response:
+    def item_page(
+        request: Request,
+        item_id: int,
+        settings: SettingsDep,
+        store: StoreDep,
+        reviewer: ReviewerDep,
+    ) -> Response:
         """The held item: audio, transcript, policy and the decision form."""
         held = queries.item_detail(store, item_id, reviewer)
-        return render(request, "item.html", page="review", title=f"Item #{item_id}",
-                      reviewer=reviewer, held=held, note_max=NOTE_MAX,
-                      decisions=list(DECISION_LABELS.items()),
-                      policy=queries.policy_text(settings.policies_dir, held.item.policy))
+        return render(
+            request,
+            "item.html",
+            page="review",
+            title=f"Item #{item_id}",
+            reviewer=reviewer,
+            held=held,
+            note_max=NOTE_MAX,
+            decisions=list(DECISION_LABELS.items()),
+            policy=queries.policy_text(settings.policies_dir, held.item.policy),
+        )
 
     @app.post("/review/{item_id}/decide", dependencies=[Depends(same_origin)])
-    def decide(request: Request, item_id: int, store: StoreDep, reviewer: ReviewerDep,
-               decision: Annotated[str, Form()],
-               note: Annotated[str, Form(max_length=NOTE_MAX)] = "") -> Response:
+    def decide(
+        request: Request,
+        item_id: int,
+        store: StoreDep,
+        reviewer: ReviewerDep,
+        decision: Annotated[str, Form()],
+        note: Annotated[str, Form(max_length=NOTE_MAX)] = "",
+    ) -> Response:
         """Record the decision on a held item, then back to the review page."""
         review.resolve(store, item_id, reviewer, decision, note.strip())
         log.info("review item %s resolved by %s: %s", item_id, reviewer, decision)
@@ -222,8 +299,9 @@ def create_app() -> FastAPI:
         if not path.is_file():
             raise HTTPException(404, f"the recording of item {item_id} is missing")
         media = AUDIO_TYPES.get((held.audio_format or "").upper(), "application/octet-stream")
-        return FileResponse(path, media_type=media, content_disposition_type="inline",
-                            headers=SECURITY_HEADERS)
+        return FileResponse(
+            path, media_type=media, content_disposition_type="inline", headers=SECURITY_HEADERS
+        )
 
     return app
 

@@ -34,8 +34,15 @@ class HeldItem:
 
 
 def _held(row: sa.Row) -> HeldItem:
-    item = ReviewItem(row.id, row.file_id, row.policy, float(row.score), row.claimed_by,
-                      row.claimed_until, row.path)
+    item = ReviewItem(
+        row.id,
+        row.file_id,
+        row.policy,
+        float(row.score),
+        row.claimed_by,
+        row.claimed_until,
+        row.path,
+    )
     return HeldItem(item, row.format, row.duration_s, f"{row.archive}:{row.member_path}")
 
 
@@ -48,7 +55,9 @@ def held_item(store: Store, reviewer: str, now: datetime | None = None) -> HeldI
     rows = store.rows(
         _ITEM_SQL + " WHERE r.status = 'claimed' AND r.claimed_by = :who"
         " AND r.claimed_until >= :now ORDER BY r.claimed_until, r.id LIMIT 1",
-        who=reviewer, now=now or _now())
+        who=reviewer,
+        now=now or _now(),
+    )
     return _held(rows[0]) if rows else None
 
 
@@ -56,7 +65,11 @@ def held_by(store: Store, item_id: int, reviewer: str, now: datetime | None = No
     """Item ``item_id`` if ``reviewer`` holds an unexpired claim on it; ReviewError otherwise."""
     rows = store.rows(
         _ITEM_SQL + " WHERE r.id = :id AND r.status = 'claimed' AND r.claimed_by = :who"
-        " AND r.claimed_until >= :now", id=item_id, who=reviewer, now=now or _now())
+        " AND r.claimed_until >= :now",
+        id=item_id,
+        who=reviewer,
+        now=now or _now(),
+    )
     if not rows:
         raise ReviewError(f"item {item_id} is not held by {reviewer} (claim expired or taken)")
     return _held(rows[0])
@@ -67,7 +80,8 @@ def item_detail(store: Store, item_id: int, reviewer: str) -> HeldItem:
     held = held_by(store, item_id, reviewer)
     text = store.scalar(
         "SELECT text FROM transcripts WHERE file_id = :f ORDER BY created_at DESC, id DESC LIMIT 1",
-        f=held.item.file_id)
+        f=held.item.file_id,
+    )
     return HeldItem(held.item, held.audio_format, held.duration_s, held.source, text)
 
 
@@ -81,5 +95,7 @@ def policy_text(policies_dir: Path, policy: str) -> str | None:
 
 def queue_counts(store: Store) -> dict[str, int]:
     """The whole review queue by status (all days)."""
-    return {r.status: int(r.n) for r in store.rows(
-        "SELECT status, count(*) AS n FROM review_queue GROUP BY status")}
+    return {
+        r.status: int(r.n)
+        for r in store.rows("SELECT status, count(*) AS n FROM review_queue GROUP BY status")
+    }
