@@ -20,7 +20,7 @@ $(BIN)/airflow: requirements.txt requirements-dev.txt constraints.txt pyproject.
 venv: $(BIN)/airflow  ## Create .venv with every pinned dependency
 
 demo: venv  ## Run a sample day through earmark_daily on the embedded default and print a summary
-	$(BIN)/python -m earmark.demo --home $(DEMO)
+	$(BIN)/python -m earmark_dev.demo --home $(DEMO)
 
 ui: venv  ## Start Airflow (standalone) on the demo's home: the same runs in the UI
 	. $(DEMO)/env.sh && $(BIN)/airflow standalone
@@ -36,8 +36,8 @@ test: venv browser  ## Lint, format check and every test (unit, DAG integrity, i
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
 
-test-unit: venv  ## Unit and DAG tests only (no Postgres needed for the SQLite half)
-	$(BIN)/python -m pytest -q tests/unit tests/dags
+test-unit: venv  ## Unit, DAG and tooling tests (no Celery topology, no browser)
+	$(BIN)/python -m pytest -q tests/unit tests/dags tests/tools
 
 test-integration: venv  ## The whole DAG against a real Postgres results DB
 	$(BIN)/python -m pytest -q tests/integration

@@ -15,23 +15,21 @@ from airflow.sdk import (
     DeadlineReference,
     Param,
     dag,
-    get_current_context,
     task,
     task_group,
 )
 from earmark.config import Settings
-from earmark.monitoring import named_queries
+from earmark.day_status import named_queries
 from earmark.schedule import cron_expression, deadline_interval
 
 settings = Settings.from_env()
-# GPU tasks: the gpu Celery queue, a pool slot per GPU, a readable batch name, well under an hour.
+# GPU tasks: the gpu Celery queue, a pool slot per GPU, a readable unit name, well under an hour.
 GPU_TASK: dict[str, Any] = {
     "queue": "gpu",
     "pool": "gpu",
-    "map_index_template": "{{ batch_label }}",
+    "map_index_template": "{{ unit_label }}",
     "execution_timeout": timedelta(hours=1),
 }
-RUN_DATE = "{{ ti.xcom_pull(task_ids='check_for_work', key='run_date') }}"
 
 DOC = """
 # earmark_daily
@@ -39,8 +37,10 @@ DOC = """
 Screens one day of audio: every recording that arrived in `incoming/` is unpacked, transcribed
 (Whisper) and scored against every policy (CoPE-A); flagged recordings wait in the RA review queue.
 
-1. **check_for_work** picks the run date (param `date`, else the logical date in the configured
-   timezone) and waits for archives only when there is nothing to do yet.
+0. **migrate_results_db** applies pending results-DB migrations (the one place a run does);
+   **resolve_run_date** picks the run date (param `date`, else the logical date in the
+   configured timezone); every later task takes it as an argument.
+1. **check_for_work** waits for archives only when there is nothing to do yet.
 2. **wait_for_archives**: FileSensor on `incoming/*.sha256`; an archive is ready once its
    `.sha256` marker exists (written last).
 3. **register_archives**: every delivery taken out of `incoming/` (by rename: no link is
@@ -48,9 +48,10 @@ Screens one day of audio: every recording that arrived in `incoming/` is unpacke
    rejected with a reason); checksums verified; one row per archive (idempotent on sha256).
 4. **unpack** (mapped per archive, queue `unpack`): safe extraction, full audio validation; bad
    input is quarantined with a reason.
-5. **plan_batches** → **gpu_batch** (mapped task group per batch, queue and pool `gpu`):
+5. **plan_work_units** → **gpu_unit** (mapped task group per work unit, queue and pool `gpu`):
    **transcribe** then **classify**.
-6. **noon_check**, **data_quality**, **report**: completeness, ETA, checks, summary.
+6. **noon_check**, **data_quality**, **report**: completeness, ETA, checks, summary;
+   **prune_processed** deletes archives in `processed/` past their retention.
 
 A Deadline Alert emails when the local deadline passes with the run unfinished; a failed run
 emails too. Rerun a day: `airflow dags trigger earmark_daily --conf '{"date": "2026-11-29"}'`
@@ -86,28 +87,18 @@ def _deadline() -> DeadlineAlert | None:
     )
 
 
-def _context() -> tuple[Settings, Any, dict[str, Any]]:
-    from earmark.airflow_support import results_store  # noqa: PLC0415
+def _gpu_task_env(unit_id: int) -> Any:
+    """The task's env, with the work unit's readable name for the UI's map index."""
+    from earmark.airflow_support import task_env  # noqa: PLC0415
+    from earmark.work_units import unit_label  # noqa: PLC0415
 
-    current = Settings.from_env()
-    return current, results_store(current), get_current_context()
-
-
-def _gpu_stage(stage: str, batch_id: int, params: dict[str, Any] | None) -> int:
-    """Run one stage of ``earmark.screening`` on a batch; the batch id goes on to the next."""
-    from earmark import screening  # noqa: PLC0415
-    from earmark.batches import batch_label  # noqa: PLC0415
-
-    current, store, context = _context()
-    context["batch_label"] = batch_label(store, batch_id)
-    getattr(screening, stage)(
-        current, store, batch_id, reprocess=bool((params or {}).get("reprocess"))
-    )
-    return batch_id
+    env = task_env()
+    env.context["unit_label"] = unit_label(env.store, unit_id)
+    return env
 
 
-def _run_date(context: dict[str, Any]) -> str:
-    return context["ti"].xcom_pull(task_ids="check_for_work", key="run_date")
+def _reprocess(params: dict[str, Any] | None) -> bool:
+    return bool((params or {}).get("reprocess"))
 
 
 @dag(
@@ -148,21 +139,36 @@ def _run_date(context: dict[str, Any]) -> str:
     ),
 )
 def earmark_daily() -> None:
-    @task.branch
-    def check_for_work(params: dict[str, Any] | None = None) -> str:
-        """Pick the run date; skip waiting when archives are already there or registered."""
-        from earmark.intake import has_work  # noqa: PLC0415
-        from earmark.schedule import resolve_run_date  # noqa: PLC0415
+    @task
+    def migrate_results_db() -> list[str]:
+        """Apply pending results-DB migrations (idempotent; an advisory lock on Postgres)."""
+        from earmark.airflow_support import task_env  # noqa: PLC0415
 
-        current, store, context = _context()
-        dag_run = context["dag_run"]
-        run_date = resolve_run_date(
-            (params or {}).get("date"), dag_run.logical_date, dag_run.run_after, current.timezone
+        return task_env().store.migrate()
+
+    @task
+    def resolve_run_date(params: dict[str, Any] | None = None) -> str:
+        """The day this run screens: param ``date``, else the logical date, local time."""
+        from earmark.airflow_support import task_env  # noqa: PLC0415
+        from earmark.schedule import resolve_run_date as resolve  # noqa: PLC0415
+
+        env = task_env()
+        dag_run = env.context["dag_run"]
+        return resolve(
+            (params or {}).get("date"),
+            dag_run.logical_date,
+            dag_run.run_after,
+            env.settings.timezone,
         )
-        context["ti"].xcom_push(key="run_date", value=run_date)
-        store.migrate()
-        known = store.scalar("SELECT count(*) FROM archives WHERE run_date = :d", d=run_date)
-        if known or has_work(current):
+
+    @task.branch
+    def check_for_work(run_date: str) -> str:
+        """Skip waiting when archives are already there or registered."""
+        from earmark.airflow_support import task_env  # noqa: PLC0415
+        from earmark.ingest.intake import day_has_work  # noqa: PLC0415
+
+        env = task_env()
+        if day_has_work(env.settings, env.store, run_date):
             return "register_archives"
         return "wait_for_archives"
 
@@ -179,68 +185,85 @@ def earmark_daily() -> None:
         trigger_rule="none_failed_min_one_success",
         execution_timeout=timedelta(minutes=settings.register_timeout_minutes),
     )
-    def register_archives() -> list[int]:
+    def register_archives(run_date: str) -> list[int]:
         """Claim deliveries from incoming/, verify checksums, register archives; ids to unpack."""
-        from earmark.intake import register_archives as register  # noqa: PLC0415
+        from earmark.airflow_support import task_env  # noqa: PLC0415
+        from earmark.ingest.intake import register_archives as register  # noqa: PLC0415
 
-        current, store, context = _context()
-        return register(current, store, _run_date(context))
+        env = task_env()
+        return register(env.settings, env.store, run_date)
 
     @task(queue="unpack", map_index_template="{{ archive_label }}")
     def unpack(archive_id: int) -> dict[str, Any]:
         """Extract one archive safely, validate and register its files."""
         from dataclasses import asdict  # noqa: PLC0415
 
-        from earmark.intake import unpack_archive  # noqa: PLC0415
+        from earmark.airflow_support import task_env  # noqa: PLC0415
+        from earmark.ingest.intake import archive_name, unpack_archive  # noqa: PLC0415
 
-        current, store, context = _context()
-        context["archive_label"] = store.scalar(
-            "SELECT name FROM archives WHERE id = :id", id=archive_id
-        )
-        return asdict(unpack_archive(current, store, archive_id))
+        env = task_env()
+        env.context["archive_label"] = archive_name(env.store, archive_id)
+        return asdict(unpack_archive(env.settings, env.store, archive_id))
 
     @task(trigger_rule="all_done")
-    def plan_batches(params: dict[str, Any] | None = None) -> list[int]:
-        """Group the day's pending files into GPU batches; their ids.
+    def plan_work_units(run_date: str, params: dict[str, Any] | None = None) -> list[int]:
+        """Group the day's pending files into GPU work units; their ids.
 
         Runs whatever became of the unpacks, so one failed archive does not hold up the day.
         """
-        from earmark.batches import plan_batches as plan  # noqa: PLC0415
+        from earmark.airflow_support import task_env  # noqa: PLC0415
+        from earmark.work_units import plan_work_units as plan  # noqa: PLC0415
 
-        current, store, context = _context()
+        env = task_env()
         return plan(
-            store,
-            context["run_id"],
-            _run_date(context),
-            reprocess=bool((params or {}).get("reprocess")),
-            max_audio_s=current.batch_audio_seconds,
-            max_files=current.batch_max_files,
+            env.store,
+            env.context["run_id"],
+            run_date,
+            reprocess=_reprocess(params),
+            max_audio_s=env.settings.batch_audio_seconds,
+            max_files=env.settings.batch_max_files,
         )
 
     @task_group
-    def gpu_batch(batch_id: int) -> None:
+    def gpu_unit(unit_id: int) -> None:
         @task(**GPU_TASK)
-        def transcribe(batch_id: int, params: dict[str, Any] | None = None) -> int:
-            """Whisper over every pending file of the batch."""
-            return _gpu_stage("transcribe_batch", batch_id, params)
+        def transcribe(unit_id: int, params: dict[str, Any] | None = None) -> int:
+            """Whisper over every pending file of the work unit."""
+            from earmark.screening import transcribe_unit  # noqa: PLC0415
+
+            env = _gpu_task_env(unit_id)
+            transcribe_unit(env.settings, env.store, unit_id, reprocess=_reprocess(params))
+            return unit_id
 
         @task(**GPU_TASK)
-        def classify(batch_id: int, params: dict[str, Any] | None = None) -> int:
+        def classify(unit_id: int, params: dict[str, Any] | None = None) -> int:
             """CoPE-A scores against every policy; flagged items to the review queue."""
-            return _gpu_stage("classify_batch", batch_id, params)
+            from earmark.screening import classify_unit  # noqa: PLC0415
 
-        classify(transcribe(batch_id))
+            env = _gpu_task_env(unit_id)
+            classify_unit(env.settings, env.store, unit_id, reprocess=_reprocess(params))
+            return unit_id
+
+        classify(transcribe(unit_id))
 
     @task(trigger_rule="all_done")
-    def noon_check() -> dict[str, Any]:
+    def noon_check(run_date: str) -> dict[str, Any]:
         """Complete or not, ETA and throughput (counts only)."""
-        from earmark.monitoring import day_status  # noqa: PLC0415
+        from earmark.airflow_support import task_env  # noqa: PLC0415
+        from earmark.day_status import day_status  # noqa: PLC0415
 
-        current, store, context = _context()
-        return day_status(current, store, _run_date(context)).as_dict()
+        env = task_env()
+        return day_status(env.settings, env.store, run_date).as_dict()
+
+    @task(trigger_rule="all_done", multiple_outputs=True)
+    def data_quality_queries(run_date: str) -> dict[str, str]:
+        """The data-quality checks' SQL for the run date (one output per check)."""
+        from earmark.day_status import data_quality_checks  # noqa: PLC0415
+
+        return data_quality_checks(run_date)
 
     @task_group
-    def data_quality() -> None:
+    def data_quality(queries: Any) -> None:
         SQLColumnCheckOperator(
             task_id="label_scores_in_range",
             conn_id=settings.db_conn_id,
@@ -250,39 +273,47 @@ def earmark_daily() -> None:
             },
             trigger_rule="all_done",
         )
-        for name, sql in named_queries("data_quality").items():
+        for name in named_queries("data_quality"):
             SQLCheckOperator(
                 task_id=name,
                 conn_id=settings.db_conn_id,
-                sql=sql.replace("{{ run_date }}", RUN_DATE),
+                sql=queries[name],
                 trigger_rule="all_done",
             )
 
     @task(trigger_rule="all_done")
-    def report() -> str:
+    def report(run_date: str) -> str:
         """The day's summary; fails the run when the day is incomplete."""
-        from earmark.intake import prune_processed  # noqa: PLC0415
-        from earmark.monitoring import day_status, format_summary  # noqa: PLC0415
+        from earmark.airflow_support import task_env  # noqa: PLC0415
+        from earmark.day_status import day_status, format_summary  # noqa: PLC0415
 
-        current, store, context = _context()
-        status = day_status(current, store, _run_date(context))
+        env = task_env()
+        status = day_status(env.settings, env.store, run_date)
         print(format_summary(status))  # the task log is the report's home
-        prune_processed(current)
         if not status.complete:
             raise RuntimeError(f"day {status.run_date} incomplete: files {status.files}")
         return status.run_date
 
-    start = check_for_work()
-    registered = register_archives()
+    @task(trigger_rule="all_done")
+    def prune_processed() -> int:
+        """Delete archives in processed/ older than the retention; how many day folders went."""
+        from earmark.ingest.intake import prune_processed as prune  # noqa: PLC0415
+
+        return len(prune(Settings.from_env()))
+
+    run_date = resolve_run_date()
+    migrate_results_db() >> run_date
+    start = check_for_work(run_date)
+    registered = register_archives(run_date)
     start >> [wait_for_archives, registered]
     wait_for_archives >> registered
     unpacked = unpack.expand(archive_id=registered)
-    batches = plan_batches()
-    unpacked >> batches
-    gpu = gpu_batch.expand(batch_id=batches)
-    checked = noon_check()
+    units = plan_work_units(run_date)
+    unpacked >> units
+    gpu = gpu_unit.expand(unit_id=units)
+    checked = noon_check(run_date)
     gpu >> checked
-    checked >> [data_quality(), report()]
+    checked >> [data_quality(data_quality_queries(run_date)), report(run_date), prune_processed()]
 
 
 earmark_daily()

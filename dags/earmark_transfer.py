@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.sdk import CronTriggerTimetable, dag, get_current_context, task
+from airflow.sdk import CronTriggerTimetable, dag, task
 from earmark.config import Settings
 
 settings = Settings.from_env()
@@ -35,13 +35,6 @@ source file changes; see the ledger with `SELECT status, count(*) FROM transfers
 """
 
 
-def _context() -> tuple[Settings, Any, dict[str, Any]]:
-    from earmark.airflow_support import results_store  # noqa: PLC0415
-
-    current = Settings.from_env()
-    return current, results_store(current), get_current_context()
-
-
 @dag(
     dag_id="earmark_transfer",
     schedule=CronTriggerTimetable("*/10 * * * *", timezone=settings.timezone),
@@ -53,7 +46,7 @@ def _context() -> tuple[Settings, Any, dict[str, Any]]:
     default_args={
         "queue": "transfer",
         "retries": 3,
-        "retry_delay": timedelta(minutes=1),
+        "retry_delay": timedelta(seconds=settings.retry_delay_seconds),
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": timedelta(minutes=10),
     },
@@ -62,11 +55,12 @@ def earmark_transfer() -> None:
     @task(queue="transfer")
     def discover() -> list[int]:
         """Record complete source archives in the ledger; ids of those still to copy."""
+        from earmark.airflow_support import task_env  # noqa: PLC0415
         from earmark.transfer import discover as discover_source  # noqa: PLC0415
 
-        current, store, _ = _context()
-        store.migrate()
-        return discover_source(current, store)
+        env = task_env()
+        env.store.migrate()  # the ledger table; a no-op once migrated
+        return discover_source(env.settings, env.store)
 
     @task(
         queue="transfer",
@@ -77,11 +71,12 @@ def earmark_transfer() -> None:
         """Copy one archive into incoming/, its ready marker last."""
         from dataclasses import asdict  # noqa: PLC0415
 
+        from earmark.airflow_support import task_env  # noqa: PLC0415
         from earmark.transfer import copy_one, transfer_name  # noqa: PLC0415
 
-        current, store, context = _context()
-        context["transfer_label"] = transfer_name(store, transfer_id)
-        return asdict(copy_one(current, store, transfer_id))
+        env = task_env()
+        env.context["transfer_label"] = transfer_name(env.store, transfer_id)
+        return asdict(copy_one(env.settings, env.store, transfer_id))
 
     copy.expand(transfer_id=discover())
 

@@ -33,7 +33,7 @@ grep -q earmark-redis.conf /etc/redis/redis.conf || echo "include /etc/redis/ear
 systemctl restart redis-server
 
 # The shared configuration. Copy THIS file to every worker host (same secrets everywhere).
-"$PROJECT/.venv/bin/python" -m earmark.harness render --values "$VALUES" --out /etc/earmark/airflow.env
+"$PROJECT/.venv/bin/earmark" render-config --values "$VALUES" --out /etc/earmark/airflow.env
 chown root:earmark /etc/earmark/airflow.env
 
 # Airflow metadata schema and the gpu pool (= the sum of the GPU workers' concurrency).

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +18,26 @@ PG_ADMIN_URL = os.environ.get(
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+_OWN_CACHE = "EARMARK_DEV_CACHE" not in os.environ
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One tooling cache per test run: tiny models and a migrated Airflow DB built once."""
+    if _OWN_CACHE:
+        os.environ["EARMARK_DEV_CACHE"] = tempfile.mkdtemp(prefix="earmark-dev-cache-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _OWN_CACHE and "EARMARK_DEV_CACHE" in os.environ:
+        shutil.rmtree(os.environ.pop("EARMARK_DEV_CACHE"), ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory):
+    """TinyModelPaths (asr, base, adapter) of tiny random models, built once per test run."""
+    from earmark_dev.tiny_models import build_tiny_models
+
+    return build_tiny_models(tmp_path_factory.mktemp("tiny-models"))
 
 
 @pytest.fixture(scope="session")
@@ -48,22 +70,57 @@ def _admin_engine():
     return engine
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """URL of a new, empty Postgres database, dropped afterwards."""
+def _create_database(template: str | None = None) -> str:
     import sqlalchemy as sa
 
     engine = _admin_engine()
     name = f"earmark_test_{uuid.uuid4().hex[:10]}"
     with engine.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = engine.url.set(database=name).render_as_string(hide_password=False)
+        conn.execute(
+            sa.text(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+        )
+    engine.dispose()
+    return name
+
+
+def _drop_database(name: str) -> None:
+    import sqlalchemy as sa
+
+    engine = _admin_engine()
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+
+
+def _url(name: str) -> str:
+    import sqlalchemy as sa
+
+    return sa.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """URL of a new, empty Postgres database, dropped afterwards."""
+    name = _create_database()
     try:
-        yield url
+        yield _url(name)
     finally:
-        with engine.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        engine.dispose()
+        _drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def migrated_pg_template() -> Iterator[str]:
+    """A Postgres database migrated once per run: each test's results DB is a copy of it."""
+    from earmark.store.db import Store
+
+    name = _create_database()
+    store = Store.from_url(_url(name))
+    store.migrate()
+    store.dispose()
+    try:
+        yield name
+    finally:
+        _drop_database(name)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -76,9 +133,11 @@ def store(request, tmp_path):
         store.migrate()
         yield store
         store.dispose()
-    else:
-        url = request.getfixturevalue("pg_url")
-        store = Store.from_url(url)
-        store.migrate()
+        return
+    name = _create_database(template=request.getfixturevalue("migrated_pg_template"))
+    store = Store.from_url(_url(name))
+    try:
         yield store
+    finally:
         store.dispose()
+        _drop_database(name)

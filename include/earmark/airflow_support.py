@@ -1,10 +1,12 @@
-"""The seam between Airflow and the package: the results DB from an Airflow connection.
+"""The seam between Airflow and the package: the results DB from an Airflow connection, and
+what every task starts from (settings, results store, Airflow context).
 
 Imported by tasks at run time only; everything else in the package works without Airflow.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.engine import URL
@@ -36,3 +38,20 @@ def results_store(settings: Settings) -> Store:
     from airflow.sdk import Connection  # noqa: PLC0415 - only inside a running task
 
     return Store.from_url(url_from_connection(Connection.get(settings.db_conn_id)))
+
+
+@dataclass(frozen=True)
+class TaskEnv:
+    """What a task body works with: settings read now, the results DB, Airflow's context."""
+
+    settings: Settings
+    store: Store
+    context: Any
+
+
+def task_env() -> TaskEnv:
+    """The ``TaskEnv`` of the running task (settings are read at run time, never at parse time)."""
+    from airflow.sdk import get_current_context  # noqa: PLC0415 - only inside a running task
+
+    settings = Settings.from_env()
+    return TaskEnv(settings, results_store(settings), get_current_context())

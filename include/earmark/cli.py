@@ -5,6 +5,9 @@
     earmark quarantine [--date D]   every rejected delivery and archive and quarantined file,
                                     with reasons (names with control or bidi chars escaped)
     earmark review-items [--date D] the day's review queue (ids, names, scores)
+    earmark render-config --values V --out O
+                                    render deploy/airflow.env.template into the EnvironmentFile
+                                    every host runs with (no DB needed)
 
 The results DB is ``--db-url`` or the Airflow connection ``EARMARK_DB_CONN_ID`` (for example
 from ``AIRFLOW_CONN_EARMARK_DB``).
@@ -15,9 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 from datetime import datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from earmark.config import Settings
+from earmark.deploy_config import render_config
 from earmark.names import printable
 from earmark.store.db import Store
 
@@ -31,7 +36,7 @@ def _store(args: argparse.Namespace, settings: Settings) -> Store:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from earmark import monitoring  # noqa: PLC0415
+    from earmark import day_status  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(
         prog="earmark", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -43,8 +48,15 @@ def main(argv: list[str] | None = None) -> int:
         sub = commands.add_parser(name)
         sub.add_argument("--date", help="YYYY-MM-DD (default: today, local)")
         sub.add_argument("--json", action="store_true", help="machine-readable output")
+    render = commands.add_parser("render-config", help="render the hosts' configuration file")
+    render.add_argument("--values", type=Path, required=True, help="KEY=VALUE lines")
+    render.add_argument("--out", type=Path, required=True, help="the EnvironmentFile to write")
     args = parser.parse_args(argv)
 
+    if args.command == "render-config":
+        rendered = render_config(args.values, args.out)
+        print(f"wrote {args.out} ({len(rendered)} settings)")
+        return 0
     settings = Settings.from_env()
     store = _store(args, settings)
     try:
@@ -54,10 +66,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         day = args.date or datetime.now(ZoneInfo(settings.timezone)).date().isoformat()
         if args.command == "status":
-            status = monitoring.day_status(settings, store, day)
-            print(json.dumps(status.as_dict()) if args.json else monitoring.format_summary(status))
+            status = day_status.day_status(settings, store, day)
+            print(json.dumps(status.as_dict()) if args.json else day_status.format_summary(status))
         elif args.command == "quarantine":
-            rows = monitoring.quarantine_report(store, day)
+            rows = day_status.quarantine_report(store, day)
             print(
                 json.dumps(rows)
                 if args.json
@@ -68,9 +80,9 @@ def main(argv: list[str] | None = None) -> int:
                 or "nothing quarantined"
             )
         else:
-            items = monitoring.review_items(store, day, limit=1000)
+            items = day_status.review_items(store, day, limit=1000)
             print(
-                json.dumps(items, default=str) if args.json else monitoring.format_items(items, [])
+                json.dumps(items, default=str) if args.json else day_status.format_items(items, [])
             )
     finally:
         store.dispose()

@@ -84,9 +84,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "EARMARK_BATCH_AUDIO_SECONDS",
         "14400",
-        "Audio seconds per GPU batch (one mapped GPU task each, well under an hour).",
+        "Audio seconds per GPU work unit (one mapped GPU task each, well under an hour).",
     ),
-    Setting("EARMARK_BATCH_MAX_FILES", "2000", "Most files in one GPU batch."),
+    Setting("EARMARK_BATCH_MAX_FILES", "2000", "Most files in one GPU work unit."),
     Setting(
         "EARMARK_ASR_BATCH_SIZE",
         "64",

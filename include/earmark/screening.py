@@ -1,9 +1,9 @@
-"""The GPU stage of one planned batch: transcribe its files, then screen them against policies.
+"""The GPU stage of one work unit: transcribe its files, then screen them against policies.
 
-Each task loads its model once and streams the whole batch through it. Every write is an upsert
+Each task loads its model once and streams the whole unit through it. Every write is an upsert
 keyed on the contract's unique keys with guarded status transitions, so a retried or redelivered
 task ends in the same state as a clean one. A file that cannot be decoded is quarantined; the rest
-of the batch goes on. Transcript text goes to the results DB only, never to logs or XCom.
+of the unit goes on. Transcript text goes to the results DB only, never to logs or XCom.
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ class ClassifierLike(Protocol):
 
 @dataclass(frozen=True)
 class StageResult:
-    """Counts and timing of one stage of one batch: safe for XCom and logs."""
+    """Counts and timing of one stage of one work unit: safe for XCom and logs."""
 
-    batch_id: int
+    unit_id: int
     items: int
     skipped: int
     quarantined: int
@@ -153,11 +153,11 @@ def load_classifier(settings: Settings) -> ClassifierLike:
     return classifier
 
 
-def _batch_files(store: Store, batch_id: int) -> list[sa.Row]:
+def _unit_files(store: Store, unit_id: int) -> list[sa.Row]:
     return store.rows(
         "SELECT f.id, f.path, f.duration_s, f.status FROM batch_files b"
         " JOIN audio_files f ON f.id = b.file_id WHERE b.batch_id = :b ORDER BY f.id",
-        b=batch_id,
+        b=unit_id,
     )
 
 
@@ -191,20 +191,20 @@ def _write_transcripts(store: Store, model: str, items: Sequence[tuple[int, str]
         )
 
 
-def transcribe_batch(
+def transcribe_unit(
     settings: Settings,
     store: Store,
-    batch_id: int,
+    unit_id: int,
     *,
     reprocess: bool = False,
     transcriber: TranscriberLike | None = None,
 ) -> StageResult:
-    """Transcribe every live file of the batch that has no transcript yet (all, if reprocess)."""
+    """Transcribe every live file of the unit that has no transcript yet (all, if reprocess)."""
     from earmark.inference.audio import AudioDecodeError, load_many  # noqa: PLC0415
 
     started = time.perf_counter()
     model = asr_model_id(settings)
-    batch = _batch_files(store, batch_id)
+    unit = _unit_files(store, unit_id)
     done_ids = (
         set()
         if reprocess
@@ -213,13 +213,13 @@ def transcribe_batch(
             for row in store.rows(
                 "SELECT t.file_id FROM transcripts t JOIN batch_files b ON b.file_id = t.file_id"
                 " WHERE b.batch_id = :b AND t.model = :m",
-                b=batch_id,
+                b=unit_id,
                 m=model,
             )
         }
     )
-    files = [f for f in batch if f.status != FileStatus.QUARANTINED and f.id not in done_ids]
-    skipped = len(batch) - len(files)
+    files = [f for f in unit if f.status != FileStatus.QUARANTINED and f.id not in done_ids]
+    skipped = len(unit) - len(files)
     files.sort(key=lambda f: -(f.duration_s or 0.0))
     quarantined = 0
     audio_s = 0.0
@@ -236,7 +236,7 @@ def transcribe_batch(
 
         paths = [Path(f.path) for f in files]
         # Decode the next chunk while the GPU works on this one. Memory stays bounded: a
-        # planned batch holds at most EARMARK_BATCH_AUDIO_SECONDS of audio.
+        # planned unit holds at most EARMARK_BATCH_AUDIO_SECONDS of audio.
         decoded_files = load_many(
             paths, 16000, workers=min(8, os.cpu_count() or 1), prefetch=2 * settings.asr_batch_size
         )
@@ -254,7 +254,7 @@ def transcribe_batch(
         if chunk_audio:
             flush()
     result = StageResult(
-        batch_id,
+        unit_id,
         len(files) - quarantined,
         skipped,
         quarantined,
@@ -267,21 +267,21 @@ def transcribe_batch(
                 "UPDATE gpu_batches SET transcribe_wall_s = :w, transcribed_files = :n"
                 " WHERE id = :b"
             ),
-            {"w": result.wall_s, "n": result.items, "b": batch_id},
+            {"w": result.wall_s, "n": result.items, "b": unit_id},
         )
-    log.info("batch %s transcribed: %s", batch_id, result)
+    log.info("unit %s transcribed: %s", unit_id, result)
     return result
 
 
-def classify_batch(
+def classify_unit(
     settings: Settings,
     store: Store,
-    batch_id: int,
+    unit_id: int,
     *,
     reprocess: bool = False,
     classifier: ClassifierLike | None = None,
 ) -> StageResult:
-    """Score every transcribed file of the batch against every policy; flag into the RA queue."""
+    """Score every transcribed file of the unit against every policy; flag into the RA queue."""
     from earmark.inference.policies import load_policies  # noqa: PLC0415
 
     started = time.perf_counter()
@@ -292,7 +292,7 @@ def classify_batch(
         " JOIN audio_files f ON f.id = b.file_id"
         " JOIN transcripts t ON t.file_id = f.id AND t.model = :asr"
         " WHERE b.batch_id = :b AND f.status IN ('transcribed', 'classified') ORDER BY f.id",
-        b=batch_id,
+        b=unit_id,
         asr=asr_model_id(settings),
     )
     current_sha = {p.name: p.sha256 for p in policies}
@@ -305,7 +305,7 @@ def classify_batch(
                 "SELECT l.file_id, l.policy, l.policy_sha FROM labels l"
                 " JOIN batch_files b ON b.file_id = l.file_id"
                 " WHERE b.batch_id = :b AND l.model = :m",
-                b=batch_id,
+                b=unit_id,
                 m=model,
             )
             if current_sha.get(r.policy) == r.policy_sha
@@ -335,10 +335,10 @@ def classify_batch(
                 " AND (SELECT count(*) FROM labels l WHERE l.file_id = audio_files.id"
                 " AND l.model = :m) >= :n"
             ),
-            {"b": batch_id, "m": model, "n": len(policies)},
+            {"b": unit_id, "m": model, "n": len(policies)},
         )
     result = StageResult(
-        batch_id,
+        unit_id,
         items,
         len(transcripts) * len(policies) - items,
         0,
@@ -350,9 +350,9 @@ def classify_batch(
             sa.text(
                 "UPDATE gpu_batches SET classify_wall_s = :w, classified_items = :n WHERE id = :b"
             ),
-            {"w": result.wall_s, "n": items, "b": batch_id},
+            {"w": result.wall_s, "n": items, "b": unit_id},
         )
-    log.info("batch %s classified: %s", batch_id, result)
+    log.info("unit %s classified: %s", unit_id, result)
     return result
 
 

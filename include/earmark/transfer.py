@@ -31,7 +31,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from earmark.config import Settings
-from earmark.contract import ARCHIVE_SUFFIXES, MARKER_SUFFIX, marker_text, parse_marker
+from earmark.incoming import ARCHIVE_SUFFIXES, MARKER_SUFFIX, marker_text, parse_marker
 from earmark.statuses import TransferStatus
 from earmark.store.db import Store
 

@@ -36,7 +36,7 @@ def test_every_task_retries(daily):
 
 
 def test_gpu_tasks_on_gpu_queue_and_pool(daily):
-    for task_id in ("gpu_batch.transcribe", "gpu_batch.classify"):
+    for task_id in ("gpu_unit.transcribe", "gpu_unit.classify"):
         task = daily.get_task(task_id)
         assert task.queue == "gpu"
         assert task.pool == "gpu"
@@ -46,7 +46,7 @@ def test_gpu_tasks_on_gpu_queue_and_pool(daily):
 
 def test_other_tasks_off_the_gpu(daily):
     for task in daily.tasks:
-        if not task.task_id.startswith("gpu_batch."):
+        if not task.task_id.startswith("gpu_unit."):
             assert task.queue != "gpu" and task.pool != "gpu", task.task_id
 
 
@@ -59,13 +59,13 @@ def test_unpack_is_mapped_on_unpack_queue(daily):
     assert unpack.partial_kwargs.get("map_index_template") or unpack.map_index_template
 
 
-def test_gpu_batch_is_a_mapped_group(daily):
+def test_gpu_unit_is_a_mapped_group(daily):
     from airflow.sdk.definitions.taskgroup import MappedTaskGroup
 
-    assert isinstance(daily.task_group_dict["gpu_batch"], MappedTaskGroup)
+    assert isinstance(daily.task_group_dict["gpu_unit"], MappedTaskGroup)
     assert (
-        daily.get_task("gpu_batch.transcribe").task_id
-        in daily.get_task("gpu_batch.classify").upstream_task_ids
+        daily.get_task("gpu_unit.transcribe").task_id
+        in daily.get_task("gpu_unit.classify").upstream_task_ids
     )
 
 
@@ -81,9 +81,9 @@ def test_pipeline_order(daily):
         "check_for_work",
         "register_archives",
         "unpack",
-        "plan_batches",
-        "gpu_batch.transcribe",
-        "gpu_batch.classify",
+        "plan_work_units",
+        "gpu_unit.transcribe",
+        "gpu_unit.classify",
         "noon_check",
         "report",
     ]

@@ -7,5 +7,5 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers",
         "distributed: starts the whole distributed topology (api-server, scheduler, dag-processor,"
-        " triggerer, two Celery workers, Redis, SMTP sink) via earmark.harness; minutes",
+        " triggerer, two Celery workers, Redis, SMTP sink) via earmark_dev.harness; minutes",
     )

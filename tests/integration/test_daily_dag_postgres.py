@@ -14,8 +14,8 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from earmark.localenv import LocalEnv
 from earmark.store.db import Store
+from earmark_dev.localenv import LocalEnv
 
 pytestmark = pytest.mark.integration
 DAY = "2026-11-29"
@@ -23,8 +23,8 @@ DAY = "2026-11-29"
 
 def _add_bad_archive(incoming: Path) -> None:
     """One archive with a garbage .wav beside a good one, and one unsafe archive."""
-    from earmark.contract import sha256_file
-    from earmark.sampledata import generate_day
+    from earmark.incoming import sha256_file
+    from earmark_dev.sampledata import generate_day
 
     scratch = incoming.parent / "scratch"
     good = generate_day(
@@ -83,8 +83,8 @@ def _snapshot(store: Store) -> dict[str, object]:
 
 
 def test_daily_dag_end_to_end_then_rerun(tmp_path, pg_url):
-    from earmark.demo import run_day
-    from earmark.sampledata import generate_day
+    from earmark_dev.demo import run_day
+    from earmark_dev.sampledata import generate_day
 
     env = LocalEnv(tmp_path, results_db_url=pg_url)
     env.prepare()

@@ -1,6 +1,6 @@
 """earmark_daily on the real distributed topology: Celery workers, Redis, Postgres, SMTP.
 
-One harness (``earmark.harness``) serves the whole module: api-server, scheduler, dag-processor,
+One harness (``earmark_dev.harness``) serves the whole module: api-server, scheduler, dag-processor,
 triggerer, a ``default,unpack,transfer`` worker and a ``gpu`` worker (concurrency 1, hostname
 ``earmark-gpu-1``), a private Redis with AOF, fresh metadata and results databases and an SMTP
 sink. The results DB and the data root are emptied before each test. Tests run in file order:
@@ -18,13 +18,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
-from earmark.harness import DEFAULT_HOSTNAME, GPU_HOSTNAME, Harness, admin_engine
+from earmark_dev.harness import DEFAULT_HOSTNAME, GPU_HOSTNAME, Harness, admin_engine
 
 pytestmark = pytest.mark.distributed
 
 DAY = "2026-11-29"
 SEED = 11
-GPU_TASKS = ("gpu_batch.transcribe", "gpu_batch.classify")
+GPU_TASKS = ("gpu_unit.transcribe", "gpu_unit.classify")
 RUN_TIMEOUT = 420
 REFERENCE: dict[str, object] = {}
 
@@ -89,7 +89,7 @@ def fresh(harness, scheduled):
 
 
 def _deliver(h: Harness, day: str = DAY) -> None:
-    from earmark.sampledata import generate_day
+    from earmark_dev.sampledata import generate_day
 
     generate_day(
         h.data_root / "incoming",
@@ -255,8 +255,8 @@ def test_deadline_missed_mail_then_failure_mail(fresh):
 
     # The operator gives up on the stuck GPU batch; `report` then finds the day incomplete and
     # fails (it would retry for minutes: the operator fails it too, as one does in the UI).
-    h.wait_ti("late", "gpu_batch.transcribe", ("queued", "scheduled"))
-    h.mark_failed("late", "gpu_batch.transcribe")
+    h.wait_ti("late", "gpu_unit.transcribe", ("queued", "scheduled"))
+    h.mark_failed("late", "gpu_unit.transcribe")
     h.wait_ti("late", "report", ("up_for_retry",), timeout=120)
     h.mark_failed("late", "report")
     assert h.wait_run("late", 120) == "failed"
@@ -277,7 +277,7 @@ def test_gpu_task_process_killed_mid_batch(fresh):
     reference = _reference(h)
     _deliver(h)
     h.trigger("kill_task", conf={"date": DAY})
-    ti = h.wait_ti("kill_task", "gpu_batch.transcribe", ("running",))
+    ti = h.wait_ti("kill_task", "gpu_unit.transcribe", ("running",))
     os.kill(h.task_process(str(ti.id)), signal.SIGKILL)
     assert h.wait_run("kill_task", RUN_TIMEOUT) == "success"
     tries = {(t.task_id, t.map_index): t.try_number for t in h.task_instances("kill_task")}
@@ -291,7 +291,7 @@ def test_gpu_worker_killed_and_restarted(fresh):
     reference = _reference(h)
     _deliver(h)
     h.trigger("kill_worker", conf={"date": DAY})
-    ti = h.wait_ti("kill_worker", "gpu_batch.transcribe", ("running",))
+    ti = h.wait_ti("kill_worker", "gpu_unit.transcribe", ("running",))
     h.task_process(str(ti.id))  # the task really started on the gpu worker
     h.kill("worker-gpu")
     h.start("worker-gpu")
@@ -308,7 +308,7 @@ def test_redis_restarted_with_tasks_queued(fresh):
     _deliver(h)
     h.stop("worker-gpu")
     h.trigger("redis", conf={"date": DAY})
-    h.wait_ti("redis", "gpu_batch.transcribe", ("queued",))
+    h.wait_ti("redis", "gpu_unit.transcribe", ("queued",))
     cli = ["redis-cli", "-p", str(h.ports["redis"])]
     deadline = time.monotonic() + 30
     while (

@@ -26,8 +26,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import sqlalchemy as sa
-from earmark.localenv import LocalEnv
 from earmark.store.db import Store
+from earmark_dev.localenv import LocalEnv
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 from earmark.config import Settings
-from earmark.contract import sha256_file
+from earmark.incoming import sha256_file
 from earmark.ingest.extract import InsufficientDisk
-from earmark.intake import register_archives, unpack_archive
-from earmark.sampledata import generate_day
+from earmark.ingest.intake import register_archives, unpack_archive
+from earmark_dev.sampledata import generate_day
 
 DAY = "2026-11-29"
 
@@ -185,7 +185,7 @@ def test_disk_full_raises_and_leaves_archive_for_retry(settings, store, monkeypa
 
 
 def test_retention_prunes_old_processed_days_only(settings):
-    from earmark.intake import prune_processed
+    from earmark.ingest.intake import prune_processed
 
     for day in ("2026-10-01", "2026-11-20", "not-a-date"):
         (settings.processed / day).mkdir(parents=True)

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 from earmark.config import Settings
-from earmark.contract import sha256_file
+from earmark.incoming import sha256_file
 from earmark.ingest.extract import ExtractLimits
-from earmark.intake import register_archives, unpack_archive
+from earmark.ingest.intake import register_archives, unpack_archive
 
 DAY = "2026-11-29"
 SR = 16_000

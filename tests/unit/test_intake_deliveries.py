@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 from delivery_kit import deliver, run_bounded, sha256, tar_bytes, wav, write_then_rename
-from earmark import intake
-from earmark.batches import plan_batches
-from earmark.contract import sha256_file
-from earmark.intake import register_archives, unpack_archive
-from earmark.screening import classify_batch, load_classifier, load_transcriber, transcribe_batch
+from earmark.incoming import sha256_file
+from earmark.ingest import intake
+from earmark.ingest.intake import register_archives, unpack_archive
+from earmark.screening import classify_unit, load_classifier, load_transcriber, transcribe_unit
+from earmark.work_units import plan_work_units
 
 DAY = "2026-11-29"
 
@@ -52,11 +52,11 @@ def _screen(settings, store, models, run_id: str) -> None:
     for archive_id in store.rows("SELECT id FROM archives WHERE status = 'registered'"):
         unpack_archive(settings, store, archive_id.id)
     transcriber, classifier = models
-    for batch_id in plan_batches(
+    for batch_id in plan_work_units(
         store, run_id, DAY, reprocess=False, max_audio_s=3600, max_files=100
     ):
-        transcribe_batch(settings, store, batch_id, transcriber=transcriber)
-        classify_batch(settings, store, batch_id, classifier=classifier)
+        transcribe_unit(settings, store, batch_id, transcriber=transcriber)
+        classify_unit(settings, store, batch_id, classifier=classifier)
 
 
 def _deliveries(store) -> dict[str, tuple[str, str | None]]:

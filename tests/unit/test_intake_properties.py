@@ -21,8 +21,8 @@ import pytest
 import sqlalchemy as sa
 from delivery_kit import sha256, tar_bytes, wav, write_then_rename
 from earmark.config import Settings
-from earmark.contract import sha256_file
-from earmark.intake import register_archives, unpack_archive
+from earmark.incoming import sha256_file
+from earmark.ingest.intake import register_archives, unpack_archive
 from earmark.store.db import Store
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st

@@ -8,17 +8,17 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from earmark.batches import plan_batches
 from earmark.config import Settings
-from earmark.intake import register_archives, unpack_archive
-from earmark.sampledata import generate_day
+from earmark.ingest.intake import register_archives, unpack_archive
 from earmark.screening import (
-    classify_batch,
+    classify_unit,
     load_classifier,
     load_transcriber,
     stage_plan,
-    transcribe_batch,
+    transcribe_unit,
 )
+from earmark.work_units import plan_work_units
+from earmark_dev.sampledata import generate_day
 
 DAY = "2026-11-29"
 
@@ -62,11 +62,11 @@ def models(tiny_settings):
 
 
 def transcribe(settings, store, batch_id, models, **kw):
-    return transcribe_batch(settings, store, batch_id, transcriber=models["transcriber"], **kw)
+    return transcribe_unit(settings, store, batch_id, transcriber=models["transcriber"], **kw)
 
 
 def classify(settings, store, batch_id, models, **kw):
-    return classify_batch(settings, store, batch_id, classifier=models["classifier"], **kw)
+    return classify_unit(settings, store, batch_id, classifier=models["classifier"], **kw)
 
 
 @pytest.fixture
@@ -83,7 +83,9 @@ def day(tmp_path, store, tiny_settings):
     )
     for archive_id in register_archives(settings, store, DAY):
         unpack_archive(settings, store, archive_id)
-    [batch_id] = plan_batches(store, "run-1", DAY, reprocess=False, max_audio_s=3600, max_files=100)
+    [batch_id] = plan_work_units(
+        store, "run-1", DAY, reprocess=False, max_audio_s=3600, max_files=100
+    )
     return settings, store, batch_id
 
 

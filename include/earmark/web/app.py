@@ -3,7 +3,7 @@
 Airflow mounts it at ``/earmark`` (``plugins/earmark_review.py``). Mounted apps are not
 authenticated by Airflow, so every route depends on ``requires_access_view(PLUGINS)``; the
 reviewer is the authenticated Airflow user. Routes stay thin: the queue is ``earmark.review``,
-the counts ``earmark.monitoring``. Transcript text goes into the item page only, never into a
+the counts ``earmark.day_status``. Transcript text goes into the item page only, never into a
 title, URL or log line.
 """
 
@@ -25,7 +25,7 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from earmark import monitoring, review
+from earmark import day_status, review
 from earmark.config import Settings
 from earmark.names import printable
 from earmark.store.db import Store
@@ -151,7 +151,7 @@ def message(
     )
 
 
-def _verdict(status: monitoring.DayStatus) -> tuple[str, str]:
+def _verdict(status: day_status.DayStatus) -> tuple[str, str]:
     """(badge class, words) for where the day stands against its deadline."""
     if not status.archives:
         return "warn", "No archives registered for this day yet"
@@ -212,7 +212,7 @@ def create_app() -> FastAPI:
     ) -> Response:
         """Where a day stands (default: today in EARMARK_TIMEZONE)."""
         run_date = _run_date(day, settings)
-        status = monitoring.day_status(settings, store, run_date)
+        status = day_status.day_status(settings, store, run_date)
         return render(
             request,
             "status.html",
@@ -221,8 +221,8 @@ def create_app() -> FastAPI:
             reviewer=reviewer,
             s=status,
             verdict=_verdict(status),
-            summary=monitoring.format_summary(status),
-            items=monitoring.review_items(store, run_date),
+            summary=day_status.format_summary(status),
+            items=day_status.review_items(store, run_date),
         )
 
     @app.get("/review", response_class=HTMLResponse, name="review")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -134,13 +135,28 @@ class LocalEnv(HomeLayout):
         )
 
     def prepare(self) -> None:
-        """Create folders, Airflow's metadata DB, the gpu pool and the tiny models."""
-        from earmark.tiny_models import build_tiny_models  # noqa: PLC0415
+        """Create folders, Airflow's metadata DB, the gpu pool and the tiny models.
+
+        With ``EARMARK_DEV_CACHE`` set, a new metadata DB is a copy of one migrated (with the
+        pool) once per Airflow version: ``airflow db migrate`` from nothing takes seconds.
+        """
+        from earmark_dev.tiny_models import build_tiny_models, dev_cache  # noqa: PLC0415
 
         for folder in (self.airflow_home, self.data_root / "incoming", self.models):
             folder.mkdir(parents=True, exist_ok=True)
-        self.airflow("db", "migrate", capture=True)
-        self.airflow("pools", "set", "gpu", "1", "GPU slots (one per GPU)", capture=True)
+        metadata = self.airflow_home / "airflow.db"
+        cache = dev_cache()
+        template = cache / f"airflow-{_airflow_version()}-metadata.db" if cache else None
+        if template is not None and template.is_file() and not metadata.exists():
+            shutil.copyfile(template, metadata)
+        else:
+            self.airflow("db", "migrate", capture=True)
+            self.airflow("pools", "set", "gpu", "1", "GPU slots (one per GPU)", capture=True)
+            if template is not None and not template.exists():
+                template.parent.mkdir(parents=True, exist_ok=True)
+                partial = template.with_suffix(f".{os.getpid()}.partial")
+                shutil.copyfile(metadata, partial)
+                partial.replace(template)
         paths = build_tiny_models(self.models)
         assert paths.asr == self.models / "asr", paths
         self.write_env_file()
@@ -150,3 +166,9 @@ class LocalEnv(HomeLayout):
         target = self.home / "env.sh"
         target.write_text("\n".join(lines) + "\n", encoding="utf-8")
         return target
+
+
+def _airflow_version() -> str:
+    from importlib.metadata import version  # noqa: PLC0415
+
+    return version("apache-airflow")

@@ -16,7 +16,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from earmark.config import PROJECT_ROOT, Settings
-from earmark.localenv import LocalEnv
+from earmark_dev.localenv import LocalEnv
 
 
 def run_day(
@@ -44,15 +44,15 @@ def run_day(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from earmark.monitoring import (  # noqa: PLC0415
+    from earmark.day_status import (  # noqa: PLC0415
         day_status,
         format_items,
         format_summary,
         quarantine_report,
         review_items,
     )
-    from earmark.sampledata import generate_day  # noqa: PLC0415
     from earmark.store.db import Store  # noqa: PLC0415
+    from earmark_dev.sampledata import generate_day  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--home", type=Path, default=PROJECT_ROOT / ".demo")

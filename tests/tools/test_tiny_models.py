@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from earmark.tiny_models import MARKER, TinyModelPaths, build_tiny_models, main
+from earmark_dev.tiny_models import MARKER, TinyModelPaths, build_tiny_models, main
 from peft import PeftModel
 from transformers import (
     AutoModelForCausalLM,

@@ -5,12 +5,13 @@ whole inference path (Whisper ASR, Gemma-2 base + LoRA adapter) without weights
 from the Hub. Their outputs are meaningless; their shapes, tokenizers, configs and
 file layouts match what the real loaders expect.
 
-CLI: ``python -m earmark.tiny_models DEST`` prints the three model directories.
+CLI: ``python -m earmark_dev.tiny_models DEST`` prints the three model directories.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,11 +47,25 @@ def _paths(dest: Path) -> TinyModelPaths:
     return TinyModelPaths(asr=dest / "asr", base=dest / "base", adapter=dest / "adapter")
 
 
+def dev_cache() -> Path | None:
+    """``EARMARK_DEV_CACHE``: a folder where tooling keeps what it can build once and copy
+    (the tiny models, a migrated Airflow metadata DB). Unset: nothing is cached."""
+    value = os.environ.get("EARMARK_DEV_CACHE")
+    return Path(value) if value else None
+
+
 def build_tiny_models(dest: Path) -> TinyModelPaths:
     """Build all three tiny models under ``dest`` (idempotent: a marker file is written last)."""
     dest = Path(dest)
     paths = _paths(dest)
     if (dest / MARKER).is_file():
+        return paths
+    cache = dev_cache()
+    if cache is not None and cache.resolve() != dest.resolve().parent:
+        # Built once per test run (or machine) in the shared cache, then copied: seconds saved
+        # for every environment that needs them.
+        built = build_tiny_models(cache / "tiny-models")
+        shutil.copytree(built.base.parent, dest, dirs_exist_ok=True)
         return paths
     for sub in (paths.asr, paths.base, paths.adapter):
         if sub.exists():

@@ -35,8 +35,7 @@ from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
-
-from earmark.contract import marker_path, marker_text
+from earmark.incoming import marker_path, marker_text
 
 __all__ = ["generate_day", "main", "marker_path"]
 
@@ -328,9 +327,9 @@ def generate_day(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: python -m earmark.sampledata INCOMING --date 2026-11-29 --archives 3 ..."""
+    """CLI: python -m earmark_dev.sampledata INCOMING --date 2026-11-29 --archives 3 ..."""
     parser = argparse.ArgumentParser(
-        prog="python -m earmark.sampledata", description=__doc__.splitlines()[0]
+        prog="python -m earmark_dev.sampledata", description=__doc__.splitlines()[0]
     )
     parser.add_argument("incoming", type=Path, help="folder the archives are written to")
     parser.add_argument(

@@ -22,9 +22,9 @@ with random weights, built in code, saved and reloaded; needs CUDA), ``--tiny`` 
 offline models, CPU, seconds), ``--dry-run`` (configs and parameter counts only, on the meta
 device; no weights allocated).
 
-    python -m earmark.bench.gpu_stage --device cuda
-    python -m earmark.bench.gpu_stage --tiny
-    python -m earmark.bench.gpu_stage --dry-run
+    python -m earmark_dev.bench.gpu_stage --device cuda
+    python -m earmark_dev.bench.gpu_stage --tiny
+    python -m earmark_dev.bench.gpu_stage --dry-run
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
-
+from earmark.config import PROJECT_ROOT
 from earmark.inference.budget import (
     GEMMA2_9B,
     GIB,
@@ -61,7 +61,7 @@ from earmark.inference.budget import (
     batch_sizes,
 )
 
-POLICY_DIR = Path(__file__).resolve().parents[2] / "policies"
+POLICY_DIR = PROJECT_ROOT / "include" / "policies"
 POLICY_NAME = "harassment"
 MARKER = ".earmark-bench-real-models-complete"
 WINDOW_S = 30.0
@@ -279,7 +279,7 @@ def stratified_subset(durations: Sequence[float], count: int) -> list[int]:
 
 def whisper_token_ids() -> dict[str, int]:
     """Special-token ids of the tiny Whisper tokenizer: 256 byte symbols, then the specials."""
-    from earmark.tiny_models import WHISPER_SPECIALS  # noqa: PLC0415
+    from earmark_dev.tiny_models import WHISPER_SPECIALS  # noqa: PLC0415
 
     return {tok: 256 + i for i, tok in enumerate(WHISPER_SPECIALS)}
 
@@ -400,6 +400,7 @@ def build_real_size_models(dest: Path, device: str, dtype: str) -> ModelDirs:
     written last). Tokenizers are the tiny byte-level ones. No network access.
     """
     import torch  # noqa: PLC0415
+    from earmark_dev.tiny_models import build_tiny_models  # noqa: PLC0415
     from peft import LoraConfig, get_peft_model  # noqa: PLC0415
     from transformers import (  # noqa: PLC0415
         AutoTokenizer,
@@ -410,8 +411,6 @@ def build_real_size_models(dest: Path, device: str, dtype: str) -> ModelDirs:
         WhisperProcessor,
         WhisperTokenizer,
     )
-
-    from earmark.tiny_models import build_tiny_models  # noqa: PLC0415
 
     dest = Path(dest)
     dirs = ModelDirs(asr=dest / "asr", base=dest / "base", adapter=dest / "adapter")
@@ -498,11 +497,11 @@ class _WindowCounter:
 def make_corpus(dest: Path, files: int, minutes: float, seed: int) -> list[Path]:
     """Speech-like WAV/FLAC files at 16/22.05/44.1/48 kHz, mono and stereo, mixed lengths.
 
-    Uses ``earmark.sampledata`` (one archive, extracted); falls back to simple tones+noise.
+    Uses ``earmark_dev.sampledata`` (one archive, extracted); falls back to simple tones+noise.
     """
     dest.mkdir(parents=True, exist_ok=True)
     try:
-        from earmark.sampledata import generate_day  # noqa: PLC0415
+        from earmark_dev.sampledata import generate_day  # noqa: PLC0415
     except ImportError:
         return _synth_corpus(dest, files, minutes, seed)
     incoming = dest / "incoming"
@@ -608,7 +607,7 @@ def _write_results(rows: list[tuple[int, str, str, float]]) -> float:
 def _transcribe_optimized(
     transcriber: Any, paths: list[Path], durations: list[float], batch: int, workers: int
 ) -> tuple[list[str], float, float]:
-    """As ``screening.transcribe_batch``: longest first, decode pool feeding batches."""
+    """As ``screening.transcribe_unit``: longest first, decode pool feeding batches."""
     from earmark.inference.audio import AudioDecodeError, load_many  # noqa: PLC0415
 
     order = sorted(range(len(paths)), key=lambda i: -durations[i])
@@ -669,7 +668,6 @@ def _score_baseline(
 ) -> tuple[list[float], int]:
     """One full forward per item, batch 1, no cache reuse; P("1") from the last logits."""
     import torch  # noqa: PLC0415
-
     from earmark.inference.prompt import build_prompt  # noqa: PLC0415
 
     model, tokenizer = classifier.model, classifier.tokenizer
@@ -725,11 +723,10 @@ def run_benchmark(options: BenchOptions, log: Callable[[str], None] = print) -> 
 
 def _run(opts: BenchOptions, work: Path, log: Callable[[str], None]) -> BenchReport:
     import torch  # noqa: PLC0415
-    from transformers import AutoTokenizer  # noqa: PLC0415
-
     from earmark.inference.policies import Policy, load_policies  # noqa: PLC0415
     from earmark.inference.prompt import split_prompt  # noqa: PLC0415
-    from earmark.tiny_models import build_tiny_models  # noqa: PLC0415
+    from earmark_dev.tiny_models import build_tiny_models  # noqa: PLC0415
+    from transformers import AutoTokenizer  # noqa: PLC0415
 
     assert opts.files and opts.minutes and opts.baseline_files and opts.tokens_per_window
     torch.manual_seed(opts.seed)
@@ -889,9 +886,8 @@ def _asr_stage(
 ) -> dict[str, Any]:
     """Both transcription paths on one loaded Whisper (the pipeline shares the model)."""
     import torch  # noqa: PLC0415
-    from transformers import pipeline  # noqa: PLC0415
-
     from earmark.inference.transcriber import Transcriber, TranscriberOptions  # noqa: PLC0415
+    from transformers import pipeline  # noqa: PLC0415
 
     assert opts.tokens_per_window
     tokens = opts.tokens_per_window
@@ -960,7 +956,6 @@ def _classify_stage(
 ) -> dict[str, Any]:
     """Both scoring paths on one loaded, merged classifier."""
     import torch  # noqa: PLC0415
-
     from earmark.inference.classifier import Classifier, ClassifierOptions  # noqa: PLC0415
 
     started = time.perf_counter()
@@ -1087,7 +1082,7 @@ def format_report(report: BenchReport) -> str:
 def parse_args(argv: Sequence[str] | None = None) -> BenchOptions:
     """Command line -> BenchOptions."""
     parser = argparse.ArgumentParser(
-        prog="python -m earmark.bench.gpu_stage", description=__doc__.splitlines()[0]
+        prog="python -m earmark_dev.bench.gpu_stage", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--tiny", action="store_true", help="tiny offline models on a small corpus")
     parser.add_argument(

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 from earmark.ingest.extract import ExtractLimits, safe_extract
 from earmark.ingest.validate import validate_audio
-from earmark.sampledata import generate_day, main, marker_path
+from earmark_dev.sampledata import generate_day, main, marker_path
 
 DAY = dt.date(2026, 11, 29)
 NO_MARGIN = ExtractLimits(free_disk_margin_bytes=0)
@@ -195,7 +195,7 @@ def test_module_entry_point(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "earmark.sampledata",
+            "earmark_dev.sampledata",
             str(tmp_path),
             "--date",
             "2026-11-29",
@@ -225,7 +225,7 @@ def test_formats_can_be_restricted(tmp_path):
     import tarfile
     from datetime import date
 
-    from earmark.sampledata import generate_day
+    from earmark_dev.sampledata import generate_day
 
     [archive] = generate_day(
         tmp_path,

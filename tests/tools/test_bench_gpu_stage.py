@@ -9,7 +9,7 @@ import re
 
 import numpy as np
 import pytest
-from earmark.bench.gpu_stage import (
+from earmark_dev.bench.gpu_stage import (
     BenchOptions,
     _WindowCounter,
     count_parameters,

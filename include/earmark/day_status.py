@@ -7,7 +7,7 @@ Counts and ids only: nothing here touches transcript text.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -61,6 +61,17 @@ class DayStatus:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def data_quality_checks(run_date: str) -> dict[str, str]:
+    """The data-quality queries (``include/sql/data_quality.sql``) for ``run_date``, by name.
+
+    The common-sql check operators run raw DB-API SQL, whose placeholders differ between
+    Postgres and SQLite, so the date is written in; it is parsed as a date first.
+    """
+    day = date.fromisoformat(run_date).isoformat()
+    queries = named_queries("data_quality")
+    return {name: sql.replace("{{ run_date }}", day) for name, sql in queries.items()}
 
 
 def day_status(

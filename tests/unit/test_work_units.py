@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from earmark.batches import FileLength, pack
+from earmark.work_units import FileLength, pack
 from hypothesis import given
 from hypothesis import strategies as st
 

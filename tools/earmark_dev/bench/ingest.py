@@ -5,7 +5,7 @@ and Earmark's unpack (pre-scan, filtered extraction to a temp dir and rename, st
 every file, bulk registration in Postgres) in the same run, best of ``--repeat``. Then measures
 the registration rate alone with synthetic rows. Prints figures; asserts nothing about speed.
 
-    python -m earmark.bench.ingest --gb 1 --pg-url postgresql+psycopg://postgres@127.0.0.1/postgres
+    python -m earmark_dev.bench.ingest --gb 1 --pg-url postgresql+psycopg://postgres@127.0.0.1/postgres
 """
 
 from __future__ import annotations
@@ -23,11 +23,10 @@ from datetime import date
 from pathlib import Path
 
 import sqlalchemy as sa
-
 from earmark.config import Settings
-from earmark.intake import register_archives, register_files, unpack_archive
-from earmark.sampledata import generate_day
+from earmark.ingest.intake import register_archives, register_files, unpack_archive
 from earmark.store.db import Store
+from earmark_dev.sampledata import generate_day
 
 # Mixed rates and channels of the sample generator average about 82 kB of WAV per second.
 _WAV_BYTES_PER_SECOND = 82_000

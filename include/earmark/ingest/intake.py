@@ -41,7 +41,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from earmark.config import Settings
-from earmark.contract import ARCHIVE_SUFFIXES, MARKER_SUFFIX, parse_marker
+from earmark.incoming import ARCHIVE_SUFFIXES, MARKER_SUFFIX, parse_marker
 from earmark.ingest.extract import ArchiveRejected, ExtractLimits, safe_extract
 from earmark.ingest.rejection import Rejected
 from earmark.ingest.validate import AudioInfo, AudioLimits, AudioRejected, validate_audio
@@ -161,6 +161,17 @@ def has_work(settings: Settings) -> bool:
     """Anything for intake to do: a marker or an odd entry in incoming/, or a claimed delivery."""
     markers, odd = _scan_incoming(settings.incoming)
     return bool(markers or odd) or (settings.claimed.is_dir() and any(settings.claimed.iterdir()))
+
+
+def day_has_work(settings: Settings, store: Store, run_date: str) -> bool:
+    """Whether a run for ``run_date`` can start without waiting for deliveries."""
+    known = store.scalar("SELECT count(*) FROM archives WHERE run_date = :d", d=run_date)
+    return bool(known) or has_work(settings)
+
+
+def archive_name(store: Store, archive_id: int) -> str:
+    """An archive's delivered name (names with control or bidi characters are never registered)."""
+    return store.scalar("SELECT name FROM archives WHERE id = :id", id=archive_id)
 
 
 def _claim(settings: Settings, first: str, *companions: str) -> Path | None:
@@ -410,7 +421,6 @@ def register_archives(settings: Settings, store: Store, run_date: str) -> list[i
     earlier, interrupted attempt claimed are resumed first. Archives of ``run_date`` left
     ``registered`` by an earlier failed run are returned too.
     """
-    store.migrate()
     settings.ensure_layout()
     markers, _ = _scan_incoming(settings.incoming)
     for marker in markers:

@@ -1,1 +1,0 @@
-"""Benchmarks of Earmark's stages; run them as modules (``python -m earmark.bench.gpu_stage``)."""

@@ -1,0 +1,1 @@
+"""Benchmarks of Earmark's stages, run as modules (``python -m earmark_dev.bench.gpu_stage``)."""
