@@ -142,9 +142,9 @@ def earmark_daily() -> None:
     @task
     def migrate_results_db() -> list[str]:
         """Apply pending results-DB migrations (idempotent; an advisory lock on Postgres)."""
-        from earmark.airflow_support import task_env  # noqa: PLC0415
+        from earmark.airflow_support import migrate_results_db as migrate  # noqa: PLC0415
 
-        return task_env().store.migrate()
+        return migrate()
 
     @task
     def resolve_run_date(params: dict[str, Any] | None = None) -> str:

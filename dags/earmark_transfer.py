@@ -18,6 +18,7 @@ Copies new archives from the transfer source (`EARMARK_TRANSFER_SOURCE`, an Obje
 the `incoming/` contract of `earmark_daily`. Runs every 10 minutes, one run at a time, on the
 `transfer` queue. With the source unset it does nothing and says so in the `discover` log.
 
+0. **migrate_results_db** applies pending results-DB migrations (the ledger lives there).
 1. **discover** lists the source. An archive is complete when a companion `NAME.sha256` sits
    beside it, else once its size and mtime have not changed for
    `EARMARK_TRANSFER_SETTLE_SECONDS` (a file still uploading is never copied). Each complete
@@ -59,7 +60,6 @@ def earmark_transfer() -> None:
         from earmark.transfer import discover as discover_source  # noqa: PLC0415
 
         env = task_env()
-        env.store.migrate()  # the ledger table; a no-op once migrated
         return discover_source(env.settings, env.store)
 
     @task(
@@ -78,7 +78,16 @@ def earmark_transfer() -> None:
         env.context["transfer_label"] = transfer_name(env.store, transfer_id)
         return asdict(copy_one(env.settings, env.store, transfer_id))
 
-    copy.expand(transfer_id=discover())
+    @task(queue="transfer")
+    def migrate_results_db() -> list[str]:
+        """Apply pending results-DB migrations (the transfers ledger lives there too)."""
+        from earmark.airflow_support import migrate_results_db as migrate  # noqa: PLC0415
+
+        return migrate()
+
+    discovered = discover()
+    migrate_results_db() >> discovered
+    copy.expand(transfer_id=discovered)
 
 
 earmark_transfer()

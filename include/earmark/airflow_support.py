@@ -55,3 +55,9 @@ def task_env() -> TaskEnv:
 
     settings = Settings.from_env()
     return TaskEnv(settings, results_store(settings), get_current_context())
+
+
+def migrate_results_db() -> list[str]:
+    """Apply pending results-DB migrations: the first task of every Earmark DAG (idempotent;
+    one migrator at a time on Postgres). Returns the versions applied."""
+    return task_env().store.migrate()
