@@ -51,6 +51,37 @@ def dagbag(tmp_path_factory: pytest.TempPathFactory):
     return DagBag(dag_folder=str(ROOT / "dags"))
 
 
+@pytest.fixture(scope="session")
+def tiny_settings(tiny_models):
+    """Settings that run the production GPU-stage code on the tiny models, on the CPU."""
+    from dataclasses import replace
+
+    from earmark.config import Settings
+
+    return replace(
+        Settings.from_env(),
+        device="cpu",
+        dtype="float32",
+        asr_model_dir=tiny_models.asr,
+        base_model_dir=tiny_models.base,
+        adapter_dir=tiny_models.adapter,
+        asr_max_new_tokens=8,
+        flag_threshold=0.42,
+        asr_batch_size=2,
+    )
+
+
+@pytest.fixture(scope="session")
+def models(tiny_settings):
+    """The production loaders, once per run: a GPU task loads its models once too."""
+    from earmark.screening import load_classifier, load_transcriber
+
+    return {
+        "transcriber": load_transcriber(tiny_settings),
+        "classifier": load_classifier(tiny_settings),
+    }
+
+
 def _admin_engine():
     import sqlalchemy as sa
 

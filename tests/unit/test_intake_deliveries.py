@@ -13,31 +13,10 @@ from delivery_kit import deliver, run_bounded, sha256, tar_bytes, wav, write_the
 from earmark.incoming import sha256_file
 from earmark.ingest import intake
 from earmark.ingest.intake import register_archives, unpack_archive
-from earmark.screening import classify_unit, load_classifier, load_transcriber, transcribe_unit
+from earmark.screening import classify_unit, transcribe_unit
 from earmark.work_units import plan_work_units
 
 DAY = "2026-11-29"
-
-
-@pytest.fixture(scope="module")
-def tiny_settings(tiny_models):
-    from earmark.config import Settings
-
-    return replace(
-        Settings.from_env(),
-        device="cpu",
-        dtype="float32",
-        asr_model_dir=tiny_models.asr,
-        base_model_dir=tiny_models.base,
-        adapter_dir=tiny_models.adapter,
-        asr_max_new_tokens=4,
-        asr_batch_size=4,
-    )
-
-
-@pytest.fixture(scope="module")
-def models(tiny_settings):
-    return load_transcriber(tiny_settings), load_classifier(tiny_settings)
 
 
 @pytest.fixture
@@ -51,7 +30,7 @@ def _screen(settings, store, models, run_id: str) -> None:
     """What the DAG does after registration: unpack, plan, transcribe, classify."""
     for archive_id in store.rows("SELECT id FROM archives WHERE status = 'registered'"):
         unpack_archive(settings, store, archive_id.id)
-    transcriber, classifier = models
+    transcriber, classifier = models["transcriber"], models["classifier"]
     for batch_id in plan_work_units(
         store, run_id, DAY, reprocess=False, max_audio_s=3600, max_files=100
     ):

@@ -12,8 +12,6 @@ from earmark.config import Settings
 from earmark.ingest.intake import register_archives, unpack_archive
 from earmark.screening import (
     classify_unit,
-    load_classifier,
-    load_transcriber,
     stage_plan,
     transcribe_unit,
 )
@@ -35,30 +33,6 @@ def test_budget_caps_gpu_batches():
 def test_cpu_plan_uses_the_settings():
     plan = stage_plan(replace(Settings.from_env(), device="cpu", dtype="auto"))
     assert (plan.device, plan.dtype) == ("cpu", "float32")
-
-
-@pytest.fixture(scope="module")
-def tiny_settings(tiny_models):
-    return replace(
-        Settings.from_env(),
-        device="cpu",
-        dtype="float32",
-        asr_model_dir=tiny_models.asr,
-        base_model_dir=tiny_models.base,
-        adapter_dir=tiny_models.adapter,
-        asr_max_new_tokens=8,
-        flag_threshold=0.42,
-        asr_batch_size=2,
-    )
-
-
-@pytest.fixture(scope="module")
-def models(tiny_settings):
-    """The production loaders, once per module: each task loads its models once too."""
-    return {
-        "transcriber": load_transcriber(tiny_settings),
-        "classifier": load_classifier(tiny_settings),
-    }
 
 
 def transcribe(settings, store, batch_id, models, **kw):
