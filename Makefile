@@ -34,7 +34,7 @@ browser:  ## Debian's headless Chromium for the review UI's browser test (apt; r
 test: venv browser  ## Lint, format check and every test (unit, DAG integrity, integration, browser)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 test-unit: venv  ## Unit, DAG and tooling tests (no Celery topology, no browser)
 	$(BIN)/python -m pytest -q tests/unit tests/dags tests/tools

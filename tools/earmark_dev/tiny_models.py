@@ -11,6 +11,7 @@ CLI: ``python -m earmark_dev.tiny_models DEST`` prints the three model directori
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import shutil
 from dataclasses import dataclass
@@ -63,8 +64,11 @@ def build_tiny_models(dest: Path) -> TinyModelPaths:
     cache = dev_cache()
     if cache is not None and cache.resolve() != dest.resolve().parent:
         # Built once per test run (or machine) in the shared cache, then copied: seconds saved
-        # for every environment that needs them.
-        built = build_tiny_models(cache / "tiny-models")
+        # for every environment that needs them. A lock: parallel test workers share the cache.
+        cache.mkdir(parents=True, exist_ok=True)
+        with (cache / "tiny-models.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            built = build_tiny_models(cache / "tiny-models")
         shutil.copytree(built.base.parent, dest, dirs_exist_ok=True)
         return paths
     for sub in (paths.asr, paths.base, paths.adapter):

@@ -107,6 +107,7 @@ def run(gb: float, files: int, pg_url: str, workdir: Path, repeat: int) -> Inges
         (settings.incoming / marker.name).write_bytes(marker.read_bytes())
         with _fresh_database(pg_url) as url:
             store = Store.from_url(url)
+            store.migrate()  # as the DAG's first task does
             started = time.perf_counter()
             [archive_id] = register_archives(settings, store, day.isoformat())
             checksum_times.append(time.perf_counter() - started)

@@ -1,0 +1,29 @@
+"""The ingest benchmark runs the production intake end to end (small, so it stays quick)."""
+
+from __future__ import annotations
+
+from earmark_dev.bench import ingest
+
+
+def test_small_run_prints_its_figures(tmp_path, capsys):
+    from conftest import PG_ADMIN_URL
+
+    assert (
+        ingest.main(
+            [
+                "--gb",
+                "0.003",
+                "--files",
+                "4",
+                "--repeat",
+                "1",
+                "--pg-url",
+                PG_ADMIN_URL,
+                "--workdir",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "tar -xf" in out and "files/s" in out, out
