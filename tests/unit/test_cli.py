@@ -16,3 +16,28 @@ def test_migrate_then_status_on_an_empty_day(tmp_path, capsys):
     assert status["run_date"] == "2026-11-29" and status["files"] == {}
     assert main(["--db-url", url, "quarantine", "--date", "2026-11-29"]) == 0
     assert "nothing quarantined" in capsys.readouterr().out
+
+
+def test_render_config_writes_the_hosts_environment_file(tmp_path, capsys):
+    from earmark.config import PROJECT_ROOT
+    from earmark.deploy_config import parse_env
+
+    out = tmp_path / "airflow.env"
+    assert (
+        main(
+            [
+                "render-config",
+                "--values",
+                str(PROJECT_ROOT / "deploy" / "values.env"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert "wrote" in capsys.readouterr().out
+    rendered = parse_env(out.read_text())
+    assert rendered["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert rendered["EARMARK_RETRY_DELAY_SECONDS"] == "60"
+    assert "${" not in out.read_text()
+    assert out.stat().st_mode & 0o777 == 0o640
