@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from earmark_dev.bench import ingest
+from earmark_dev.postgres import PG_ADMIN_URL
 
 
 def test_small_run_prints_its_figures(tmp_path, capsys):
-    from conftest import PG_ADMIN_URL
-
     assert (
         ingest.main(
             [
