@@ -152,11 +152,6 @@ def _scan_incoming(incoming: Path) -> tuple[list[str], list[str]]:
     return [name for _, name in sorted(markers)], sorted(odd)
 
 
-def ready_markers(incoming: Path) -> list[Path]:
-    """Markers in ``incoming/``, oldest first. An archive without its marker is never touched."""
-    return [incoming / name for name in _scan_incoming(incoming)[0]]
-
-
 def has_work(settings: Settings) -> bool:
     """Anything for intake to do: a marker or an odd entry in incoming/, or a claimed delivery."""
     markers, odd = _scan_incoming(settings.incoming)
