@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 DEMO   ?= .demo
 
 .DEFAULT_GOAL := help
-.PHONY: help venv browser demo ui test test-unit test-integration lint format dags-test clean
+.PHONY: help venv system demo ui test test-unit test-integration lint format dags-test clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -28,10 +28,10 @@ ui: venv  ## Start Airflow (standalone) on the demo's home: the same runs in the
 dags-test: venv  ## airflow dags test earmark_daily DATE=YYYY-MM-DD on the demo's home
 	. $(DEMO)/env.sh && EARMARK_DEADLINE_ALERTS=false $(BIN)/airflow dags test earmark_daily $(DATE)
 
-browser:  ## Debian's headless Chromium for the review UI's browser test (apt; root or sudo)
-	bash .ci/install-browser.sh
+system:  ## Debian packages the tests need: Chromium + ChromeDriver, espeak-ng (apt; root or sudo)
+	bash .ci/install-system-packages.sh
 
-test: venv browser  ## Lint, format check and every test (unit, DAG integrity, integration, browser)
+test: venv system  ## Lint, format check and every test (unit, DAG integrity, integration, browser)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile

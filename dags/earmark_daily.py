@@ -220,7 +220,9 @@ def earmark_daily() -> None:
             env.context["run_id"],
             run_date,
             reprocess=_reprocess(params),
-            max_audio_s=env.settings.batch_audio_seconds,
+            gpu_slots=env.settings.gpu_slots,
+            target_unit_s=env.settings.unit_target_minutes * 60,
+            assumed_realtime_x=env.settings.assumed_realtime_x,
             max_files=env.settings.batch_max_files,
         )
 

@@ -65,6 +65,7 @@ def tiny_settings(tiny_models):
         asr_model_dir=tiny_models.asr,
         base_model_dir=tiny_models.base,
         adapter_dir=tiny_models.adapter,
+        prepared_model_dir=tiny_models.prepared,
         asr_max_new_tokens=8,
         flag_threshold=0.42,
         asr_batch_size=2,

@@ -8,6 +8,10 @@
     earmark render-config --values V --out O
                                     render deploy/airflow.env.template into the EnvironmentFile
                                     every host runs with (no DB needed)
+    earmark models prepare [--dtype bfloat16]
+                                    merge the CoPE adapter into the base once per GPU host and
+                                    save it to EARMARK_PREPARED_MODEL_DIR (no DB needed)
+    earmark models check            exit 1, saying why, if GPU tasks could not load it
 
 The results DB is ``--db-url`` or the Airflow connection ``EARMARK_DB_CONN_ID`` (for example
 from ``AIRFLOW_CONN_EARMARK_DB``).
@@ -51,8 +55,18 @@ def main(argv: list[str] | None = None) -> int:
     render = commands.add_parser("render-config", help="render the hosts' configuration file")
     render.add_argument("--values", type=Path, required=True, help="KEY=VALUE lines")
     render.add_argument("--out", type=Path, required=True, help="the EnvironmentFile to write")
+    models = commands.add_parser("models", help="prepare the classifier on a GPU host")
+    models.add_argument("action", choices=("prepare", "check"))
+    models.add_argument(
+        "--dtype",
+        default="bfloat16",
+        choices=("bfloat16", "float16", "float32"),
+        help="dtype the merged weights are saved in (default bfloat16)",
+    )
     args = parser.parse_args(argv)
 
+    if args.command == "models":
+        return _models(args.action, args.dtype, Settings.from_env())
     if args.command == "render-config":
         rendered = render_config(args.values, args.out)
         print(f"wrote {args.out} ({len(rendered)} settings)")
@@ -86,6 +100,27 @@ def main(argv: list[str] | None = None) -> int:
             )
     finally:
         store.dispose()
+    return 0
+
+
+def _models(action: str, dtype: str, settings: Settings) -> int:
+    from earmark.inference.prepared import (  # noqa: PLC0415
+        PreparedModelError,
+        check_prepared,
+        prepare_classifier,
+    )
+
+    sources = (settings.base_model_dir, settings.adapter_dir)
+    if action == "prepare":
+        prepared = prepare_classifier(*sources, settings.prepared_model_dir, dtype)
+        print(f"prepared {prepared.path} ({dtype}, {len(prepared.manifest['files'])} files)")
+        return 0
+    try:
+        prepared = check_prepared(*sources, settings.prepared_model_dir)
+    except PreparedModelError as exc:
+        print(f"Not ready. {exc}")
+        return 1
+    print(f"Ready: {prepared.path} ({prepared.manifest['dtype']})")
     return 0
 
 

@@ -68,6 +68,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EARMARK_BASE_MODEL_DIR", "/models/gemma-2-9b", "Local Gemma-2 base model directory."),
     Setting("EARMARK_ADAPTER_DIR", "/models/cope-a-lora", "Local CoPE-A LoRA adapter (peft)."),
     Setting(
+        "EARMARK_PREPARED_MODEL_DIR",
+        "/models/prepared/cope-a-merged",
+        "The classifier with its adapter merged, written by `earmark models prepare` on each "
+        "GPU host; GPU tasks load only this.",
+    ),
+    Setting(
         "EARMARK_POLICIES_DIR",
         "include/policies",
         "Policy markdown files, every *.md screened (a relative path: from the project).",
@@ -75,22 +81,45 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EARMARK_DEVICE", "auto", "Inference device: auto, cuda or cpu."),
     Setting("EARMARK_DTYPE", "auto", "Inference dtype: auto (bfloat16 on GPU, float32 on CPU)."),
     Setting("EARMARK_LANGUAGE", "en", "Whisper language."),
-    Setting("EARMARK_ASR_MAX_NEW_TOKENS", "440", "Whisper token limit per 30 s window."),
+    Setting(
+        "EARMARK_ASR_MAX_NEW_TOKENS",
+        "224",
+        "Whisper token limit per 30 s segment (Whisper's own is 224); loops are cut earlier.",
+    ),
+    Setting(
+        "EARMARK_ASR_SEGMENTER",
+        "vad",
+        "How audio becomes Whisper's <= 30 s segments: vad (speech found by silero-vad; "
+        "silence is never decoded) or windows (fixed 30 s windows).",
+    ),
     Setting(
         "EARMARK_FLAG_THRESHOLD",
         "0.5",
         "A (file, policy) score at or above this goes to the RA review queue.",
     ),
     Setting(
-        "EARMARK_BATCH_AUDIO_SECONDS",
-        "14400",
-        "Audio seconds per GPU work unit (one mapped GPU task each, well under an hour).",
+        "EARMARK_GPU_SLOTS",
+        "1",
+        "GPUs serving the gpu queue in total (one worker per GPU); the gpu pool's size. "
+        "A day is planned into at least this many work units.",
+    ),
+    Setting(
+        "EARMARK_UNIT_TARGET_MINUTES",
+        "20",
+        "Expected GPU minutes per work unit (one mapped GPU task each): long enough that "
+        "loading the models is a few percent of it, well inside the task token's life.",
+    ),
+    Setting(
+        "EARMARK_ASSUMED_REALTIME_X",
+        "100",
+        "Audio seconds per GPU second assumed when planning before any unit has been "
+        "measured (conservative); afterwards the recent units' measured rate is used.",
     ),
     Setting("EARMARK_BATCH_MAX_FILES", "2000", "Most files in one GPU work unit."),
     Setting(
         "EARMARK_ASR_BATCH_SIZE",
         "64",
-        "Most files per Whisper generate call (on GPU the memory budget may lower it).",
+        "Whisper segments per generate call (on GPU the memory budget may lower it).",
     ),
     Setting(
         "EARMARK_CLASSIFY_BATCH_SIZE",
@@ -171,13 +200,17 @@ class Settings:
     asr_model_dir: Path
     base_model_dir: Path
     adapter_dir: Path
+    prepared_model_dir: Path
     policies_dir: Path
     device: str
     dtype: str
     language: str
     asr_max_new_tokens: int
+    asr_segmenter: str
     flag_threshold: float
-    batch_audio_seconds: float
+    gpu_slots: int
+    unit_target_minutes: float
+    assumed_realtime_x: float
     batch_max_files: int
     asr_batch_size: int
     classify_batch_size: int
@@ -206,13 +239,17 @@ class Settings:
             asr_model_dir=Path(_get("EARMARK_ASR_MODEL_DIR")),
             base_model_dir=Path(_get("EARMARK_BASE_MODEL_DIR")),
             adapter_dir=Path(_get("EARMARK_ADAPTER_DIR")),
+            prepared_model_dir=Path(_get("EARMARK_PREPARED_MODEL_DIR")),
             policies_dir=PROJECT_ROOT / _get("EARMARK_POLICIES_DIR"),
             device=_get("EARMARK_DEVICE"),
             dtype=_get("EARMARK_DTYPE"),
             language=_get("EARMARK_LANGUAGE"),
             asr_max_new_tokens=int(_get("EARMARK_ASR_MAX_NEW_TOKENS")),
+            asr_segmenter=_get("EARMARK_ASR_SEGMENTER"),
             flag_threshold=float(_get("EARMARK_FLAG_THRESHOLD")),
-            batch_audio_seconds=float(_get("EARMARK_BATCH_AUDIO_SECONDS")),
+            gpu_slots=int(_get("EARMARK_GPU_SLOTS")),
+            unit_target_minutes=float(_get("EARMARK_UNIT_TARGET_MINUTES")),
+            assumed_realtime_x=float(_get("EARMARK_ASSUMED_REALTIME_X")),
             batch_max_files=int(_get("EARMARK_BATCH_MAX_FILES")),
             asr_batch_size=int(_get("EARMARK_ASR_BATCH_SIZE")),
             classify_batch_size=int(_get("EARMARK_CLASSIFY_BATCH_SIZE")),

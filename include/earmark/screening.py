@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,7 +27,9 @@ log = logging.getLogger(__name__)
 
 
 class TranscriberLike(Protocol):
-    def transcribe(self, audios: list[Any]) -> list[str]: ...
+    counters: Any
+
+    def transcribe_segments(self, segments: list[Any]) -> list[str]: ...
 
 
 class ClassifierLike(Protocol):
@@ -35,7 +38,12 @@ class ClassifierLike(Protocol):
 
 @dataclass(frozen=True)
 class StageResult:
-    """Counts and timing of one stage of one work unit: safe for XCom and logs."""
+    """Counts and timing of one stage of one work unit: safe for XCom and logs.
+
+    ``model_loads``/``load_s``: models this task loaded and the seconds it took. The ``asr_*``
+    figures are Whisper's forwards, the segments decoded, the batch size, and the audio and
+    padding seconds fed (transcribe only; zero for classify).
+    """
 
     unit_id: int
     items: int
@@ -43,6 +51,14 @@ class StageResult:
     quarantined: int
     audio_s: float
     wall_s: float
+    load_s: float = 0.0
+    model_loads: int = 0
+    silent_files: int = 0
+    asr_forwards: int = 0
+    asr_rows: int = 0
+    asr_batch_size: int = 0
+    asr_fed_s: float = 0.0
+    asr_padded_s: float = 0.0
 
 
 def resolve_device(setting: str) -> str:
@@ -54,9 +70,22 @@ def resolve_device(setting: str) -> str:
 
 
 def resolve_dtype(setting: str, device: str) -> str:
+    """bfloat16 on a GPU that supports it, float16 on one that does not, float32 on the CPU."""
     if setting != "auto":
         return setting
-    return "bfloat16" if device.startswith("cuda") else "float32"
+    if not device.startswith("cuda"):
+        return "float32"
+    import torch  # noqa: PLC0415
+
+    return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+
+
+def worker_name() -> str:
+    """Which worker and GPU ran a stage, for gpu_batches (never anything from the audio)."""
+    from earmark.hostname import node_name  # noqa: PLC0415
+
+    gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return f"{node_name()} gpu {gpus}" if gpus else node_name()
 
 
 def asr_model_id(settings: Settings) -> str:
@@ -72,8 +101,9 @@ ATTENTION_CHECK_POLICY = "Flag content that threatens a person. " * 40
 ATTENTION_CHECK_CONTENTS = ["Thanks for the lovely afternoon.", "I know where you live. " * 30]
 ATTENTION_CHECK_TOLERANCE = 0.01  # bf16 kernels differ from eager by ~1e-3
 
-# A typical CoPE prompt: a ~1,000-token policy, the template and a few minutes of speech.
-TYPICAL_PROMPT_TOKENS = 2048
+# A typical CoPE prompt: a ~1,050-token policy prefix (cached) and ~250 tokens of transcript.
+TYPICAL_PREFIX_TOKENS = 1050
+TYPICAL_PROMPT_TOKENS = 1300
 
 
 @dataclass(frozen=True)
@@ -86,6 +116,7 @@ class StagePlan:
     classify_batch: int
     classify_max_batch_tokens: int | None = None
     classify_max_context_tokens: int = 8192
+    classify_fits: Any = None  # fits(rows, prompt tokens, prefix tokens), on a GPU
 
 
 def stage_plan(settings: Settings) -> StagePlan:
@@ -94,11 +125,12 @@ def stage_plan(settings: Settings) -> StagePlan:
     dtype = resolve_dtype(settings.dtype, device)
     if not device.startswith("cuda"):
         return StagePlan(device, dtype, settings.asr_batch_size, settings.classify_batch_size)
-    from earmark.inference.budget import batch_sizes  # noqa: PLC0415
+    from earmark.inference.budget import batch_sizes, classifier_fits  # noqa: PLC0415
 
     fits = batch_sizes(
         settings.gpu_memory_gib,
         classifier_prompt_tokens=TYPICAL_PROMPT_TOKENS,
+        prefix_tokens=TYPICAL_PREFIX_TOKENS,
         attn_implementation=settings.classifier_attention,
         max_classify_batch=settings.classify_batch_size,
     )
@@ -106,9 +138,10 @@ def stage_plan(settings: Settings) -> StagePlan:
         device,
         dtype,
         min(settings.asr_batch_size, fits.asr_batch),
-        fits.classify_batch,
-        fits.classify_max_batch_tokens,
+        settings.classify_batch_size,
+        None,  # the memory estimate closes batches, for each policy's real prefix length
         fits.classify_max_context_tokens,
+        classifier_fits(settings.gpu_memory_gib, attn_implementation=settings.classifier_attention),
     )
 
 
@@ -128,20 +161,32 @@ def load_transcriber(settings: Settings) -> TranscriberLike:
     )
 
 
+def segmenter_options(settings: Settings) -> Any:
+    from earmark.inference.segments import SegmenterOptions  # noqa: PLC0415
+
+    return SegmenterOptions(mode=settings.asr_segmenter)
+
+
 def load_classifier(settings: Settings) -> ClassifierLike:
     from earmark.inference.classifier import Classifier, ClassifierOptions  # noqa: PLC0415
+    from earmark.inference.prepared import check_prepared  # noqa: PLC0415
 
     plan = stage_plan(settings)
+    prepared = check_prepared(
+        settings.base_model_dir, settings.adapter_dir, settings.prepared_model_dir
+    )
     classifier = Classifier(
         ClassifierOptions(
-            base_dir=settings.base_model_dir,
-            adapter_dir=settings.adapter_dir,
+            base_dir=prepared.path,
+            adapter_dir=None,
             device=plan.device,
             dtype=plan.dtype,
             batch_size=plan.classify_batch,
             max_batch_tokens=plan.classify_max_batch_tokens,
             max_context_tokens=plan.classify_max_context_tokens,
             attn_implementation=settings.classifier_attention,
+            fits=plan.classify_fits,
+            max_cached_prefixes=1 if plan.device.startswith("cuda") else 8,
         )
     )
     drift = classifier.attention_drift(ATTENTION_CHECK_POLICY, ATTENTION_CHECK_CONTENTS)
@@ -155,7 +200,7 @@ def load_classifier(settings: Settings) -> ClassifierLike:
 
 def _unit_files(store: Store, unit_id: int) -> list[sa.Row]:
     return store.rows(
-        "SELECT f.id, f.path, f.duration_s, f.status FROM batch_files b"
+        "SELECT f.id, f.path, f.duration_s, f.status, f.silent FROM batch_files b"
         " JOIN audio_files f ON f.id = b.file_id WHERE b.batch_id = :b ORDER BY f.id",
         b=unit_id,
     )
@@ -199,8 +244,15 @@ def transcribe_unit(
     reprocess: bool = False,
     transcriber: TranscriberLike | None = None,
 ) -> StageResult:
-    """Transcribe every live file of the unit that has no transcript yet (all, if reprocess)."""
+    """Transcribe every live file of the unit that has no transcript yet (all, if reprocess).
+
+    The unit's audio becomes one stream of <= 30 s segments (speech only, by default) decoded
+    in full batches across files; each file's text is written once its last segment is done.
+    Files found silent at intake, and files with no speech, get an empty transcript without
+    decoding anything.
+    """
     from earmark.inference.audio import AudioDecodeError, load_many  # noqa: PLC0415
+    from earmark.inference.segments import SegmentStream, SpeechDetector, segment  # noqa: PLC0415
 
     started = time.perf_counter()
     model = asr_model_id(settings)
@@ -220,39 +272,48 @@ def transcribe_unit(
     )
     files = [f for f in unit if f.status != FileStatus.QUARANTINED and f.id not in done_ids]
     skipped = len(unit) - len(files)
-    files.sort(key=lambda f: -(f.duration_s or 0.0))
+    silent = [f for f in files if f.silent]
+    spoken = sorted((f for f in files if not f.silent), key=lambda f: -(f.duration_s or 0.0))
+    if silent:
+        _write_transcripts(store, model, [(f.id, "") for f in silent])
     quarantined = 0
-    audio_s = 0.0
-    if files:
-        transcriber = transcriber or load_transcriber(settings)
-        chunk_ids: list[int] = []
-        chunk_audio: list[Any] = []
+    audio_s = sum(float(f.duration_s or 0.0) for f in silent)
+    load_s, loads = 0.0, 0
+    before = None
+    if spoken:
+        if transcriber is None:
+            loading = time.perf_counter()
+            transcriber = load_transcriber(settings)
+            load_s, loads = time.perf_counter() - loading, 1
+        before = replace(transcriber.counters)
+        options = segmenter_options(settings)
+        local = threading.local()
 
-        def flush() -> None:
-            texts = transcriber.transcribe(chunk_audio)
-            _write_transcripts(store, model, list(zip(chunk_ids, texts, strict=True)))
-            chunk_ids.clear()
-            chunk_audio.clear()
+        def cut(audio: Any) -> tuple[Any, list]:
+            # Runs in the decode threads, overlapping the GPU; silero-vad keeps state, so
+            # each thread has its own detector.
+            if options.mode == "vad" and not hasattr(local, "detector"):
+                local.detector = SpeechDetector(options)
+            return audio, segment(audio, options, getattr(local, "detector", None))
 
-        paths = [Path(f.path) for f in files]
-        # Decode the next chunk while the GPU works on this one. Memory stays bounded: a
-        # planned unit holds at most EARMARK_BATCH_AUDIO_SECONDS of audio.
-        decoded_files = load_many(
-            paths, 16000, workers=min(8, os.cpu_count() or 1), prefetch=2 * settings.asr_batch_size
-        )
-        for index, decoded in decoded_files:
-            file = files[index]
+        stream = SegmentStream(transcriber.transcribe_segments, _batch_size(transcriber))
+        paths = [Path(f.path) for f in spoken]
+        workers = min(8, os.cpu_count() or 1)
+        for index, decoded in load_many(paths, 16000, workers, prefetch=2 * workers, then=cut):
+            file = spoken[index]
             if isinstance(decoded, AudioDecodeError):
                 _quarantine_file(store, file.id, f"undecodable: {decoded}")
                 quarantined += 1
                 continue
-            chunk_ids.append(file.id)
-            chunk_audio.append(decoded)
-            audio_s += len(decoded) / 16000
-            if len(chunk_audio) >= settings.asr_batch_size:
-                flush()
-        if chunk_audio:
-            flush()
+            audio, spans = decoded
+            audio_s += len(audio) / 16000
+            finished = stream.add(file.id, audio, spans)
+            if finished:
+                _write_transcripts(store, model, finished)
+        finished = stream.finish()
+        if finished:
+            _write_transcripts(store, model, finished)
+    counters = transcriber.counters if spoken and transcriber is not None else None
     result = StageResult(
         unit_id,
         len(files) - quarantined,
@@ -260,17 +321,42 @@ def transcribe_unit(
         quarantined,
         audio_s,
         time.perf_counter() - started,
+        load_s=load_s,
+        model_loads=loads,
+        silent_files=len(silent),
+        asr_forwards=counters.forwards - before.forwards if counters else 0,
+        asr_rows=counters.rows - before.rows if counters else 0,
+        asr_batch_size=_batch_size(transcriber) if counters else 0,
+        asr_fed_s=counters.fed_s - before.fed_s if counters else 0.0,
+        asr_padded_s=counters.padded_s - before.padded_s if counters else 0.0,
     )
     with store.begin() as conn:
         conn.execute(
             sa.text(
-                "UPDATE gpu_batches SET transcribe_wall_s = :w, transcribed_files = :n"
+                "UPDATE gpu_batches SET transcribe_wall_s = :w, transcribed_files = :n,"
+                " transcribe_load_s = :load, asr_batch_size = :bs, asr_forwards = :fw,"
+                " asr_rows = :rows, asr_fed_s = :fed, asr_padded_s = :pad, transcribe_host = :h"
                 " WHERE id = :b"
             ),
-            {"w": result.wall_s, "n": result.items, "b": unit_id},
+            {
+                "w": result.wall_s,
+                "n": result.items,
+                "load": result.load_s,
+                "bs": result.asr_batch_size,
+                "fw": result.asr_forwards,
+                "rows": result.asr_rows,
+                "fed": result.asr_fed_s,
+                "pad": result.asr_padded_s,
+                "h": worker_name(),
+                "b": unit_id,
+            },
         )
     log.info("unit %s transcribed: %s", unit_id, result)
     return result
+
+
+def _batch_size(transcriber: Any) -> int:
+    return int(transcriber.options.batch_size)
 
 
 def classify_unit(
@@ -281,7 +367,11 @@ def classify_unit(
     reprocess: bool = False,
     classifier: ClassifierLike | None = None,
 ) -> StageResult:
-    """Score every transcribed file of the unit against every policy; flag into the RA queue."""
+    """Score every transcribed file of the unit against every policy; flag into the RA queue.
+
+    A file with no speech (an empty transcript) has nothing to match: it scores 0 under every
+    policy without a forward pass.
+    """
     from earmark.inference.policies import load_policies  # noqa: PLC0415
 
     started = time.perf_counter()
@@ -312,19 +402,21 @@ def classify_unit(
         }
     )
     items = 0
+    load_s, loads = 0.0, 0
     for policy in policies:
         todo = [t for t in transcripts if (t.file_id, policy.name) not in labelled]
         if not todo:
             continue
-        classifier = classifier or load_classifier(settings)
-        scores = classifier.score(policy, [t.text for t in todo])
-        _write_labels(
-            store,
-            policy,
-            model,
-            settings.flag_threshold,
-            [(t.file_id, s) for t, s in zip(todo, scores, strict=True)],
-        )
+        spoken = [t for t in todo if t.text.strip()]
+        scored = [(t.file_id, 0.0) for t in todo if not t.text.strip()]
+        if spoken:
+            if classifier is None:
+                loading = time.perf_counter()
+                classifier = load_classifier(settings)
+                load_s, loads = time.perf_counter() - loading, 1
+            scores = classifier.score(policy, [t.text for t in spoken])
+            scored.extend((t.file_id, s) for t, s in zip(spoken, scores, strict=True))
+        _write_labels(store, policy, model, settings.flag_threshold, scored)
         items += len(todo)
     with store.begin() as conn:
         conn.execute(
@@ -344,13 +436,16 @@ def classify_unit(
         0,
         sum(float(t.duration_s or 0.0) for t in transcripts),
         time.perf_counter() - started,
+        load_s=load_s,
+        model_loads=loads,
     )
     with store.begin() as conn:
         conn.execute(
             sa.text(
-                "UPDATE gpu_batches SET classify_wall_s = :w, classified_items = :n WHERE id = :b"
+                "UPDATE gpu_batches SET classify_wall_s = :w, classified_items = :n,"
+                " classify_load_s = :load, classify_host = :h WHERE id = :b"
             ),
-            {"w": result.wall_s, "n": items, "b": unit_id},
+            {"w": result.wall_s, "n": items, "load": load_s, "h": worker_name(), "b": unit_id},
         )
     log.info("unit %s classified: %s", unit_id, result)
     return result

@@ -2,7 +2,8 @@
 
 Each test starts the api-server (SimpleAuthManager, users ana, ben and cleo) on a LocalEnv home
 with the results DB in a throwaway Postgres database, seeded with flagged items and tiny WAVs.
-The browser test drives Debian's headless Chromium (``.ci/install-browser.sh``) with Playwright.
+The browser test drives Debian's headless Chromium (``.ci/install-system-packages.sh``) with
+Playwright.
 """
 
 from __future__ import annotations
@@ -320,7 +321,7 @@ def _need_browser() -> None:
     missing = [
         what
         for what, ok in (
-            ("Debian's chromium (make browser)", CHROMIUM.exists()),
+            ("Debian's chromium (make system)", CHROMIUM.exists()),
             (
                 "the playwright package (requirements-dev.txt)",
                 importlib.util.find_spec("playwright") is not None,

@@ -119,7 +119,7 @@ def test_forced_decode_advances_a_full_window_each_time(tiny_models):
     transcriber.model.get_encoder().register_forward_hook(counter, with_kwargs=True)
     rng = np.random.default_rng(0)
     audios = [0.1 * rng.standard_normal(16000 * s).astype(np.float32) for s in (75, 47)]
-    transcriber.transcribe(audios)
+    transcriber.transcribe_longform(audios)
     assert counter.windows == 3 + 2  # ceil(75/30) + ceil(47/30), batched long-form
 
 

@@ -170,19 +170,19 @@ def transcriber(tiny_models):
 
 def test_transcriber_mixed_batch_matches_one_by_one(transcriber):
     audios = [_tone(75, 1), _tone(5, 2), _tone(47, 3)]
-    batched = transcriber.transcribe(audios)
+    batched = transcriber.transcribe_longform(audios)
     assert len(batched) == 3
     assert all(isinstance(text, str) for text in batched)
     assert any(batched)
-    assert batched == [transcriber.transcribe([a])[0] for a in audios]
+    assert batched == [transcriber.transcribe_longform([a])[0] for a in audios]
 
 
 def test_transcriber_short_only_batch(transcriber):
     audios = [_tone(5, 4), _tone(2, 5), _tone(29.9, 6)]
-    batched = transcriber.transcribe(audios)
+    batched = transcriber.transcribe_longform(audios)
     assert len(batched) == 3
-    assert batched == [transcriber.transcribe([a])[0] for a in audios]
-    assert transcriber.transcribe([]) == []
+    assert batched == [transcriber.transcribe_longform([a])[0] for a in audios]
+    assert transcriber.transcribe_longform([]) == []
 
 
 # ---- classifier ---------------------------------------------------------------------

@@ -32,7 +32,14 @@ def _screen(settings, store, models, run_id: str) -> None:
         unpack_archive(settings, store, archive_id.id)
     transcriber, classifier = models["transcriber"], models["classifier"]
     for batch_id in plan_work_units(
-        store, run_id, DAY, reprocess=False, max_audio_s=3600, max_files=100
+        store,
+        run_id,
+        DAY,
+        reprocess=False,
+        gpu_slots=1,
+        target_unit_s=1200,
+        assumed_realtime_x=100,
+        max_files=100,
     ):
         transcribe_unit(settings, store, batch_id, transcriber=transcriber)
         classify_unit(settings, store, batch_id, classifier=classifier)

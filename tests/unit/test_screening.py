@@ -25,8 +25,10 @@ def test_budget_caps_gpu_batches():
     base = replace(Settings.from_env(), device="cuda", dtype="bfloat16")
     small = stage_plan(replace(base, gpu_memory_gib=22))
     large = stage_plan(replace(base, gpu_memory_gib=139))
-    assert small.classify_batch < large.classify_batch
-    assert small.classify_max_batch_tokens < large.classify_max_batch_tokens
+    assert small.classify_fits(6, 1300, 1050)  # a typical prompt with its policy prefix cached
+    assert not small.classify_fits(64, 1300, 1050)
+    assert large.classify_fits(64, 1300, 1050)
+    assert small.classify_max_context_tokens < large.classify_max_context_tokens
     assert large.asr_batch <= base.asr_batch_size
 
 
@@ -58,7 +60,14 @@ def day(tmp_path, store, tiny_settings):
     for archive_id in register_archives(settings, store, DAY):
         unpack_archive(settings, store, archive_id)
     [batch_id] = plan_work_units(
-        store, "run-1", DAY, reprocess=False, max_audio_s=3600, max_files=100
+        store,
+        "run-1",
+        DAY,
+        reprocess=False,
+        gpu_slots=1,
+        target_unit_s=1200,
+        assumed_realtime_x=100,
+        max_files=100,
     )
     return settings, store, batch_id
 

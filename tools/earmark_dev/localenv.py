@@ -100,6 +100,7 @@ class LocalEnv(HomeLayout):
             "EARMARK_ASR_MODEL_DIR": str(self.models / "asr"),
             "EARMARK_BASE_MODEL_DIR": str(self.models / "base"),
             "EARMARK_ADAPTER_DIR": str(self.models / "adapter"),
+            "EARMARK_PREPARED_MODEL_DIR": str(self.models / "prepared"),
             "EARMARK_DEADLINE_ALERTS": "true" if deadline_alerts else "false",
             "EARMARK_DEVICE": "cpu",
             "EARMARK_ASR_MAX_NEW_TOKENS": "24",

@@ -5,7 +5,7 @@ whole inference path (Whisper ASR, Gemma-2 base + LoRA adapter) without weights
 from the Hub. Their outputs are meaningless; their shapes, tokenizers, configs and
 file layouts match what the real loaders expect.
 
-CLI: ``python -m earmark_dev.tiny_models DEST`` prints the three model directories.
+CLI: ``python -m earmark_dev.tiny_models DEST`` prints the model directories.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-MARKER = ".earmark-tiny-models-complete"
+MARKER = ".earmark-tiny-models-v2-complete"  # v2: with the prepared classifier
 SEED = 1234
 
 GEMMA_WORDS = ("0", "1", "▁", "a", "e", "i", "o", "u", "the", "and", "you")
@@ -37,15 +37,19 @@ N_TIMESTAMPS = 1501  # <|0.00|> .. <|30.00|> in 0.02 s steps
 
 @dataclass(frozen=True)
 class TinyModelPaths:
-    """Directories of the tiny models: ASR processor+model, LM base, LoRA adapter."""
+    """Directories of the tiny models: ASR processor+model, LM base, LoRA adapter, and the
+    adapter merged into the base as ``earmark models prepare`` writes it."""
 
     asr: Path
     base: Path
     adapter: Path
+    prepared: Path
 
 
 def _paths(dest: Path) -> TinyModelPaths:
-    return TinyModelPaths(asr=dest / "asr", base=dest / "base", adapter=dest / "adapter")
+    return TinyModelPaths(
+        asr=dest / "asr", base=dest / "base", adapter=dest / "adapter", prepared=dest / "prepared"
+    )
 
 
 def dev_cache() -> Path | None:
@@ -71,13 +75,16 @@ def build_tiny_models(dest: Path) -> TinyModelPaths:
             built = build_tiny_models(cache / "tiny-models")
         shutil.copytree(built.base.parent, dest, dirs_exist_ok=True)
         return paths
-    for sub in (paths.asr, paths.base, paths.adapter):
+    for sub in (paths.asr, paths.base, paths.adapter, paths.prepared):
         if sub.exists():
             shutil.rmtree(sub)
     dest.mkdir(parents=True, exist_ok=True)
     _build_whisper(paths.asr)
     _build_gemma(paths.base)
     _build_adapter(paths.base, paths.adapter)
+    from earmark.inference.prepared import prepare_classifier  # noqa: PLC0415
+
+    prepare_classifier(paths.base, paths.adapter, paths.prepared, "float32")
     (dest / MARKER).write_text("ok\n", encoding="utf-8")
     return paths
 

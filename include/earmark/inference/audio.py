@@ -6,9 +6,10 @@ release the GIL) so it overlaps with GPU inference in the caller.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -40,9 +41,10 @@ def load_audio(path: Path, target_sr: int = WHISPER_SAMPLE_RATE) -> np.ndarray:
     return out
 
 
-def _safe_load(path: Path, target_sr: int) -> np.ndarray | AudioDecodeError:
+def _safe_load(path: Path, target_sr: int, then: Callable[[np.ndarray], Any] | None = None) -> Any:
     try:
-        return load_audio(path, target_sr)
+        audio = load_audio(path, target_sr)
+        return then(audio) if then is not None else audio
     except AudioDecodeError as exc:
         return exc
     except OSError as exc:
@@ -54,8 +56,12 @@ def load_many(
     target_sr: int = WHISPER_SAMPLE_RATE,
     workers: int = 4,
     prefetch: int | None = None,
-) -> Iterator[tuple[int, np.ndarray | AudioDecodeError]]:
+    then: Callable[[np.ndarray], Any] | None = None,
+) -> Iterator[tuple[int, Any]]:
     """Decode ``paths`` in a thread pool; yield ``(index, audio or error)`` in input order.
+
+    ``then`` runs on each decoded waveform in the same worker thread (segmenting, say), and
+    its result is yielded instead of the waveform.
 
     At most ``prefetch`` (default ``2 * workers``) decodes are in flight, so memory stays
     bounded while the consumer is busy; a prefetch of one GPU batch lets the next batch decode
@@ -66,7 +72,7 @@ def load_many(
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="earmark-decode") as pool:
         pending: list[tuple[int, Future[np.ndarray | AudioDecodeError]]] = []
         for index, path in enumerate(paths):
-            pending.append((index, pool.submit(_safe_load, Path(path), target_sr)))
+            pending.append((index, pool.submit(_safe_load, Path(path), target_sr, then)))
             if len(pending) >= window:
                 first, future = pending.pop(0)
                 yield first, future.result()

@@ -5,19 +5,20 @@ size cannot be a fixed number; it has to follow from what is left after the weig
 are pure functions over documented figures, no torch, so they are cheap to test and to call
 from task code (the budget is the setting ``EARMARK_GPU_MEMORY_GIB``, default 22).
 
-Figures (bf16; measured on one H200 with random weights of the real architectures, see
-the project's GPU notes):
+Figures (bf16; see the project's GPU notes):
 
-- Gemma-2-9B weights: 18.9 GiB as measured. (9.24B parameters with the embedding tied to
-  the LM head come to 17.2 GiB, so the measured figure carries ~1.7 GiB of slack.)
+- Gemma-2-9B weights: 17.21 GiB (9.24B parameters, the embedding tied to the LM head; a
+  random init with an untied copy measured 18.9 GiB, which counted the embedding twice).
 - KV cache per token: 2 (K, V) x 42 layers x 8 KV heads x 256 head_dim x 2 bytes =
-  344,064 bytes (336 KiB). With the policy-prefix cache a batch holds rows x prompt tokens of
-  it (the prefix is repeated per row, then each row's suffix is appended) plus the batch-1
-  prefix cache itself.
-- Eager attention scores, one layer at a time: rows x 16 heads x q_len x k_len x 6 bytes
-  (the fp32 softmax, 4 bytes, is alive together with its bf16 input, 2 bytes), plus the
-  additive sliding and full causal masks, 2 x rows x q_len x k_len x 2 bytes.
-  flex_attention and flash_attention_2 do not materialise scores: counted as 0.
+  344,064 bytes (336 KiB). With the policy-prefix cache the prefix is held once, at batch 1,
+  and read by every row (``Classifier._forward_suffixes``): a row adds only its own keys and
+  values of one layer at a time (prefix + suffix, joined), nothing that outlives the layer.
+  Without the cache (``use_cache=False``) one layer's K and V live at a time.
+- Eager attention scores, one layer at a time: rows x 16 heads x q_len x k_len x 11 bytes
+  (measured on CPU at real width: the fp32 softmax and its inputs and outputs alive together;
+  by reading ~8 on CUDA, so 11 is the conservative side), plus the additive sliding and full
+  causal masks, 2 x rows x q_len x k_len x 2 bytes. flex_attention and flash_attention_2 do
+  not materialise scores: counted as 0.
 - Activations: rows x q_len x 2 bytes x (4 x hidden + 4 x intermediate) (residual, q/k/v/o
   and the gated MLP's gate, up, activation and product alive in one layer).
 - Whisper large-v3-turbo: 4.5 GiB peak at batch 16 to 64 (flat), so batch 64 whenever
@@ -30,12 +31,13 @@ never with both models resident.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 GIB = 1024**3
 ATTENTION_IMPLEMENTATIONS = ("eager", "flex_attention", "flash_attention_2")
-EAGER_SCORE_BYTES = 6  # fp32 softmax (4) + its bf16 input (2), per score element
+EAGER_SCORE_BYTES = 11  # per score element at peak, measured on CPU at real width
 MASK_BYTES = 2  # one bf16 additive mask element
 DEFAULT_OVERHEAD_GIB = 1.0
 
@@ -93,7 +95,7 @@ class AsrFootprint:
 
 
 GEMMA2_9B = ClassifierFootprint(
-    weights_gib=18.9,
+    weights_gib=17.21,
     layers=42,
     heads=16,
     kv_heads=8,
@@ -140,10 +142,9 @@ def classify_estimate_bytes(
     fixed = (classifier.weights_gib + overhead_gib) * GIB
     q_len = max(1, prompt_tokens - prefix_tokens)
     kv = classifier.kv_bytes_per_token
-    if prefix_tokens > 0:
-        cache = (rows * prompt_tokens + prefix_tokens) * kv
-    else:  # use_cache=False: one layer's K and V live at a time
-        cache = rows * prompt_tokens * kv / classifier.layers
+    # One layer's K and V per row (prefix + suffix joined, or the whole prompt), plus the
+    # batch-1 prefix cache held once.
+    cache = rows * prompt_tokens * kv / classifier.layers + prefix_tokens * kv
     scores = 0.0
     if attn_implementation == "eager":
         elements = rows * q_len * prompt_tokens
@@ -208,11 +209,25 @@ def batch_sizes(
             f"{classifier.weights_gib:g} GiB + {overhead_gib:g} GiB overhead + cache and "
             f"activations)"
         )
-    # Longest single row that fits (the estimate grows with the prompt length).
+
+    def full_pass(rows: int, tokens: int) -> float:
+        return (
+            classify_estimate_bytes(
+                rows,
+                tokens,
+                attn_implementation=attn_implementation,
+                classifier=classifier,
+                overhead_gib=overhead_gib,
+            )
+            + prefix_tokens * classifier.kv_bytes_per_token
+        )
+
+    # Longest single row that fits, on the full-pass fallback too (a row whose tokenization
+    # does not start with the prefix), beside the cached prefix.
     lo, hi = classifier_prompt_tokens, max(classifier_prompt_tokens, max_context_tokens)
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        lo, hi = (mid, hi) if estimate(1, mid) <= budget else (lo, mid - 1)
+        lo, hi = (mid, hi) if full_pass(1, mid) <= budget else (lo, mid - 1)
     max_context = lo
 
     # rows x longest <= M: the per-token cost f(T)/T grows with T, so the worst batch under M
@@ -229,7 +244,13 @@ def batch_sizes(
         mid = (lo + hi + 1) // 2
         lo, hi = (mid, hi) if worst(mid) <= budget else (lo, mid - 1)
     max_batch_tokens = lo
-    classify_batch = min(max_classify_batch, max(1, max_batch_tokens // classifier_prompt_tokens))
+    # Rows of the typical prompt that fit (what a batch of typical transcripts reaches when
+    # batches are closed by the estimate itself, see classifier_fits).
+    classify_batch = 1
+    while classify_batch < max_classify_batch and (
+        estimate(classify_batch + 1, classifier_prompt_tokens) <= budget
+    ):
+        classify_batch += 1
     classify_worst = max(worst(max_batch_tokens), estimate(1, max_context))
     return BatchSizes(
         memory_gib=memory_gib,
@@ -240,3 +261,30 @@ def batch_sizes(
         asr_estimate_gib=asr_need,
         classify_estimate_gib=classify_worst / GIB,
     )
+
+
+def classifier_fits(
+    memory_gib: float,
+    *,
+    attn_implementation: str = "eager",
+    classifier: ClassifierFootprint = GEMMA2_9B,
+    overhead_gib: float = DEFAULT_OVERHEAD_GIB,
+) -> Callable[[int, int, int], bool]:
+    """``fits(rows, longest prompt tokens, cached prefix tokens)`` for ``ClassifierOptions``:
+    whether such a batch stays within ``memory_gib`` by :func:`classify_estimate_bytes`."""
+    budget = memory_gib * GIB
+
+    def fits(rows: int, prompt_tokens: int, prefix_tokens: int) -> bool:
+        return (
+            classify_estimate_bytes(
+                rows,
+                prompt_tokens,
+                prefix_tokens=prefix_tokens,
+                attn_implementation=attn_implementation,
+                classifier=classifier,
+                overhead_gib=overhead_gib,
+            )
+            <= budget
+        )
+
+    return fits

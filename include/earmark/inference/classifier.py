@@ -10,18 +10,25 @@ into pieces that fit; the content's score is the max over its pieces.
 
 Speed: pieces are sorted by length and batched with right padding (real tokens keep
 positions 0..n-1 and never see padding). With ``use_prefix_cache`` the policy part
-of the prompt is run once, its KV cache is repeated across the batch, and only the
-per-content suffixes are fed. Each item's suffix is cut from the tokenization of its
-whole prompt, so the ids the model sees are identical to a full pass; an item whose
-prompt tokenization does not start with the prefix ids falls back to a full pass.
+of the prompt is run once and only the per-content suffixes are fed. Every row reads the
+one batch-1 prefix cache (a broadcast view joined to the row's own keys and values one
+layer at a time), so the prefix costs its 0.34 GiB once, not once per row, and nothing the
+suffixes add is kept. Each item's suffix is cut from the tokenization of its whole prompt,
+so the ids the model sees are identical to a full pass; an item whose prompt tokenization
+does not start with the prefix ids falls back to a full pass.
+
+Memory: with ``fits`` (from ``earmark.inference.budget``) a batch closes before its
+estimated peak would exceed the GPU budget, for the actual prefix and prompt lengths.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from peft import PeftModel
@@ -50,6 +57,11 @@ class ClassifierOptions:
     attn_implementation: str = "eager"
     use_prefix_cache: bool = True
     max_batch_tokens: int | None = None  # cap on rows x longest prompt per batch (memory)
+    # fits(rows, longest prompt tokens, cached prefix tokens) -> whether the batch fits memory
+    fits: Callable[[int, int, int], bool] | None = None
+    # Policy prefix caches kept between calls (oldest dropped first). On a GPU one is enough:
+    # a unit is scored a policy at a time and a prefix costs ~50 ms to recompute there.
+    max_cached_prefixes: int = 8
 
 
 @dataclass
@@ -86,14 +98,16 @@ class Classifier:
         self.options = options
         self.device = torch.device(options.device)
         self.tokenizer = AutoTokenizer.from_pretrained(options.base_dir)
+        # Straight onto the device: no full copy in host memory first.
         model = AutoModelForCausalLM.from_pretrained(
             options.base_dir,
             dtype=_DTYPES[options.dtype],
             attn_implementation=options.attn_implementation,
+            device_map=str(self.device),
         )
         if options.adapter_dir is not None:
             model = PeftModel.from_pretrained(model, options.adapter_dir).merge_and_unload()
-        self.model = model.to(self.device).eval()
+        self.model = model.eval()
         self.decoder = self.model.get_decoder()
         one, zero = (self._single_token_id(t) for t in ("1", "0"))
         head = self.model.get_output_embeddings().weight
@@ -102,8 +116,7 @@ class Classifier:
         self._pad_id = self.tokenizer.pad_token_id
         if self._pad_id is None:
             self._pad_id = self.tokenizer.eos_token_id or 0
-        # One cached prefix per policy: a batch screens every policy, and each is reused by
-        # every later batch this process scores.
+        # Recent policies' prefixes and their caches, oldest first.
         self._prefixes: dict[str, _Prefix] = {}
 
     def _single_token_id(self, text: str) -> int:
@@ -202,7 +215,8 @@ class Classifier:
                 full.append(k)
         if prefix is not None and full:
             log.debug("prefix tokenization mismatch for %d item(s); using full pass", len(full))
-        for batch in self._batches(items, cached):
+        prefix_tokens = len(prefix.ids) if prefix is not None else 0
+        for batch in self._batches(items, cached, prefix_tokens):
             suffixes = [items[k].ids[len(prefix.ids) :] for k in batch]
             for k, value in zip(batch, self._forward_suffixes(prefix, suffixes), strict=True):
                 scores[k] = value
@@ -216,20 +230,29 @@ class Classifier:
     def _starts_with_prefix(ids: list[int], prefix_ids: list[int]) -> bool:
         return len(ids) > len(prefix_ids) and ids[: len(prefix_ids)] == prefix_ids
 
-    def _batches(self, items: list[_Item], indices: list[int]) -> list[list[int]]:
+    def _batches(
+        self, items: list[_Item], indices: list[int], prefix_tokens: int = 0
+    ) -> list[list[int]]:
         """Indices sorted by token length, cut into batches of ``batch_size``.
 
-        With ``max_batch_tokens`` a batch also closes once rows x its longest prompt
-        would exceed that budget (a single over-long row still gets its own batch).
+        With ``max_batch_tokens`` a batch also closes once rows x its longest prompt would
+        exceed that budget, and with ``fits`` once the memory estimate would not fit (a
+        single over-long row still gets its own batch).
         """
         order = sorted(indices, key=lambda k: len(items[k].ids))
-        size, budget = self.options.batch_size, self.options.max_batch_tokens
+        size, budget, fits = (
+            self.options.batch_size,
+            self.options.max_batch_tokens,
+            self.options.fits,
+        )
         batches: list[list[int]] = []
         current: list[int] = []
         for k in order:
+            rows, longest = len(current) + 1, len(items[k].ids)
             too_many = len(current) >= size
-            too_big = budget is not None and (len(current) + 1) * len(items[k].ids) > budget
-            if current and (too_many or too_big):
+            too_big = budget is not None and rows * longest > budget
+            too_much = fits is not None and not fits(rows, longest, prefix_tokens)
+            if current and (too_many or too_big or too_much):
                 batches.append(current)
                 current = []
             current.append(k)
@@ -240,6 +263,8 @@ class Classifier:
     def _get_prefix(self, policy_text: str) -> _Prefix:
         prefix_text, _ = split_prompt(policy_text)
         if prefix_text not in self._prefixes:
+            while self._prefixes and len(self._prefixes) >= self.options.max_cached_prefixes:
+                self._prefixes.pop(next(iter(self._prefixes)))
             self._prefixes[prefix_text] = _Prefix(text=prefix_text, ids=self._encode(prefix_text))
         return self._prefixes[prefix_text]
 
@@ -280,8 +305,7 @@ class Classifier:
     @torch.inference_mode()
     def _forward_suffixes(self, prefix: _Prefix, suffixes: list[list[int]]) -> list[float]:
         n = len(prefix.ids)
-        cache = copy.deepcopy(self._prefix_cache(prefix))
-        cache.batch_repeat_interleave(len(suffixes))
+        cache = _shared_prefix_view(self._prefix_cache(prefix), len(suffixes))
         ids, suffix_mask, last = self._right_pad(suffixes)
         prefix_mask = torch.ones((len(suffixes), n), dtype=suffix_mask.dtype, device=self.device)
         mask = torch.cat([prefix_mask, suffix_mask], dim=1)
@@ -291,3 +315,29 @@ class Classifier:
             input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True
         )
         return self._answer_probability(out.last_hidden_state, last)
+
+
+def _shared_prefix_view(cache: DynamicCache, rows: int) -> DynamicCache:
+    """The batch-1 prefix cache as every row of a batch reads it, never written.
+
+    Each layer's ``update`` returns the prefix's keys and values broadcast over the rows (a
+    view, no copy), joined to the rows' own; the cache keeps only the prefix, so its lengths
+    (and the masks built from them) stay those of the prefix for every layer of the forward.
+    """
+    view = copy.copy(cache)
+    view.layers = [_shared_layer(layer, rows) for layer in cache.layers]
+    return view
+
+
+def _shared_layer(layer: Any, rows: int) -> Any:
+    shared = copy.copy(layer)
+
+    def update(
+        key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        keys = layer.keys.expand(rows, -1, -1, -1)
+        values = layer.values.expand(rows, -1, -1, -1)
+        return torch.cat([keys, key_states], dim=-2), torch.cat([values, value_states], dim=-2)
+
+    shared.update = update
+    return shared

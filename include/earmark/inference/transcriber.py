@@ -1,22 +1,25 @@
-"""Whisper speech-to-text over batches of 16 kHz mono audio.
+"""Whisper speech-to-text over segments of at most 30 s, batched across files.
 
-Uses batched *sequential* long-form generation (not the chunking pipeline): audio
-longer than 30 s is decoded window by window, each window seeded by the previous
-timestamps, which is Whisper's native long-form algorithm. Inputs are sorted by
-length and short (<= 30 s) and long clips never share a batch, so every clip is
-decoded exactly as it would be on its own (short clips in short-form mode, long
-clips in long-form mode) and padding waste stays small.
+Production decodes *segments* (``earmark.inference.segments``): every row of a batch is one
+independent window in Whisper's short-form mode, so a batch stays full whatever the files'
+lengths and a long file never decodes one window after another. A loop guard ends windows
+that repeat themselves, and the token limit is near Whisper's own (224 per window).
+
+``transcribe_longform`` keeps Whisper's sequential long-form algorithm (each window seeded by
+the previous one's timestamps) as the reference the benchmark compares against.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor
+from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor, StoppingCriteriaList
+
+from earmark.inference.guard import LoopRule, RepetitionGuard, loop_start
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +34,28 @@ class TranscriberOptions:
     model_dir: Path
     device: str = "cpu"
     dtype: str = "float32"
-    batch_size: int = 8
+    batch_size: int = 16
     language: str | None = "en"
     task: str = "transcribe"
-    max_new_tokens: int | None = None
+    max_new_tokens: int = 224
     attn_implementation: str = "sdpa"
     num_beams: int = 1
+    loop_rule: LoopRule | None = field(default_factory=LoopRule)
+
+
+@dataclass
+class AsrCounters:
+    """What the model was fed: forwards, rows, real and padded seconds, loops cut."""
+
+    forwards: int = 0
+    rows: int = 0
+    fed_s: float = 0.0
+    padded_s: float = 0.0
+    loops_cut: int = 0
 
 
 class Transcriber:
-    """Loads Whisper once; ``transcribe`` turns a list of waveforms into a list of texts."""
+    """Loads Whisper once; turns waveforms (16 kHz mono float32) into texts."""
 
     def __init__(self, options: TranscriberOptions) -> None:
         if options.dtype not in _DTYPES:
@@ -55,35 +70,56 @@ class Transcriber:
             options.model_dir,
             dtype=self.dtype,
             attn_implementation=options.attn_implementation,
-        ).to(self.device)
+            device_map=str(self.device),
+        )
         self.model.eval()
         extractor = self.processor.feature_extractor
         self._window_samples = int(extractor.n_samples)
+        self._special_ids = set(self.processor.tokenizer.all_special_ids)
+        self.counters = AsrCounters()
 
-    def transcribe(self, audios: list[np.ndarray]) -> list[str]:
-        """Transcribe each 16 kHz mono float32 waveform; results keep input order."""
+    @property
+    def window_samples(self) -> int:
+        return self._window_samples
+
+    def transcribe_segments(self, segments: list[np.ndarray]) -> list[str]:
+        """Texts of ``segments`` (each at most 30 s), ``batch_size`` rows per forward, in order."""
+        texts: list[str] = []
+        size = self.options.batch_size
+        for k in range(0, len(segments), size):
+            texts.extend(self._run_short(segments[k : k + size]))
+        return texts
+
+    def transcribe_longform(self, audios: list[np.ndarray]) -> list[str]:
+        """Whisper's sequential long-form decode, per file (the reference path)."""
         results: list[str] = [""] * len(audios)
-        for batch in self._batches(audios):
-            texts = self._run_batch([audios[i] for i in batch])
-            for index, text in zip(batch, texts, strict=True):
-                results[index] = text
-        return results
-
-    def _batches(self, audios: list[np.ndarray]) -> list[list[int]]:
-        """Index batches, sorted by length, with short and long clips kept apart."""
         order = sorted(range(len(audios)), key=lambda i: len(audios[i]))
         short = [i for i in order if len(audios[i]) <= self._window_samples]
         long = [i for i in order if len(audios[i]) > self._window_samples]
         size = self.options.batch_size
-        return [group[k : k + size] for group in (short, long) for k in range(0, len(group), size)]
+        for group, longform in ((short, False), (long, True)):
+            for k in range(0, len(group), size):
+                batch = group[k : k + size]
+                texts = self._generate([audios[i] for i in batch], longform=longform)
+                for index, text in zip(batch, texts, strict=True):
+                    results[index] = text
+        return results
+
+    def _run_short(self, batch: list[np.ndarray]) -> list[str]:
+        if any(len(a) > self._window_samples for a in batch):
+            raise ValueError("a segment is longer than Whisper's 30 s window")
+        seconds = sum(len(a) for a in batch) / SAMPLE_RATE
+        self.counters.forwards += 1
+        self.counters.rows += len(batch)
+        self.counters.fed_s += seconds
+        self.counters.padded_s += len(batch) * self._window_samples / SAMPLE_RATE - seconds
+        return self._generate(batch, longform=False)
 
     @torch.inference_mode()
-    def _run_batch(self, batch: list[np.ndarray]) -> list[str]:
-        longform = max(len(a) for a in batch) > self._window_samples
-        # Short-form needs exactly 30 s of (silence-padded) features; long-form needs
-        # the full length plus an attention mask telling generate where each clip ends.
-        # Log-mel on the model's device: the STFT of a batch of long clips is the costliest CPU
-        # step of the stage, and a GPU does it in milliseconds.
+    def _generate(self, batch: list[np.ndarray], *, longform: bool) -> list[str]:
+        # Short-form needs exactly 30 s of (silence-padded) features; long-form needs the full
+        # length plus an attention mask telling generate where each clip ends. Log-mel runs on
+        # the model's device: on a GPU it costs milliseconds instead of the CPU's seconds.
         inputs = self.processor.feature_extractor(
             [np.asarray(a, dtype=np.float32) for a in batch],
             sampling_rate=SAMPLE_RATE,
@@ -93,21 +129,30 @@ class Transcriber:
             return_attention_mask=True,
             device=str(self.device),
         )
-        features = inputs["input_features"].to(self.device, dtype=self.dtype)
         kwargs: dict = {
-            "input_features": features,
+            "input_features": inputs["input_features"].to(self.device, dtype=self.dtype),
             "attention_mask": inputs["attention_mask"].to(self.device),
             "task": self.options.task,
             "num_beams": self.options.num_beams,
             "do_sample": False,
+            "max_new_tokens": self.options.max_new_tokens,
         }
         if self.options.language:
             kwargs["language"] = self.options.language
-        if self.options.max_new_tokens is not None:
-            kwargs["max_new_tokens"] = self.options.max_new_tokens
         if longform:
             kwargs["return_timestamps"] = True
+        elif self.options.loop_rule is not None:
+            guard = RepetitionGuard(self.options.loop_rule)
+            kwargs["stopping_criteria"] = StoppingCriteriaList([guard])
         out = self.model.generate(**kwargs)
         sequences = out["sequences"] if isinstance(out, dict) else out
-        texts = self.processor.batch_decode(sequences, skip_special_tokens=True)
-        return [t.strip() for t in texts]
+        return [self._text(row) for row in sequences.tolist()]
+
+    def _text(self, row: list[int]) -> str:
+        ids = [t for t in row if t not in self._special_ids]
+        if self.options.loop_rule is not None:
+            cut = loop_start(ids, self.options.loop_rule)
+            if cut is not None:
+                self.counters.loops_cut += 1
+                ids = ids[:cut]
+        return self.processor.tokenizer.decode(ids, skip_special_tokens=True).strip()
