@@ -165,7 +165,9 @@ def _tone(seconds: float, seed: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def transcriber(tiny_models):
-    return Transcriber(TranscriberOptions(model_dir=tiny_models.asr, batch_size=4))
+    return Transcriber(
+        TranscriberOptions(model_dir=tiny_models.asr, batch_size=4, max_new_tokens=16)
+    )
 
 
 def test_transcriber_mixed_batch_matches_one_by_one(transcriber):

@@ -7,6 +7,7 @@ import pytest
 import torch
 from earmark.inference.guard import LoopRule, RepetitionGuard, loop_start
 from earmark.inference.segments import (
+    VAD_FRAME,
     SegmenterOptions,
     SegmentStream,
     Span,
@@ -59,8 +60,20 @@ def test_fixed_windows_cover_every_sample():
 def test_merge_spans_fills_windows_and_cuts_long_speech():
     spans = [Span(0, 10), Span(15, 25), Span(40, 45), Span(50, 130)]
     merged = merge_spans(spans, 30)
-    assert merged == [Span(0, 25), Span(40, 70), Span(70, 100), Span(100, 130)]
+    assert merged == [Span(0, 25), Span(40, 45), Span(50, 80), Span(80, 110), Span(110, 130)]
     assert all(s.length <= 30 for s in merged)
+
+
+def test_merge_spans_cuts_the_next_span_at_a_pause_between_words():
+    frame = VAD_FRAME
+    window = 30 * frame
+    speech = [Span(0, 20 * frame), Span(22 * frame, 40 * frame)]
+    probs = np.full(40, 0.9)
+    probs[27] = 0.1  # a pause between two words inside the second span
+    merged = merge_spans(speech, window, probs, min_fill=2 * frame)
+    assert merged == [Span(0, 27 * frame), Span(27 * frame, 40 * frame)]
+    probs[27] = 0.6  # no real pause: the span is not cut, it starts a new segment
+    assert merge_spans(speech, window, probs, min_fill=2 * frame) == speech
 
 
 def test_vad_finds_speech_and_not_the_room(speech, detector):

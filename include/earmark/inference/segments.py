@@ -70,29 +70,53 @@ def fixed_windows(n_samples: int, window_samples: int) -> list[Span]:
     ]
 
 
-def merge_spans(speech: list[Span], max_samples: int) -> list[Span]:
+def merge_spans(
+    speech: list[Span],
+    max_samples: int,
+    probs: np.ndarray | None = None,
+    *,
+    pause_below: float = 0.35,
+    min_fill: int = 3 * SAMPLE_RATE,
+) -> list[Span]:
     """Join neighbouring speech spans into segments of at most ``max_samples``.
 
     A span joins the current segment while the whole stretch (the silence between included)
-    still fits one window; otherwise it starts a new one. Speech longer than a window has to
-    be cut anyway: it first fills what is left of the current segment.
+    still fits one window. When it does not and ``probs`` (the VAD's per-frame speech
+    probabilities) are given, the span is cut at its quietest frame that still fits — a pause
+    between words, where the probability falls below ``pause_below`` — if that fills at least
+    ``min_fill`` more samples of the window; otherwise it starts a new segment. Speech longer
+    than a window is cut into window-sized pieces.
     """
     segments: list[Span] = []
-    for span in sorted(speech, key=lambda s: s.start):
+    pending = sorted(speech, key=lambda s: s.start)
+    k = 0
+    while k < len(pending):
+        span = pending[k]
+        k += 1
         if segments and span.end - segments[-1].start <= max_samples:
             segments[-1] = Span(segments[-1].start, span.end)
             continue
+        if segments and probs is not None:
+            cut = _pause_before(probs, span.start + min_fill, segments[-1].start + max_samples)
+            if cut is not None and probs[cut // VAD_FRAME] < pause_below:
+                segments[-1] = Span(segments[-1].start, cut)
+                pending.insert(k, Span(cut, span.end))
+                continue
         position = span.start
-        if span.length > max_samples and segments:
-            room_end = segments[-1].start + max_samples
-            if room_end > position:
-                segments[-1] = Span(segments[-1].start, room_end)
-                position = room_end
         while position < span.end:
             end = min(span.end, position + max_samples)
             segments.append(Span(position, end))
             position = end
     return segments
+
+
+def _pause_before(probs: np.ndarray, earliest: int, latest: int) -> int | None:
+    """The sample at the start of the quietest frame between two sample positions."""
+    first, last = earliest // VAD_FRAME, min(latest // VAD_FRAME, len(probs)) - 1
+    if last < first:
+        return None
+    frame = first + int(np.argmin(probs[first : last + 1]))
+    return frame * VAD_FRAME
 
 
 class SpeechDetector:
@@ -128,9 +152,12 @@ class SpeechDetector:
 
     def speech(self, audio: np.ndarray) -> list[Span]:
         """Speech spans of a 16 kHz mono waveform."""
+        return self.speech_from(self.probabilities(audio), len(audio))
+
+    def speech_from(self, probs: np.ndarray, n_samples: int) -> list[Span]:
+        """Speech spans from per-frame probabilities (see ``probabilities``)."""
         from silero_vad.utils_vad import get_speech_timestamps_from_probs  # noqa: PLC0415
 
-        probs = self.probabilities(audio)
         stamps = get_speech_timestamps_from_probs(
             probs.tolist(),
             sampling_rate=SAMPLE_RATE,
@@ -138,7 +165,7 @@ class SpeechDetector:
             min_speech_duration_ms=self.options.min_speech_ms,
             min_silence_duration_ms=self.options.min_silence_ms,
             speech_pad_ms=self.options.speech_pad_ms,
-            audio_length_samples=len(audio),
+            audio_length_samples=n_samples,
         )
         return [Span(int(s["start"]), int(s["end"])) for s in stamps]
 
@@ -148,7 +175,9 @@ def segment(audio: np.ndarray, options: SegmenterOptions, detector: Any = None) 
     if options.mode == "windows":
         return fixed_windows(len(audio), options.max_samples)
     detector = detector or SpeechDetector(options)
-    return merge_spans(detector.speech(audio), options.max_samples)
+    probs = detector.probabilities(audio)
+    speech = detector.speech_from(probs, len(audio))
+    return merge_spans(speech, options.max_samples, probs)
 
 
 class SegmentStream:
