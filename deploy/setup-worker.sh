@@ -26,12 +26,20 @@ case "$ROLE" in
     for d in "$EARMARK_ASR_MODEL_DIR" "$EARMARK_BASE_MODEL_DIR" "$EARMARK_ADAPTER_DIR"; do
       [ -d "$d" ] || { echo "missing model directory $d" >&2; exit 1; }
     done
-    slots=$(nvidia-smi -L | wc -l)
-    echo "EARMARK_GPU_SLOTS=$slots" > /etc/earmark/host.env
-    echo "gpu worker concurrency $slots: the coordinator's gpu pool must be the sum over GPU VMs"
-    units=(earmark-worker-unpack earmark-worker-gpu) ;;
+    # The adapter merged into the base once per host; GPU tasks refuse to start without it.
+    install -d -o earmark -g earmark "$(dirname "$EARMARK_PREPARED_MODEL_DIR")"
+    runuser -u earmark -- "$PROJECT/.venv/bin/earmark" models check \
+      || runuser -u earmark -- "$PROJECT/.venv/bin/earmark" models prepare
+    gpus=$(nvidia-smi -L | wc -l)
+    echo "$gpus GPU workers (earmark-worker-gpu@0..$((gpus - 1))): the coordinator's gpu pool"
+    echo "and EARMARK_GPU_SLOTS must be the number of GPUs over all GPU VMs"
+    install -m 644 "$PROJECT/deploy/systemd/earmark-worker-gpu@.service" /etc/systemd/system/
+    units=(earmark-worker-unpack)
+    for ((i = 0; i < gpus; i++)); do units+=("earmark-worker-gpu@$i"); done ;;
   *) echo "unknown role $ROLE" >&2; exit 1 ;;
 esac
-for u in "${units[@]}"; do install -m 644 "$PROJECT/deploy/systemd/$u.service" /etc/systemd/system/; done
+for u in "${units[@]}"; do
+  [[ $u == *@* ]] || install -m 644 "$PROJECT/deploy/systemd/$u.service" /etc/systemd/system/
+done
 systemctl daemon-reload
 systemctl enable --now earmark.target "${units[@]}"
