@@ -136,3 +136,27 @@ def test_changed_policy_is_scored_again(day, models, tmp_path):
     revised = replace(settings, policies_dir=policies)
     assert classify(revised, store, batch_id, models).items == 8
     assert store.scalar("SELECT count(DISTINCT policy_sha) FROM labels") == 4
+
+
+def test_silence_is_not_decoded_or_scored_and_the_unit_records_its_figures(day, models):
+    settings, store, batch_id = day
+    silent = store.rows("SELECT id FROM audio_files ORDER BY id LIMIT 1")[0].id
+    with store.begin() as conn:  # intake found it silent
+        conn.exec_driver_sql(f"UPDATE audio_files SET silent = 1 WHERE id = {silent}")
+    rows_before = models["transcriber"].counters.rows
+
+    result = transcribe(settings, store, batch_id, models)
+    assert (result.items, result.silent_files) == (4, 1)
+    assert store.scalar("SELECT text FROM transcripts WHERE file_id = :f", f=silent) == ""
+    assert result.asr_rows == models["transcriber"].counters.rows - rows_before > 0
+    assert result.asr_forwards >= 1 and result.asr_batch_size == settings.asr_batch_size
+    unit = store.rows("SELECT * FROM gpu_batches WHERE id = :b", b=batch_id)[0]
+    assert (unit.asr_rows, unit.asr_forwards) == (result.asr_rows, result.asr_forwards)
+    assert unit.asr_fed_s > 0 and unit.asr_padded_s >= 0 and unit.transcribe_host
+    assert unit.transcribe_load_s == 0  # the model was handed in, not loaded
+
+    classify(settings, store, batch_id, models)
+    scores = store.rows("SELECT score, label FROM labels WHERE file_id = :f", f=silent)
+    assert len(scores) == 2 and all((r.score, r.label) == (0.0, 0) for r in scores)
+    assert not store.scalar("SELECT count(*) FROM review_queue WHERE file_id = :f", f=silent)
+    assert store.scalar("SELECT classify_host FROM gpu_batches WHERE id = :b", b=batch_id)
