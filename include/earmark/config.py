@@ -134,7 +134,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "EARMARK_CLASSIFIER_ATTENTION",
         "eager",
-        "Gemma-2 attention: eager, flex_attention or flash_attention_2 (never sdpa).",
+        "Gemma-2 attention: eager, the only path shipped (sdpa drops Gemma-2's soft-capping; "
+        "flex_attention and flash_attention_2 are not tested here).",
     ),
     Setting("EARMARK_MAX_AUDIO_SECONDS", "14400", "Longest accepted recording."),
     Setting(

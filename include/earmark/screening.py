@@ -96,11 +96,6 @@ def classifier_model_id(settings: Settings) -> str:
     return f"{settings.base_model_dir.name}+{settings.adapter_dir.name}"
 
 
-# Fixed prompts to compare a fast attention path against eager when the classifier loads.
-ATTENTION_CHECK_POLICY = "Flag content that threatens a person. " * 40
-ATTENTION_CHECK_CONTENTS = ["Thanks for the lovely afternoon.", "I know where you live. " * 30]
-ATTENTION_CHECK_TOLERANCE = 0.01  # bf16 kernels differ from eager by ~1e-3
-
 # A typical CoPE prompt: a ~1,050-token policy prefix (cached) and ~250 tokens of transcript.
 TYPICAL_PREFIX_TOKENS = 1050
 TYPICAL_PROMPT_TOKENS = 1300
@@ -175,7 +170,7 @@ def load_classifier(settings: Settings) -> ClassifierLike:
     prepared = check_prepared(
         settings.base_model_dir, settings.adapter_dir, settings.prepared_model_dir
     )
-    classifier = Classifier(
+    return Classifier(
         ClassifierOptions(
             base_dir=prepared.path,
             adapter_dir=None,
@@ -189,13 +184,6 @@ def load_classifier(settings: Settings) -> ClassifierLike:
             max_cached_prefixes=1 if plan.device.startswith("cuda") else 8,
         )
     )
-    drift = classifier.attention_drift(ATTENTION_CHECK_POLICY, ATTENTION_CHECK_CONTENTS)
-    if drift > ATTENTION_CHECK_TOLERANCE:
-        raise RuntimeError(
-            f"{settings.classifier_attention} scores differ from eager by {drift:.4f} on the "
-            "fixed check prompts (soft-capping lost?); use EARMARK_CLASSIFIER_ATTENTION=eager"
-        )
-    return classifier
 
 
 def _unit_files(store: Store, unit_id: int) -> list[sa.Row]:

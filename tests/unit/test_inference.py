@@ -300,3 +300,9 @@ def test_rejects_sdpa_and_tiny_context(tiny_models):
     clf = _classifier(tiny_models, max_context_tokens=64)
     with pytest.raises(ValueError, match="too small"):
         clf.score(POLICY, ["some words " * 20])
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "flex_attention", "flash_attention_2"])
+def test_only_eager_attention_is_accepted(tiny_models, attn):
+    with pytest.raises(ValueError, match="unsupported attn_implementation"):
+        _classifier(tiny_models, attn_implementation=attn)

@@ -40,7 +40,11 @@ from earmark.inference.prompt import build_prompt, split_prompt
 log = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-_ATTN_IMPLEMENTATIONS = ("eager", "flex_attention", "flash_attention_2")
+# Eager is the only attention shipped: Gemma-2 soft-caps its attention logits, sdpa cannot (and
+# transformers 5.x refuses it), flash_attention_2 needs the flash-attn package, and
+# flex_attention does not compile on the CPU with torch 2.13 (an inductor codegen error), so
+# neither fast path could be tested here; see the README's GPU stage section.
+_ATTN_IMPLEMENTATIONS = ("eager",)
 _SPLIT_MARGIN_TOKENS = 8
 
 
@@ -88,7 +92,6 @@ class Classifier:
         if options.dtype not in _DTYPES:
             raise ValueError(f"unsupported dtype {options.dtype!r}; use one of {sorted(_DTYPES)}")
         if options.attn_implementation not in _ATTN_IMPLEMENTATIONS:
-            # Gemma-2 soft-caps attention logits; sdpa cannot, and 5.x refuses it anyway.
             raise ValueError(
                 f"unsupported attn_implementation {options.attn_implementation!r}; "
                 f"use one of {_ATTN_IMPLEMENTATIONS}"
@@ -142,26 +145,6 @@ class Classifier:
         for item, value in zip(items, piece_scores, strict=True):
             best[item.owner] = max(best[item.owner], value)
         return best
-
-    def attention_drift(self, policy: Policy | str, contents: list[str]) -> float:
-        """Largest score difference on ``contents`` between this attention and eager.
-
-        Gemma-2 soft-caps its attention logits; a fast path that drops the cap (sdpa does)
-        still runs but scores differently. Checking a few fixed prompts against eager at load
-        time turns that silent error into a loud one.
-        """
-        current = self.options.attn_implementation
-        if current == "eager":
-            return 0.0
-        fast = self.score(policy, contents)
-        self.model.set_attn_implementation("eager")
-        self._prefixes.clear()
-        try:
-            reference = self.score(policy, contents)
-        finally:
-            self.model.set_attn_implementation(current)
-            self._prefixes.clear()
-        return max(abs(a - b) for a, b in zip(fast, reference, strict=True))
 
     def split_content(self, policy: Policy | str, content: str) -> list[str]:
         """The pieces ``content`` is cut into so each prompt fits ``max_context_tokens``."""
