@@ -57,6 +57,7 @@ def tiny_settings(tiny_models):
     from dataclasses import replace
 
     from earmark.config import Settings
+    from earmark_dev.tiny_models import TINY_POLICIES
 
     return replace(
         Settings.from_env(),
@@ -66,6 +67,7 @@ def tiny_settings(tiny_models):
         base_model_dir=tiny_models.base,
         adapter_dir=tiny_models.adapter,
         prepared_model_dir=tiny_models.prepared,
+        policies_dir=TINY_POLICIES,
         asr_max_new_tokens=8,
         flag_threshold=0.42,
         asr_batch_size=2,

@@ -28,6 +28,7 @@ from earmark_dev.mailsink import read_mails, wait_for_mail
 from earmark_dev.postgres import admin_engine, database_url
 from earmark_dev.processes import Proc, free_port
 from earmark_dev.runs import DAG_ID, RunControl
+from earmark_dev.tiny_models import TINY_POLICIES
 
 BIN = Path(sys.executable).parent
 GPU_HOSTNAME = "earmark-gpu-1"
@@ -118,6 +119,7 @@ class Harness(HomeLayout, RunControl):
             "EARMARK_BASE_MODEL_DIR": str(self.models / "base"),
             "EARMARK_ADAPTER_DIR": str(self.models / "adapter"),
             "EARMARK_PREPARED_MODEL_DIR": str(self.models / "prepared"),
+            "EARMARK_POLICIES_DIR": str(TINY_POLICIES),
             "EARMARK_DEVICE": "cpu",
             "EARMARK_ASR_MAX_NEW_TOKENS": "8",
             "EARMARK_ASR_SEGMENTER": "vad",

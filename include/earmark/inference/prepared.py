@@ -59,15 +59,9 @@ def source_fingerprint(*dirs: Path) -> dict[str, dict[str, Any]]:
 
 
 def _versions() -> dict[str, str]:
-    import peft  # noqa: PLC0415
-    import torch  # noqa: PLC0415
-    import transformers  # noqa: PLC0415
+    from importlib.metadata import version  # noqa: PLC0415 - no need to import the libraries
 
-    return {
-        "transformers": transformers.__version__,
-        "peft": peft.__version__,
-        "torch": torch.__version__,
-    }
+    return {name: version(name) for name in ("transformers", "peft", "torch")}
 
 
 def _minor(version: str) -> str:
