@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from earmark.config import PROJECT_ROOT
+from earmark_dev.tiny_models import TINY_POLICIES
 
 
 class HomeLayout:
@@ -101,6 +102,7 @@ class LocalEnv(HomeLayout):
             "EARMARK_BASE_MODEL_DIR": str(self.models / "base"),
             "EARMARK_ADAPTER_DIR": str(self.models / "adapter"),
             "EARMARK_PREPARED_MODEL_DIR": str(self.models / "prepared"),
+            "EARMARK_POLICIES_DIR": str(TINY_POLICIES),
             "EARMARK_DEADLINE_ALERTS": "true" if deadline_alerts else "false",
             "EARMARK_DEVICE": "cpu",
             "EARMARK_ASR_MAX_NEW_TOKENS": "24",

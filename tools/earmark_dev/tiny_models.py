@@ -19,7 +19,8 @@ from pathlib import Path
 
 # Short policies in the CoPE layout for the tiny models. The tiny Gemma tokenizer reads bytes, so a
 # real 4 KB policy (include/policies/) is a 4,000-token prefix that costs seconds per policy on the
-# CPU; tests and the harness use these. Production and the demo use include/policies/.
+# CPU; everything that runs the tiny models (tests, harness, demo) uses these. Production uses
+# include/policies/.
 TINY_POLICIES = Path(__file__).parent / "policies"
 MARKER = ".earmark-tiny-models-v3-complete"  # v3: prepared classifier, input-led Whisper
 SEED = 1234
