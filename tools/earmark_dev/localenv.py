@@ -106,9 +106,10 @@ class LocalEnv(HomeLayout):
             "EARMARK_DEADLINE_ALERTS": "true" if deadline_alerts else "false",
             "EARMARK_DEVICE": "cpu",
             "EARMARK_ASR_MAX_NEW_TOKENS": "24",
-            # The tiny models have random weights: their scores mean nothing and sit near 0.42.
-            # This threshold puts scores on both sides so the review queue has items to show.
-            "EARMARK_FLAG_THRESHOLD": "0.42",
+            # The tiny models have random weights: their scores mean nothing and sit at
+            # 0.422-0.428 with the short policies. This threshold puts scores on both sides so
+            # the review queue has items to show and the rest are passed.
+            "EARMARK_FLAG_THRESHOLD": "0.4235",
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
             "TOKENIZERS_PARALLELISM": "false",
