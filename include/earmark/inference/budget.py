@@ -14,13 +14,20 @@ Figures (bf16; see the project's GPU notes):
   and read by every row (``Classifier._forward_suffixes``): a row adds only its own keys and
   values of one layer at a time (prefix + suffix, joined), nothing that outlives the layer.
   Without the cache (``use_cache=False``) one layer's K and V live at a time.
-- Eager attention scores, one layer at a time: rows x 16 heads x q_len x k_len x 11 bytes
-  (measured on CPU at real width: the fp32 softmax and its inputs and outputs alive together;
-  by reading ~8 on CUDA, so 11 is the conservative side), plus the additive sliding and full
-  causal masks, 2 x rows x q_len x k_len x 2 bytes. flex_attention and flash_attention_2 do
-  not materialise scores: counted as 0.
-- Activations: rows x q_len x 2 bytes x (4 x hidden + 4 x intermediate) (residual, q/k/v/o
-  and the gated MLP's gate, up, activation and product alive in one layer).
+- Eager attention repeats each of the 8 KV heads for its 2 query heads: per row and key
+  token another 2 x 16 heads x 256 x 2 bytes, one layer at a time.
+- Eager attention scores, one layer at a time: rows x 16 heads x q_len x k_len x 9 bytes (the
+  bf16 scores, their soft-capped copy and the fp32 softmax partly alive together: 8.6
+  measured), plus the additive sliding and full causal masks, 2 x rows x q_len x k_len x 2
+  bytes. flex_attention and flash_attention_2 do not materialise scores: counted as 0.
+- Activations: rows x q_len x 2 bytes x (2 x hidden + 2 x intermediate) (residual stream and
+  attention output; the gated MLP's gate and up).
+
+The last three were fitted to host memory measured at real width on the CPU (Gemma-2-9B's
+layer shapes, 2 layers, bf16, the production ``Classifier``): with them the estimate is within
+10% of every measured peak, the prefix pass and batches of 1 and 6 typical rows
+(``python -m earmark_dev.bench.classifier_memory``; ``tests/tools/test_classifier_memory.py``
+holds it to 15%).
 - Whisper large-v3-turbo: 4.5 GiB peak at batch 16 to 64 (flat), so batch 64 whenever
   4.5 GiB fit; no figures above 64 (throughput was already 79 windows/s there).
 - ``overhead_gib`` (default 1.0) covers the CUDA context and allocator fragmentation.
@@ -37,7 +44,7 @@ from typing import Any
 
 GIB = 1024**3
 ATTENTION_IMPLEMENTATIONS = ("eager", "flex_attention", "flash_attention_2")
-EAGER_SCORE_BYTES = 11  # per score element at peak, measured on CPU at real width
+EAGER_SCORE_BYTES = 9  # per score element and head at peak: 8.6 measured at real width
 MASK_BYTES = 2  # one bf16 additive mask element
 DEFAULT_OVERHEAD_GIB = 1.0
 
@@ -66,8 +73,13 @@ class ClassifierFootprint:
 
     @property
     def activation_bytes_per_token(self) -> int:
-        """Peak live activations of one layer for one token."""
-        return self.dtype_bytes * (4 * self.hidden + 4 * self.intermediate)
+        """Peak live activations of one layer for one query token."""
+        return self.dtype_bytes * (2 * self.hidden + 2 * self.intermediate)
+
+    @property
+    def repeated_kv_bytes_per_token(self) -> int:
+        """One layer's K and V for one key token, repeated to every query head (eager)."""
+        return 2 * self.heads * self.head_dim * self.dtype_bytes
 
     @classmethod
     def from_config(
@@ -135,8 +147,57 @@ def classify_estimate_bytes(
 ) -> float:
     """Peak bytes of one classifier forward over ``rows`` prompts of ``prompt_tokens``.
 
-    ``prefix_tokens`` > 0 means the policy prefix is cached and only the rest is fed.
+    ``prefix_tokens`` > 0 means the policy prefix is cached and only the rest is fed; the
+    batch-1 pass that builds that cache is counted too (the larger of the two is the peak).
     """
+    suffixes = suffix_pass_bytes(
+        rows,
+        prompt_tokens,
+        prefix_tokens=prefix_tokens,
+        attn_implementation=attn_implementation,
+        classifier=classifier,
+        overhead_gib=overhead_gib,
+    )
+    if prefix_tokens <= 0:
+        return suffixes
+    prefix = prefix_pass_bytes(
+        prefix_tokens,
+        attn_implementation=attn_implementation,
+        classifier=classifier,
+        overhead_gib=overhead_gib,
+    )
+    return max(suffixes, prefix)
+
+
+def prefix_pass_bytes(
+    prefix_tokens: int,
+    *,
+    attn_implementation: str = "eager",
+    classifier: ClassifierFootprint = GEMMA2_9B,
+    overhead_gib: float = DEFAULT_OVERHEAD_GIB,
+) -> float:
+    """Peak bytes of the batch-1 pass that builds a policy prefix's cache (every layer's K, V)."""
+    full = suffix_pass_bytes(
+        1,
+        prefix_tokens,
+        attn_implementation=attn_implementation,
+        classifier=classifier,
+        overhead_gib=overhead_gib,
+    )
+    one_layer = prefix_tokens * classifier.kv_bytes_per_token / classifier.layers
+    return full - one_layer + prefix_tokens * classifier.kv_bytes_per_token
+
+
+def suffix_pass_bytes(
+    rows: int,
+    prompt_tokens: int,
+    *,
+    prefix_tokens: int = 0,
+    attn_implementation: str = "eager",
+    classifier: ClassifierFootprint = GEMMA2_9B,
+    overhead_gib: float = DEFAULT_OVERHEAD_GIB,
+) -> float:
+    """Peak bytes of a forward over ``rows`` prompts that reads a cached prefix (or none)."""
     if attn_implementation not in ATTENTION_IMPLEMENTATIONS:
         raise ValueError(f"unknown attn_implementation {attn_implementation!r}")
     fixed = (classifier.weights_gib + overhead_gib) * GIB
@@ -149,6 +210,7 @@ def classify_estimate_bytes(
     if attn_implementation == "eager":
         elements = rows * q_len * prompt_tokens
         scores = elements * (classifier.heads * EAGER_SCORE_BYTES + 2 * MASK_BYTES)
+        cache += rows * prompt_tokens * classifier.repeated_kv_bytes_per_token
     activations = rows * q_len * classifier.activation_bytes_per_token
     return fixed + cache + scores + activations
 
@@ -230,14 +292,26 @@ def batch_sizes(
         lo, hi = (mid, hi) if full_pass(1, mid) <= budget else (lo, mid - 1)
     max_context = lo
 
-    # rows x longest <= M: the per-token cost f(T)/T grows with T, so the worst batch under M
-    # is bounded by M x f(Tm)/Tm with Tm = min(M, max_context).
-    fixed = estimate(0, max_context)
+    # rows x longest <= M: the per-token cost f(T)/T of the suffix pass grows with T, so the
+    # worst batch under M is bounded by M x f(Tm)/Tm with Tm = min(M, max_context). The pass
+    # that builds the prefix cache does not depend on the rows: it only sets a floor.
+    def suffixes(rows: int, tokens: int) -> float:
+        return suffix_pass_bytes(
+            rows,
+            tokens,
+            prefix_tokens=prefix_tokens,
+            attn_implementation=attn_implementation,
+            classifier=classifier,
+            overhead_gib=overhead_gib,
+        )
+
+    fixed = suffixes(0, max_context)
+    floor = estimate(0, max_context)
 
     def worst(limit: int) -> float:
         longest = min(limit, max_context)
-        per_row = estimate(1, longest) - fixed
-        return fixed + limit * per_row / longest
+        per_row = suffixes(1, longest) - fixed
+        return max(floor, fixed + limit * per_row / longest)
 
     lo, hi = 1, max_classify_batch * max_context
     while lo < hi:
