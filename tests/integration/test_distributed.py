@@ -1,10 +1,11 @@
 """earmark_daily on the real distributed topology: Celery workers, Redis, Postgres, SMTP.
 
 One harness (``earmark_dev.harness``) serves the whole module: api-server, scheduler, dag-processor,
-triggerer, a ``default,unpack,transfer`` worker and a ``gpu`` worker (concurrency 1, hostname
-``earmark-gpu-1``), a private Redis with AOF, fresh metadata and results databases and an SMTP
-sink. The results DB and the data root are emptied before each test. Tests run in file order:
-the manual run's end state is the reference the fault tests must reproduce.
+triggerer, a ``default,unpack,transfer`` worker and two ``gpu`` workers (one per GPU of a pretend
+two-GPU host, concurrency 1 each, the ``gpu`` pool and ``EARMARK_GPU_SLOTS`` 2), a private Redis
+with AOF, fresh metadata and results databases and an SMTP sink. The results DB and the data root
+are emptied before each test. Tests run in file order: the manual run's end state is the
+reference the fault tests must reproduce.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
-from earmark_dev.harness import DEFAULT_HOSTNAME, GPU_HOSTNAME, Harness, admin_engine
+from earmark_dev.harness import DEFAULT_HOSTNAME, GPU_HOSTNAMES, GPU_ROLES, Harness, admin_engine
 
 pytestmark = pytest.mark.distributed
 
@@ -76,13 +77,14 @@ def scheduled(harness):
 @pytest.fixture
 def fresh(harness, scheduled):
     """Empty results DB and data root; every process running and resumed."""
-    for role in ("redis", "worker-gpu"):
+    for role in ("redis", *GPU_ROLES):
         proc = harness.procs.get(role)
         if proc is None or not proc.alive():
             harness.start(role)
         else:
             harness.resume(role)
-    harness.wait_worker("worker-gpu")
+    for role in GPU_ROLES:
+        harness.wait_worker(role)
     harness.fail_active_runs()  # left over by a failed test
     harness.reset_results()
     return harness
@@ -154,17 +156,26 @@ def _assert_complete(state: dict[str, object]) -> None:
     assert [(r[0], r[1], r[2]) for r in state["review"]] == flagged
 
 
-def _assert_placement(h: Harness, run_id: str) -> None:
-    """Every task succeeded; GPU work on the gpu worker, the rest on the other one."""
+def _assert_placement(h: Harness, run_id: str, *, each_gpu: bool = False) -> None:
+    """Every task succeeded; GPU work on the gpu workers, the rest on the other one. With
+    ``each_gpu`` (both GPU workers idle when the run started) one unit landed on each GPU."""
     tis = h.task_instances(run_id)
     states = {(ti.task_id, ti.map_index): ti.state for ti in tis}
     assert {s for (task, _), s in states.items() if task != "wait_for_archives"} == {"success"}, (
         states
     )
     gpu = [ti for ti in tis if ti.task_id in GPU_TASKS]
-    assert len(gpu) == 2, tis  # 4 short files: one batch, two stages
+    assert len(gpu) == 4, tis  # 4 short files: one unit per GPU slot (2), two stages
     for ti in gpu:
-        assert (ti.queue, ti.pool, ti.hostname) == ("gpu", "gpu", GPU_HOSTNAME), ti
+        assert (ti.queue, ti.pool) == ("gpu", "gpu"), ti
+        assert ti.hostname in GPU_HOSTNAMES.values(), ti
+    if each_gpu:
+        transcribed_on = sorted(ti.hostname for ti in gpu if ti.task_id == "gpu_unit.transcribe")
+        assert transcribed_on == sorted(GPU_HOSTNAMES.values()), tis
+        units = h.results_store()
+        hosts = [r.transcribe_host for r in units.rows("SELECT transcribe_host FROM gpu_batches")]
+        units.dispose()
+        assert sorted(hosts) == [f"{GPU_HOSTNAMES[r]} gpu {r[-1]}" for r in sorted(GPU_ROLES)]
     unpack = [ti for ti in tis if ti.task_id == "unpack"]
     assert len(unpack) == 2, tis
     for ti in unpack:
@@ -200,7 +211,7 @@ def _reference(h: Harness) -> dict[str, object]:
 def test_scheduled_run(scheduled):
     """Unpausing made the scheduler create the latest scheduled run (06:00 Europe/London)."""
     h, run_id, day, state = scheduled
-    _assert_placement(h, run_id)
+    _assert_placement(h, run_id, each_gpu=True)
     _assert_complete(state)
     assert {a[0].split("-b")[0] for a in state["archives"]} == {day}, state["archives"]
 
@@ -210,7 +221,7 @@ def test_manual_trigger_then_rerun_and_reprocess(fresh):
     h = fresh
     _deliver(h)
     assert _run(h, "manual", conf={"date": DAY}) == "success"
-    _assert_placement(h, "manual")
+    _assert_placement(h, "manual", each_gpu=True)
     state = _state(h)
     _assert_complete(state)
     REFERENCE["state"] = state
@@ -234,14 +245,15 @@ def test_manual_trigger_then_rerun_and_reprocess(fresh):
 
 
 def test_deadline_missed_mail_then_failure_mail(fresh):
-    """GPU worker frozen (SIGSTOP): the deadline mail arrives; the stuck batch is failed, the run
-    fails and the failure mail arrives; the day rerun afterwards ends in the reference state."""
+    """GPU workers frozen (SIGSTOP): the deadline mail arrives; the stuck units are failed, the
+    run fails and the failure mail arrives; the day rerun afterwards ends in the reference state."""
     h = fresh
     reference = _reference(h)
     _deliver(h)
-    h.pause("worker-gpu")
-    # The deadline is the logical date + 6 h (06:00 -> 12:00): put it 45 s from now.
-    logical = datetime.now(UTC) - timedelta(hours=6) + timedelta(seconds=45)
+    for role in GPU_ROLES:
+        h.pause(role)
+    # The deadline is the logical date + 6 h (06:00 -> 12:00): put it 25 s from now.
+    logical = datetime.now(UTC) - timedelta(hours=6) + timedelta(seconds=25)
     h.trigger("late", conf={"date": DAY}, logical_date=logical)
     mail = h.wait_mail(
         lambda m: "deadline missed" in m["subject"] and "late" in m["subject"], timeout=180
@@ -253,7 +265,7 @@ def test_deadline_missed_mail_then_failure_mail(fresh):
     assert h.run_state("late") == "running"
     assert [row.missed for row in _deadline_rows(h, "late")] == [True]
 
-    # The operator gives up on the stuck GPU batch; `report` then finds the day incomplete and
+    # The operator gives up on the stuck GPU units; `report` then finds the day incomplete and
     # fails (it would retry for minutes: the operator fails it too, as one does in the UI).
     h.wait_ti("late", "gpu_unit.transcribe", ("queued", "scheduled"))
     h.mark_failed("late", "gpu_unit.transcribe")
@@ -265,7 +277,8 @@ def test_deadline_missed_mail_then_failure_mail(fresh):
     )
     assert "earmark_daily" in failed["subject"]
 
-    h.resume("worker-gpu")
+    for role in GPU_ROLES:
+        h.resume(role)
     assert _run(h, "late_rerun", conf={"date": DAY}) == "success"
     assert _state(h) == reference
     assert not [m for m in h.mails() if "late_rerun" in m["subject"]]
@@ -278,7 +291,8 @@ def test_gpu_task_process_killed_mid_batch(fresh):
     _deliver(h)
     h.trigger("kill_task", conf={"date": DAY})
     ti = h.wait_ti("kill_task", "gpu_unit.transcribe", ("running",))
-    os.kill(h.task_process(str(ti.id)), signal.SIGKILL)
+    _, pid = h.task_process(str(ti.id))
+    os.kill(pid, signal.SIGKILL)
     assert h.wait_run("kill_task", RUN_TIMEOUT) == "success"
     tries = {(t.task_id, t.map_index): t.try_number for t in h.task_instances("kill_task")}
     assert tries[(ti.task_id, ti.map_index)] == 2, tries
@@ -292,9 +306,10 @@ def test_gpu_worker_killed_and_restarted(fresh):
     _deliver(h)
     h.trigger("kill_worker", conf={"date": DAY})
     ti = h.wait_ti("kill_worker", "gpu_unit.transcribe", ("running",))
-    h.task_process(str(ti.id))  # the task really started on the gpu worker
-    h.kill("worker-gpu")
-    h.start("worker-gpu")
+    role, _ = h.task_process(str(ti.id))  # the worker that really started it
+    assert role in GPU_ROLES
+    h.kill(role)
+    h.start(role)
     assert h.wait_run("kill_worker", RUN_TIMEOUT) == "success"
     tries = {(t.task_id, t.map_index): t.try_number for t in h.task_instances("kill_worker")}
     assert tries[(ti.task_id, ti.map_index)] >= 2, tries
@@ -306,7 +321,8 @@ def test_redis_restarted_with_tasks_queued(fresh):
     h = fresh
     reference = _reference(h)
     _deliver(h)
-    h.stop("worker-gpu")
+    for role in GPU_ROLES:
+        h.stop(role)
     h.trigger("redis", conf={"date": DAY})
     h.wait_ti("redis", "gpu_unit.transcribe", ("queued",))
     cli = ["redis-cli", "-p", str(h.ports["redis"])]
@@ -315,9 +331,9 @@ def test_redis_restarted_with_tasks_queued(fresh):
         subprocess.run(
             [*cli, "LLEN", "gpu"], capture_output=True, text=True, check=True
         ).stdout.strip()
-        != "1"
+        != "2"
     ):
-        assert time.monotonic() < deadline, "the gpu task never reached the broker"
+        assert time.monotonic() < deadline, "the two units never reached the broker"
         time.sleep(0.5)
     time.sleep(1.5)  # appendfsync everysec
     h.kill("redis")  # a crash, not a clean shutdown
@@ -329,33 +345,37 @@ def test_redis_restarted_with_tasks_queued(fresh):
             break
         assert time.monotonic() < deadline, out
         time.sleep(0.5)
-    assert out.stdout.strip() == "1", "the queued gpu task did not survive the restart (AOF)"
-    h.start("worker-gpu")
+    assert out.stdout.strip() == "2", "the queued gpu tasks did not survive the restart (AOF)"
+    for role in GPU_ROLES:
+        h.start(role)
     assert h.wait_run("redis", RUN_TIMEOUT) == "success"
     _assert_placement(h, "redis")
     assert _state(h) == reference
 
 
 def test_results_db_connections_terminated_mid_write(fresh):
+    """Every results-DB connection is cut every 0.2 s while the GPU units run."""
     h = fresh
     reference = _reference(h)
     _deliver(h)
     h.trigger("pg_kill", conf={"date": DAY})
+    h.wait_ti("pg_kill", "gpu_unit.transcribe", ("running",))
     engine = admin_engine()
     terminated = 0
-    for stage in GPU_TASKS:
-        h.wait_ti("pg_kill", stage, ("running",))
-        until = time.monotonic() + 8
-        while time.monotonic() < until:
-            with engine.connect() as conn:
-                terminated += conn.execute(
-                    sa.text(
-                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                        " WHERE datname = :db AND pid <> pg_backend_pid()"
-                    ),
-                    {"db": h.results_db},
-                ).scalar()
-            time.sleep(0.2)
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while time.monotonic() < deadline:
+        gpu = [ti for ti in h.task_instances("pg_kill") if ti.task_id in GPU_TASKS]
+        if len(gpu) == 4 and {ti.state for ti in gpu} <= {"success", "failed"}:
+            break
+        with engine.connect() as conn:
+            terminated += conn.execute(
+                sa.text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = :db AND pid <> pg_backend_pid()"
+                ),
+                {"db": h.results_db},
+            ).scalar()
+        time.sleep(0.2)
     engine.dispose()
     assert terminated > 0
     assert h.wait_run("pg_kill", RUN_TIMEOUT) == "success"

@@ -7,8 +7,10 @@
 - a private ``redis-server`` (its own port, AOF with ``appendfsync everysec``) as Celery broker;
 - a local SMTP sink (aiosmtpd) writing every message to ``mail/NNNN.eml``;
 - ``airflow api-server``, ``scheduler``, ``dag-processor``, ``triggerer``;
-- two Celery workers: ``default,unpack,transfer`` and ``gpu`` (concurrency 1, its own
-  ``EARMARK_HOSTNAME`` so ``task_instance.hostname`` tells them apart);
+- Celery workers: one for ``default,unpack,transfer`` and one per GPU of a pretend two-GPU
+  host for ``gpu`` (concurrency 1, ``CUDA_VISIBLE_DEVICES`` and ``EARMARK_HOSTNAME`` per GPU,
+  as ``deploy/systemd/earmark-worker-gpu@.service`` runs them), so ``task_instance.hostname``
+  tells them apart;
 
 all configured from ``deploy/airflow.env.template``, the file production renders too. The ``gpu``
 pool is sized to the GPU workers' slots. ``down`` (or the end of the Python process that called
@@ -28,9 +30,9 @@ from pathlib import Path
 from earmark.config import PROJECT_ROOT
 from earmark_dev.postgres import admin_engine
 from earmark_dev.runs import DAG_ID
-from earmark_dev.topology import DEFAULT_HOSTNAME, GPU_HOSTNAME, Harness
+from earmark_dev.topology import DEFAULT_HOSTNAME, GPU_HOSTNAMES, GPU_ROLES, Harness
 
-__all__ = ["DEFAULT_HOSTNAME", "GPU_HOSTNAME", "Harness", "admin_engine", "main"]
+__all__ = ["DEFAULT_HOSTNAME", "GPU_HOSTNAMES", "GPU_ROLES", "Harness", "admin_engine", "main"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -102,18 +102,21 @@ class RunControl:
                 )
             time.sleep(0.5)
 
-    def task_process(self, ti_id: str, role: str = "worker-gpu", timeout: float = 60) -> int:
-        """Pid of the task process (title ``airflow worker -- <ti id>``) under ``role``."""
-        leader = self.procs[role].pid
+    def task_process(self, ti_id: str, timeout: float = 60) -> tuple[str, int]:
+        """The worker role running a task and the pid of its task process (title
+        ``airflow worker -- <ti id>``)."""
         deadline = time.monotonic() + timeout
         while True:
-            for pid in descendants(leader):
-                with contextlib.suppress(OSError):
-                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-                    if f"airflow worker -- {ti_id}".encode() in cmd:
-                        return pid
+            for role, proc in list(self.procs.items()):
+                if not role.startswith("worker-"):
+                    continue
+                for pid in descendants(proc.pid):
+                    with contextlib.suppress(OSError):
+                        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+                        if f"airflow worker -- {ti_id}".encode() in cmd:
+                            return role, pid
             if time.monotonic() > deadline:
-                raise TimeoutError(f"no task process for {ti_id} under {role}")
+                raise TimeoutError(f"no task process for {ti_id} under any worker")
             time.sleep(0.2)
 
     # ---- REST API ------------------------------------------------------------------------------

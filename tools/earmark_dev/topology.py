@@ -26,15 +26,21 @@ from earmark.deploy_config import TEMPLATE, env_file_text, render_template
 from earmark_dev.localenv import HomeLayout
 from earmark_dev.mailsink import read_mails, wait_for_mail
 from earmark_dev.postgres import admin_engine, database_url
-from earmark_dev.processes import Proc, free_port
+from earmark_dev.processes import Proc, free_port, stop_all
 from earmark_dev.runs import DAG_ID, RunControl
 from earmark_dev.tiny_models import TINY_POLICIES
 
 BIN = Path(sys.executable).parent
-GPU_HOSTNAME = "earmark-gpu-1"
 DEFAULT_HOSTNAME = "earmark-coord-1"
+GPU_HOST = "earmark-gpu-1"
+# One Celery worker per GPU of one GPU host, as deploy/systemd/earmark-worker-gpu@.service runs
+# them: pinned by CUDA_VISIBLE_DEVICES (ignored by the CPU build), concurrency 1, named host+GPU.
+GPU_DEVICES = (0, 1)
 GPU_CONCURRENCY = 1
-ROLES = ("api-server", "scheduler", "dag-processor", "triggerer", "worker-default", "worker-gpu")
+GPU_ROLES = tuple(f"worker-gpu{n}" for n in GPU_DEVICES)
+GPU_HOSTNAMES = {f"worker-gpu{n}": f"{GPU_HOST}-gpu{n}" for n in GPU_DEVICES}
+WORKER_ROLES = ("worker-default", *GPU_ROLES)
+ROLES = ("api-server", "scheduler", "dag-processor", "triggerer", *WORKER_ROLES)
 
 # Fast loops for one machine and a test suite; production values are in deploy/values.env.
 TUNING = {
@@ -126,7 +132,7 @@ class Harness(HomeLayout, RunControl):
             "EARMARK_UNIT_TARGET_MINUTES": "20",
             "EARMARK_ASSUMED_REALTIME_X": "100",
             "EARMARK_FLAG_THRESHOLD": "0.42",
-            "EARMARK_GPU_SLOTS": "1",
+            "EARMARK_GPU_SLOTS": str(len(GPU_DEVICES) * GPU_CONCURRENCY),
             "EARMARK_BATCH_MAX_FILES": "2000",
             "EARMARK_GPU_MEMORY_GIB": "22",
             "EARMARK_CLASSIFIER_ATTENTION": "eager",
@@ -161,7 +167,7 @@ class Harness(HomeLayout, RunControl):
             self.home / "redis",
         ):
             folder.mkdir(parents=True, exist_ok=True)
-        for key in ("api", "redis", "smtp", "log_default", "log_gpu", "log_trigger"):
+        for key in ("api", "redis", "smtp", "log_default", "log_trigger", *GPU_ROLES):
             self.ports.setdefault(key, free_port())
         rendered = render_template(TEMPLATE.read_text(encoding="utf-8"), self.template_values())
         base = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "EARMARK_"))}
@@ -209,22 +215,22 @@ class Harness(HomeLayout, RunControl):
                     "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.ports["log_default"]),
                 },
             )
-        if role == "worker-gpu":
+        if role in GPU_ROLES:
+            device = role.removeprefix("worker-gpu")
             return (
                 [
-                    airflow,
-                    "celery",
-                    "worker",
+                    str(BIN / "earmark-gpu-worker"),
                     "--queues",
                     "gpu",
                     "--concurrency",
                     str(GPU_CONCURRENCY),
                     "--celery-hostname",
-                    f"gpu@{GPU_HOSTNAME}",
+                    f"gpu{device}@{GPU_HOST}",
                 ],
                 {
-                    "EARMARK_HOSTNAME": GPU_HOSTNAME,
-                    "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.ports["log_gpu"]),
+                    "CUDA_VISIBLE_DEVICES": device,
+                    "EARMARK_HOSTNAME": GPU_HOSTNAMES[role],
+                    "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.ports[role]),
                 },
             )
         if role == "redis":
@@ -360,7 +366,7 @@ class Harness(HomeLayout, RunControl):
         self.start("redis")
         self.start("smtp")
         self.airflow("db", "migrate")
-        slots = GPU_CONCURRENCY  # one gpu worker here: pool = sum of the gpu workers' slots
+        slots = len(GPU_DEVICES) * GPU_CONCURRENCY  # pool = sum of the gpu workers' slots
         self.airflow("pools", "set", "gpu", str(slots), "GPU slots: sum of gpu-worker concurrency")
         if not (self.models / "adapter").exists():
             build_tiny_models(self.models)
@@ -377,7 +383,7 @@ class Harness(HomeLayout, RunControl):
 
     def wait_ready(self, timeout: float = 240) -> None:
         deadline = time.monotonic() + timeout
-        pending = {"api", "dag", "worker-default", "worker-gpu"}
+        pending = {"api", "dag", *WORKER_ROLES}
         while pending:
             for role, proc in self.procs.items():
                 if not proc.alive():
@@ -388,7 +394,7 @@ class Harness(HomeLayout, RunControl):
                 "SELECT count(*) FROM serialized_dag WHERE dag_id = :d", d=DAG_ID
             ):
                 pending.discard("dag")
-            for role in ("worker-default", "worker-gpu"):
+            for role in WORKER_ROLES:
                 if role in pending and self.worker_ready(role):
                     pending.discard(role)
             if pending and time.monotonic() > deadline:
@@ -419,9 +425,8 @@ class Harness(HomeLayout, RunControl):
             return False
 
     def down(self) -> None:
-        """Stop every process this harness started (reverse order) and drop its databases."""
-        for role in reversed(list(self.procs)):
-            self.procs[role].stop(timeout=15)
+        """Stop every process this harness started (all at once) and drop its databases."""
+        stop_all(list(reversed(self.procs.values())), timeout=15)
         self.procs.clear()
         with contextlib.suppress(Exception):
             self.drop_databases()
