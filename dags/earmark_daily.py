@@ -12,7 +12,6 @@ from airflow.sdk import (
     AsyncCallback,
     CronTriggerTimetable,
     DeadlineAlert,
-    DeadlineReference,
     Param,
     dag,
     task,
@@ -20,6 +19,7 @@ from airflow.sdk import (
 )
 from earmark.config import Settings
 from earmark.day_status import named_queries
+from earmark.deadlines import RunDayDeadline
 from earmark.schedule import cron_expression, deadline_interval
 
 settings = Settings.from_env()
@@ -37,25 +37,30 @@ DOC = """
 Screens one day of audio: every recording that arrived in `incoming/` is unpacked, transcribed
 (Whisper) and scored against every policy (CoPE-A); flagged recordings wait in the RA review queue.
 
-0. **migrate_results_db** applies pending results-DB migrations (the one place a run does);
+0. **check_run_conf** (a setup task) refuses a conf with unknown keys or bad values: the run
+   fails with the accepted keys in the message and no other task runs.
    **resolve_run_date** picks the run date (param `date`, else the logical date in the
    configured timezone); every later task takes it as an argument.
+   **migrate_results_db** applies pending results-DB migrations (the one place a run does).
 1. **check_for_work** waits for archives only when there is nothing to do yet.
 2. **wait_for_archives**: FileSensor on `incoming/*.sha256`; an archive is ready once its
    `.sha256` marker exists (written last).
 3. **register_archives**: every delivery taken out of `incoming/` (by rename: no link is
    followed, no special file opened) gets one verdict in `deliveries` (registered, duplicate or
    rejected with a reason); checksums verified; one row per archive (idempotent on sha256).
-4. **unpack** (mapped per archive, queue `unpack`): safe extraction, full audio validation; bad
-   input is quarantined with a reason.
+4. **unpack** (mapped per archive, queue `unpack`; past `EARMARK_UNPACK_TASKS_MAX` archives, or
+   Airflow's `max_map_length`, per even group of archives): safe extraction, full audio
+   validation; bad input is quarantined with a reason.
 5. **plan_work_units** → **gpu_unit** (mapped task group per work unit, queue and pool `gpu`):
    **transcribe** then **classify**.
 6. **noon_check**, **data_quality**, **report**: completeness, ETA, checks, summary;
    **prune_processed** deletes archives in `processed/` past their retention.
 
-A Deadline Alert emails when the local deadline passes with the run unfinished; a failed run
-emails too. Rerun a day: `airflow dags trigger earmark_daily --conf '{"date": "2026-11-29"}'`
-(add `"reprocess": true` to redo transcription and screening).
+A Deadline Alert emails when the local deadline passes with the run unfinished, for scheduled
+runs and for runs triggered without a logical date (CLI, REST API) for today alike; reruns of
+earlier days have no deadline. A failed run emails too. Rerun a day:
+`airflow dags trigger earmark_daily --conf '{"date": "2026-11-29"}'` (add `"reprocess": true`
+to redo transcription and screening); any other conf key fails the run at once.
 """
 
 _alert_kwargs = {
@@ -68,7 +73,7 @@ def _deadline() -> DeadlineAlert | None:
     if not settings.deadline_alerts:
         return None
     return DeadlineAlert(
-        reference=DeadlineReference.DAGRUN_LOGICAL_DATE,
+        reference=RunDayDeadline(),
         interval=deadline_interval(settings),
         callback=AsyncCallback(
             SmtpNotifier,
@@ -147,6 +152,21 @@ def earmark_daily() -> None:
         return migrate()
 
     @task
+    def check_run_conf() -> None:
+        """Refuse a conf with an unknown key or a bad value: no retry, the accepted keys in the
+        message. A setup task, so every task after it (the all_done ones too) is then
+        upstream_failed: nothing is read or written."""
+        from airflow.sdk import get_current_context  # noqa: PLC0415
+        from airflow.sdk.exceptions import AirflowFailException  # noqa: PLC0415
+        from earmark.schedule import RunConfError  # noqa: PLC0415
+        from earmark.schedule import check_run_conf as check  # noqa: PLC0415
+
+        try:
+            check(get_current_context()["dag_run"].conf)
+        except RunConfError as refused:
+            raise AirflowFailException(str(refused)) from None
+
+    @task
     def resolve_run_date(params: dict[str, Any] | None = None) -> str:
         """The day this run screens: param ``date``, else the logical date, local time."""
         from earmark.airflow_support import task_env  # noqa: PLC0415
@@ -185,25 +205,29 @@ def earmark_daily() -> None:
         trigger_rule="none_failed_min_one_success",
         execution_timeout=timedelta(minutes=settings.register_timeout_minutes),
     )
-    def register_archives(run_date: str) -> list[int]:
-        """Claim deliveries from incoming/, verify checksums, register archives; ids to unpack."""
+    def register_archives(run_date: str) -> list[list[int]]:
+        """Claim deliveries from incoming/, verify checksums, register archives; the archives to
+        unpack, in groups (one per mapped unpack task, never more than Airflow maps)."""
+        from airflow.sdk.configuration import conf  # noqa: PLC0415
         from earmark.airflow_support import task_env  # noqa: PLC0415
         from earmark.ingest.intake import register_archives as register  # noqa: PLC0415
+        from earmark.ingest.intake import unpack_groups  # noqa: PLC0415
 
         env = task_env()
-        return register(env.settings, env.store, run_date)
+        max_tasks = min(env.settings.unpack_tasks_max, conf.getint("core", "max_map_length"))
+        return unpack_groups(register(env.settings, env.store, run_date), max_tasks)
 
     @task(queue="unpack", map_index_template="{{ archive_label }}")
-    def unpack(archive_id: int) -> dict[str, Any]:
-        """Extract one archive safely, validate and register its files."""
+    def unpack(archive_ids: list[int]) -> list[dict[str, Any]]:
+        """Extract each archive of the group safely, validate and register its files."""
         from dataclasses import asdict  # noqa: PLC0415
 
         from earmark.airflow_support import task_env  # noqa: PLC0415
-        from earmark.ingest.intake import archive_name, unpack_archive  # noqa: PLC0415
+        from earmark.ingest.intake import group_label, unpack_archive  # noqa: PLC0415
 
         env = task_env()
-        env.context["archive_label"] = archive_name(env.store, archive_id)
-        return asdict(unpack_archive(env.settings, env.store, archive_id))
+        env.context["archive_label"] = group_label(env.store, archive_ids)
+        return [asdict(unpack_archive(env.settings, env.store, a)) for a in archive_ids]
 
     @task(trigger_rule="all_done")
     def plan_work_units(run_date: str, params: dict[str, Any] | None = None) -> list[int]:
@@ -211,6 +235,7 @@ def earmark_daily() -> None:
 
         Runs whatever became of the unpacks, so one failed archive does not hold up the day.
         """
+        from airflow.sdk.configuration import conf  # noqa: PLC0415
         from earmark.airflow_support import task_env  # noqa: PLC0415
         from earmark.work_units import plan_work_units as plan  # noqa: PLC0415
 
@@ -224,6 +249,7 @@ def earmark_daily() -> None:
             target_unit_s=env.settings.unit_target_minutes * 60,
             assumed_realtime_x=env.settings.assumed_realtime_x,
             max_files=env.settings.batch_max_files,
+            max_units=conf.getint("core", "max_map_length"),
         )
 
     @task_group
@@ -303,13 +329,16 @@ def earmark_daily() -> None:
 
         return len(prune(Settings.from_env()))
 
+    conf_checked = check_run_conf().as_setup()
     run_date = resolve_run_date()
-    migrate_results_db() >> run_date
+    migrated = migrate_results_db()
+    conf_checked >> [run_date, migrated]
     start = check_for_work(run_date)
+    migrated >> start
     registered = register_archives(run_date)
     start >> [wait_for_archives, registered]
     wait_for_archives >> registered
-    unpacked = unpack.expand(archive_id=registered)
+    unpacked = unpack.expand(archive_ids=registered)
     units = plan_work_units(run_date)
     unpacked >> units
     gpu = gpu_unit.expand(unit_id=units)

@@ -117,6 +117,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("EARMARK_BATCH_MAX_FILES", "2000", "Most files in one GPU work unit."),
     Setting(
+        "EARMARK_UNPACK_TASKS_MAX",
+        "256",
+        "Most mapped unpack tasks in one run: above it archives are unpacked in even groups, "
+        "one group per task (never more than Airflow's [core] max_map_length).",
+    ),
+    Setting(
         "EARMARK_ASR_BATCH_SIZE",
         "64",
         "Whisper segments per generate call (on GPU the memory budget may lower it).",
@@ -213,6 +219,7 @@ class Settings:
     unit_target_minutes: float
     assumed_realtime_x: float
     batch_max_files: int
+    unpack_tasks_max: int
     asr_batch_size: int
     classify_batch_size: int
     gpu_memory_gib: float
@@ -252,6 +259,7 @@ class Settings:
             unit_target_minutes=float(_get("EARMARK_UNIT_TARGET_MINUTES")),
             assumed_realtime_x=float(_get("EARMARK_ASSUMED_REALTIME_X")),
             batch_max_files=int(_get("EARMARK_BATCH_MAX_FILES")),
+            unpack_tasks_max=int(_get("EARMARK_UNPACK_TASKS_MAX")),
             asr_batch_size=int(_get("EARMARK_ASR_BATCH_SIZE")),
             classify_batch_size=int(_get("EARMARK_CLASSIFY_BATCH_SIZE")),
             gpu_memory_gib=float(_get("EARMARK_GPU_MEMORY_GIB")),

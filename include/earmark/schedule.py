@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
+import re
+from collections.abc import Mapping
 from datetime import date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from earmark.config import Settings
@@ -26,6 +30,47 @@ def deadline_interval(settings: Settings) -> timedelta:
     return end - start
 
 
+# What a run of earmark_daily accepts in its conf, and how each value is described to people.
+RUN_CONF_KEYS = {
+    "date": "the day to screen, YYYY-MM-DD (default: the run's logical date, local time)",
+    "reprocess": "true to transcribe and screen every file of the day again (default false)",
+}
+_ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+class RunConfError(ValueError):
+    """A run's conf that earmark_daily does not accept; the message says what it does accept."""
+
+
+def check_run_conf(conf: Mapping[str, Any] | None) -> None:
+    """Refuse unknown keys and badly typed values before a run does anything.
+
+    Airflow passes unknown conf keys through silently, so ``{"dat": "2026-11-29"}`` would
+    screen today instead of the 29th; this names the key and the nearest accepted one.
+    """
+    accepted = "; ".join(f"{key}: {meaning}" for key, meaning in RUN_CONF_KEYS.items())
+    problems = []
+    for key in sorted(conf or {}):
+        if key not in RUN_CONF_KEYS:
+            near = difflib.get_close_matches(key, RUN_CONF_KEYS, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            problems.append(f"unknown key {key!r}{hint}")
+    day = (conf or {}).get("date")
+    if day is not None:
+        try:
+            valid = isinstance(day, str) and bool(_ISO_DAY.fullmatch(day))
+            valid = valid and date.fromisoformat(day) is not None
+        except ValueError:
+            valid = False
+        if not valid:
+            problems.append(f"'date' must be a day as YYYY-MM-DD, got {day!r}")
+    reprocess = (conf or {}).get("reprocess")
+    if reprocess is not None and not isinstance(reprocess, bool):
+        problems.append(f"'reprocess' must be true or false, got {reprocess!r}")
+    if problems:
+        raise RunConfError(f"run conf refused: {'; '.join(problems)}. Accepted keys: {accepted}")
+
+
 def resolve_run_date(
     requested: str | None, logical_date: datetime | None, run_after: datetime | None, timezone: str
 ) -> str:
@@ -46,3 +91,30 @@ def deadline_for(run_date: str, settings: Settings) -> datetime:
     """The local deadline of ``run_date`` as an aware datetime."""
     day = date.fromisoformat(run_date)
     return datetime.combine(day, settings.deadline_time, tzinfo=ZoneInfo(settings.timezone))
+
+
+def deadline_reference(
+    conf: Mapping[str, Any] | None,
+    logical_date: datetime | None,
+    run_after: datetime | None,
+    settings: Settings,
+    now: datetime,
+) -> datetime | None:
+    """Where a run's deadline counts from; the deadline is this plus :func:`deadline_interval`.
+
+    A run with a logical date (every scheduled run) counts from it, the local start time. A run
+    triggered without one (the CLI, the REST API) counts from the start time of the day it
+    screens, so a manual run for today is due at today's deadline like the scheduled one. A
+    rerun of an earlier day has no deadline (None), nor has a conf the run will refuse.
+    """
+    if logical_date is not None:
+        return logical_date
+    try:
+        check_run_conf(conf)
+        day = resolve_run_date((conf or {}).get("date"), None, run_after, settings.timezone)
+    except ValueError:
+        return None
+    zone = ZoneInfo(settings.timezone)
+    if date.fromisoformat(day) < now.astimezone(zone).date():
+        return None
+    return datetime.combine(date.fromisoformat(day), settings.start_time, tzinfo=zone)

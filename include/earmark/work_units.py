@@ -63,13 +63,34 @@ def _days_before(day: str, days: int) -> str:
     return (date.fromisoformat(str(day)[:10]) - timedelta(days=days)).isoformat()
 
 
+class UnitPlanError(ValueError):
+    """The day's files cannot be planned into as many units as Airflow may map."""
+
+
 def unit_count(
-    total_gpu_s: float, files: int, *, slots: int, target_s: float, max_files: int
+    total_gpu_s: float,
+    files: int,
+    *,
+    slots: int,
+    target_s: float,
+    max_files: int,
+    max_units: int | None = None,
 ) -> int:
-    """Enough units for ``target_s`` each, at least one per slot, never more than files."""
+    """Enough units for ``target_s`` each, at least one per slot, never more than files, nor
+    more than ``max_units`` (Airflow's ``max_map_length``: then units run longer than the
+    target). Raises :class:`UnitPlanError` when ``max_files`` per unit cannot fit that."""
     if files == 0:
         return 0
-    wanted = max(slots, math.ceil(total_gpu_s / target_s), math.ceil(files / max_files))
+    needed = math.ceil(files / max_files)
+    if max_units is not None and needed > max_units:
+        raise UnitPlanError(
+            f"{files} files in units of at most {max_files} (EARMARK_BATCH_MAX_FILES) need "
+            f"{needed} GPU tasks; Airflow maps at most {max_units} ([core] max_map_length): "
+            "raise one of them"
+        )
+    wanted = max(slots, math.ceil(total_gpu_s / target_s), needed)
+    if max_units is not None:
+        wanted = min(wanted, max_units)
     return min(files, wanted)
 
 
@@ -99,6 +120,7 @@ def plan_work_units(
     target_unit_s: float,
     assumed_realtime_x: float,
     max_files: int,
+    max_units: int | None = None,
 ) -> list[int]:
     """Record the units of ``run_id`` (replacing an earlier try's plan); return their ids.
 
@@ -117,7 +139,12 @@ def plan_work_units(
     rate = measured_rate(store, run_date, assumed_realtime_x)
     total_gpu_s = sum(f.duration_s for f in files) / rate.realtime_x
     count = unit_count(
-        total_gpu_s, len(files), slots=gpu_slots, target_s=target_unit_s, max_files=max_files
+        total_gpu_s,
+        len(files),
+        slots=gpu_slots,
+        target_s=target_unit_s,
+        max_files=max_files,
+        max_units=max_units,
     )
     units = pack(files, count, max_files)
     ids = []

@@ -86,7 +86,8 @@ def test_daily_dag_end_to_end_then_rerun(tmp_path, pg_url):
     from earmark_dev.demo import run_day
     from earmark_dev.sampledata import generate_day
 
-    env = LocalEnv(tmp_path, results_db_url=pg_url)
+    # Airflow maps at most 3 here: the day's 4 archives are unpacked by 2 tasks of 2.
+    env = LocalEnv(tmp_path, results_db_url=pg_url, extra={"AIRFLOW__CORE__MAX_MAP_LENGTH": "3"})
     env.prepare()
     incoming = env.data_root / "incoming"
     generate_day(
@@ -116,6 +117,15 @@ def test_daily_dag_end_to_end_then_rerun(tmp_path, pg_url):
     ).exists()
     assert not (env.data_root / "escape.wav").exists()
     assert not list(incoming.iterdir())
+    metadata = sqlite3.connect(env.airflow_home / "airflow.db")
+    labels = sorted(
+        label
+        for (label,) in metadata.execute(
+            "SELECT rendered_map_index FROM task_instance WHERE task_id = 'unpack'"
+        )
+    )
+    metadata.close()
+    assert len(labels) == 2 and all(label.endswith(" +1 more") for label in labels), labels
 
     # One transcript per classified file; one label per (file, policy); a review item per flag.
     classified = first["statuses"]["classified"]

@@ -15,11 +15,13 @@ import signal
 import subprocess
 import time
 from datetime import UTC, date, datetime, timedelta
+from datetime import time as dt_time
 from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
 from earmark_dev.harness import DEFAULT_HOSTNAME, GPU_HOSTNAMES, GPU_ROLES, Harness, admin_engine
+from earmark_dev.runs import DAG_ID
 
 pytestmark = pytest.mark.distributed
 
@@ -282,6 +284,33 @@ def test_deadline_missed_mail_then_failure_mail(fresh):
     assert _run(h, "late_rerun", conf={"date": DAY}) == "success"
     assert _state(h) == reference
     assert not [m for m in h.mails() if "late_rerun" in m["subject"]]
+
+
+def test_conf_typo_is_refused_and_a_cli_run_for_today_has_today_s_deadline(fresh):
+    """Operators' manual runs: a conf key with a typo fails the run at its first task, saying
+    which keys exist, with nothing touched; a run for today triggered from the CLI (no logical
+    date) is due at today's local deadline like the scheduled run."""
+    h = fresh
+    _deliver(h)
+    delivered = sorted(p.name for p in (h.data_root / "incoming").iterdir())
+    assert _run(h, "typo", conf={"dat": DAY}) == "failed"
+    states = {ti.task_id: ti.state for ti in h.task_instances("typo")}
+    assert states.pop("check_run_conf") == "failed", states
+    assert set(states.values()) == {"upstream_failed"}, states
+    log = h.airflow_home / "logs" / f"dag_id={DAG_ID}" / "run_id=typo" / "task_id=check_run_conf"
+    text = "".join(p.read_text() for p in log.rglob("*.log"))
+    assert "unknown key 'dat' (did you mean 'date'?)" in text
+    assert sorted(p.name for p in (h.data_root / "incoming").iterdir()) == delivered
+    assert not _deadline_rows(h, "typo")
+
+    h.reset_results()  # nothing to screen: the run for today waits in its sensor
+    tz = ZoneInfo("Europe/London")
+    today = datetime.now(tz).date()
+    h.trigger("today_cli", conf={"date": today.isoformat()})
+    rows = _deadline_rows(h, "today_cli")
+    noon = datetime.combine(today, dt_time(12, 0), tzinfo=tz)
+    assert [row.deadline_time for row in rows] == [noon], rows
+    h.fail_active_runs()
 
 
 # ---- faults ---------------------------------------------------------------------------------

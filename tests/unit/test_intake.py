@@ -196,3 +196,18 @@ def test_retention_prunes_old_processed_days_only(settings):
     assert removed == [settings.processed / "2026-10-01"]
     assert (settings.processed / "2026-11-20" / "x.tar").exists()
     assert (settings.processed / "not-a-date" / "x.tar").exists()
+
+
+def test_archives_are_grouped_only_past_the_task_limit():
+    from earmark.ingest.intake import unpack_groups
+
+    ids = list(range(1, 11))
+    assert unpack_groups(ids, 256) == [[k] for k in ids]
+    assert unpack_groups(ids, 4) == [[1, 2, 3], [4, 5, 6], [7, 8, 9], [10]]
+    assert unpack_groups(ids, 1) == [ids]
+    assert unpack_groups([], 4) == []
+    big = list(range(5000))
+    groups = unpack_groups(big, 1024)
+    assert len(groups) <= 1024 and [a for g in groups for a in g] == big
+    with pytest.raises(ValueError, match="at least 1"):
+        unpack_groups(ids, 0)

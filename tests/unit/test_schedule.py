@@ -52,3 +52,69 @@ def test_deadline_is_local_noon_across_dst():
     summer, winter = deadline_for("2026-07-01", s), deadline_for("2026-12-01", s)
     assert summer.astimezone(UTC).hour == 11
     assert winter.astimezone(UTC).hour == 12
+
+
+@pytest.mark.parametrize(
+    ("conf", "message"),
+    [
+        ({"dat": "2026-11-29"}, r"unknown key 'dat' \(did you mean 'date'\?\)"),
+        ({"date": "2026-11-29", "reprocss": True}, r"unknown key 'reprocss' \(did you mean"),
+        ({"colour": "red"}, r"unknown key 'colour'\. Accepted keys: date: "),
+        ({"date": "29/11/2026"}, r"'date' must be a day as YYYY-MM-DD, got '29/11/2026'"),
+        ({"date": "20261129"}, r"'date' must be a day"),
+        ({"date": "2026-02-30"}, r"'date' must be a day"),
+        ({"date": 20261129}, r"'date' must be a day"),
+        ({"reprocess": "yes"}, r"'reprocess' must be true or false, got 'yes'"),
+    ],
+)
+def test_run_conf_is_refused_with_what_is_accepted(conf, message):
+    from earmark.schedule import RunConfError, check_run_conf
+
+    with pytest.raises(RunConfError, match=message) as refused:
+        check_run_conf(conf)
+    assert "reprocess: true to transcribe" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "conf", [None, {}, {"date": "2026-11-29"}, {"date": None}, {"reprocess": True}]
+)
+def test_accepted_run_conf(conf):
+    from earmark.schedule import check_run_conf
+
+    check_run_conf(conf)
+
+
+def test_deadline_counts_from_the_logical_date_when_there_is_one():
+    from earmark.schedule import deadline_reference
+
+    logical = datetime(2026, 11, 30, 6, 0, tzinfo=UTC)
+    now = datetime(2026, 11, 30, 7, 0, tzinfo=UTC)
+    s = settings(timezone="Europe/London", start_time=time(6, 0))
+    assert deadline_reference({"date": "2026-11-29"}, logical, None, s, now) == logical
+
+
+def test_a_manual_run_for_today_is_due_at_today_s_deadline():
+    """No logical date (CLI, REST API): the day's local start time, with or without a date."""
+    from earmark.schedule import deadline_reference
+
+    s = settings(timezone="Europe/London", start_time=time(6, 0), deadline_time=time(12, 0))
+    now = datetime(2026, 7, 1, 9, 30, tzinfo=UTC)  # 10:30 in London (BST)
+    for conf in (None, {"date": "2026-07-01"}, {"reprocess": True}):
+        start = deadline_reference(conf, None, now, s, now)
+        assert start is not None
+        assert (start + deadline_interval(s)).astimezone(UTC) == datetime(
+            2026, 7, 1, 11, 0, tzinfo=UTC
+        )
+    # Triggered after noon: still today's deadline (already missed, so Airflow alerts at once).
+    late = datetime(2026, 7, 1, 15, 0, tzinfo=UTC)
+    assert deadline_reference(None, None, late, s, late) is not None
+
+
+def test_reruns_of_earlier_days_and_refused_conf_have_no_deadline():
+    from earmark.schedule import deadline_reference
+
+    s = settings(timezone="Europe/London")
+    now = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+    assert deadline_reference({"date": "2026-11-29"}, None, now, s, now) is None
+    assert deadline_reference({"dat": "2026-11-30"}, None, now, s, now) is None
+    assert deadline_reference({"date": "30/11/2026"}, None, now, s, now) is None

@@ -4,7 +4,14 @@ import math
 from datetime import date
 
 import pytest
-from earmark.work_units import FileLength, measured_rate, pack, plan_work_units, unit_count
+from earmark.work_units import (
+    FileLength,
+    UnitPlanError,
+    measured_rate,
+    pack,
+    plan_work_units,
+    unit_count,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -26,6 +33,13 @@ def test_unit_count_follows_gpu_time_and_slots():
     assert unit_count(100, 3, slots=4, target_s=1200, max_files=2000) == 3  # never empty units
     assert unit_count(100, 5000, slots=1, target_s=1200, max_files=2000) == 3
     assert unit_count(0, 0, slots=2, target_s=1200, max_files=10) == 0
+
+
+def test_unit_count_never_maps_more_than_airflow_allows():
+    # 100 h of GPU time wants 300 units of 20 min; Airflow maps 64: longer units instead.
+    assert unit_count(360_000, 60_000, slots=8, target_s=1200, max_files=2000, max_units=64) == 64
+    with pytest.raises(UnitPlanError, match=r"need 30 GPU tasks; Airflow maps at most 16"):
+        unit_count(100, 60_000, slots=1, target_s=1200, max_files=2000, max_units=16)
 
 
 @given(

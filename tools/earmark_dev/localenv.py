@@ -13,7 +13,7 @@ import shlex
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from earmark.config import PROJECT_ROOT
@@ -45,6 +45,7 @@ class LocalEnv(HomeLayout):
     home: Path
     results_db_url: str | None = None  # None: SQLite file under home
     timezone: str = "Europe/London"
+    extra: dict[str, str] = field(default_factory=dict)  # more variables, e.g. Airflow's limits
 
     @property
     def results_db(self) -> Path:
@@ -114,6 +115,7 @@ class LocalEnv(HomeLayout):
             "TRANSFORMERS_OFFLINE": "1",
             "TOKENIZERS_PARALLELISM": "false",
             "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+            **self.extra,
         }
 
     def environ(self, **overrides: str) -> dict[str, str]:

@@ -28,6 +28,7 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 import os
 import secrets
 import shutil
@@ -449,6 +450,25 @@ def register_archives(settings: Settings, store: Store, run_date: str) -> list[i
         d=run_date,
     )
     return [row.id for row in rows]
+
+
+def unpack_groups(archive_ids: list[int], max_tasks: int) -> list[list[int]]:
+    """``archive_ids`` cut into at most ``max_tasks`` groups of even size, in order.
+
+    One mapped unpack task per group: one archive each while they fit, so the UI names each
+    archive; past ``max_tasks`` (a day of thousands) a few archives per task, so the run never
+    maps more than Airflow allows (``[core] max_map_length``) and its grid stays readable.
+    """
+    if max_tasks < 1:
+        raise ValueError(f"max_tasks must be at least 1, got {max_tasks}")
+    size = max(1, math.ceil(len(archive_ids) / max_tasks))
+    return [archive_ids[start : start + size] for start in range(0, len(archive_ids), size)]
+
+
+def group_label(store: Store, archive_ids: list[int]) -> str:
+    """The UI's name for an unpack task: its archive, or its first archive and the count."""
+    first = archive_name(store, archive_ids[0])
+    return first if len(archive_ids) == 1 else f"{first} +{len(archive_ids) - 1} more"
 
 
 # --- unpack ---------------------------------------------------------------------------------
