@@ -218,8 +218,8 @@ def test_scheduled_run(scheduled):
     assert {a[0].split("-b")[0] for a in state["archives"]} == {day}, state["archives"]
 
 
-def test_manual_trigger_then_rerun_and_reprocess(fresh):
-    """The operator's command; the same day again changes nothing; reprocess redoes it."""
+def test_manual_trigger_then_rerun(fresh):
+    """The operator's command; the same day again changes nothing."""
     h = fresh
     _deliver(h)
     assert _run(h, "manual", conf={"date": DAY}) == "success"
@@ -239,11 +239,8 @@ def test_manual_trigger_then_rerun_and_reprocess(fresh):
     assert len(list((h.data_root / "processed" / DAY).glob("duplicate-*/*.tar"))) == 2
     assert not [m for m in h.mails() if "rerun" in m["subject"]]
     assert all(not row.missed for row in _deadline_rows(h, "rerun"))
-
-    assert _run(h, "reprocess", conf={"date": DAY, "reprocess": True}) == "success"
-    assert _state(h) == state
-    assert store.scalar("SELECT min(created_at) FROM transcripts") > created
     store.dispose()
+    # "reprocess": true is the same code on any executor: test_daily_dag_postgres.py runs it.
 
 
 def test_deadline_missed_mail_then_failure_mail(fresh):
