@@ -307,6 +307,7 @@ def test_conf_typo_is_refused_and_a_cli_run_for_today_has_today_s_deadline(fresh
     rows = _deadline_rows(h, "today_cli")
     noon = datetime.combine(today, dt_time(12, 0), tzinfo=tz)
     assert [row.deadline_time for row in rows] == [noon], rows
+    h.wait_ti("today_cli", "wait_for_archives", ("deferred",), timeout=120)
     h.fail_active_runs()
 
 

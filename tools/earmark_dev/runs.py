@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+import urllib.error
 import urllib.request
 from datetime import datetime
 from pathlib import Path
@@ -144,8 +145,17 @@ class RunControl:
                 "Authorization": f"Bearer {self.__dict__['token']}",
             },
         )
-        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
-            return json.loads(response.read() or b"null")
+        # A state change can lose a deadlock against the scheduler's own update of the same run
+        # (500 after Postgres's 1 s deadlock_timeout); the calls made here are idempotent.
+        for attempt in range(3):
+            try:
+                with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
+                    return json.loads(response.read() or b"null")
+            except urllib.error.HTTPError as error:
+                if error.code < 500 or attempt == 2:
+                    raise
+                time.sleep(1)
+        raise AssertionError("unreachable")
 
     def mark_failed(self, run_id: str, task_id: str) -> Any:
         """What an operator does in the UI: mark a task (every map index) failed."""
