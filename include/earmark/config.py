@@ -44,6 +44,19 @@ SETTINGS: tuple[Setting, ...] = (
         "Local time by which the day must be done; missing it sends an email (HH:MM).",
     ),
     Setting(
+        "EARMARK_INTAKE_CUTOFF",
+        "10:00",
+        "Local time until which archives arriving after the day's run took its deliveries are "
+        "still screened that day, by a catch-up run; later ones wait for the next day's run and "
+        "are named in the noon check (HH:MM, between the start and the deadline).",
+    ),
+    Setting(
+        "EARMARK_CATCHUP_EVERY_MINUTES",
+        "10",
+        "How often earmark_catchup looks in incoming/ for archives that arrived after the "
+        "day's run took its deliveries.",
+    ),
+    Setting(
         "EARMARK_DEADLINE_ALERTS",
         "true",
         "Attach the Deadline Alert to the DAG. Only `airflow dags test` runs turn it off.",
@@ -199,6 +212,8 @@ class Settings:
     timezone: str
     start_time: time
     deadline_time: time
+    intake_cutoff: time
+    catchup_every_minutes: int
     deadline_alerts: bool
     retry_delay_seconds: float
     sensor_poke_seconds: int
@@ -239,6 +254,8 @@ class Settings:
             timezone=_get("EARMARK_TIMEZONE"),
             start_time=_hhmm(_get("EARMARK_START_TIME")),
             deadline_time=_hhmm(_get("EARMARK_DEADLINE_TIME")),
+            intake_cutoff=_hhmm(_get("EARMARK_INTAKE_CUTOFF")),
+            catchup_every_minutes=int(_get("EARMARK_CATCHUP_EVERY_MINUTES")),
             deadline_alerts=_bool(_get("EARMARK_DEADLINE_ALERTS")),
             retry_delay_seconds=float(_get("EARMARK_RETRY_DELAY_SECONDS")),
             sensor_poke_seconds=int(_get("EARMARK_SENSOR_POKE_SECONDS")),

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from earmark.config import PROJECT_ROOT, Settings
 from earmark.names import printable
-from earmark.schedule import deadline_for
+from earmark.schedule import catchup_day, deadline_for
 from earmark.statuses import FILE_DONE, ArchiveStatus
 from earmark.store.db import Store
 
@@ -58,6 +58,9 @@ class DayStatus:
     complete: bool = False
     eta: str | None = None
     on_time: bool | None = None
+    # Ready in incoming/ but not taken by any run yet (today only), and what happens to them.
+    waiting: list[str] = field(default_factory=list)
+    waiting_for: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,6 +103,17 @@ def day_status(
         status.throughput_x_realtime = round(float(speed.audio_s) / float(speed.wall_s), 1)
     deadline = deadline_for(run_date, settings)
     status.deadline = deadline.isoformat()
+    if run_date == now.astimezone(deadline.tzinfo).date().isoformat():
+        from earmark.ingest.intake import waiting_deliveries  # noqa: PLC0415
+
+        status.waiting = [printable(name) for name in waiting_deliveries(settings)]
+    if status.waiting:
+        cutoff = settings.intake_cutoff.strftime("%H:%M")
+        status.waiting_for = (
+            f"a catch-up run today (before the {cutoff} cut-off)"
+            if catchup_day(now, settings) == run_date
+            else f"the next day's run (arrived after the {cutoff} cut-off)"
+        )
     status.now = now.astimezone(deadline.tzinfo).isoformat(timespec="seconds")
     live = sum(n for s, n in status.files.items() if s not in FILE_DONE)
     status.complete = live == 0 and status.archives.get(ArchiveStatus.REGISTERED, 0) == 0
@@ -135,6 +149,11 @@ def format_summary(status: DayStatus) -> str:
         + (f"{status.throughput_x_realtime}x real time" if status.throughput_x_realtime else "n/a"),
         f"  deadline      {status.deadline}: {verdict}",
     ]
+    if status.waiting:
+        lines.append(
+            f"  waiting       {len(status.waiting)} in incoming/ for {status.waiting_for}: "
+            + ", ".join(status.waiting)
+        )
     return "\n".join(lines)
 
 

@@ -118,3 +118,24 @@ def deadline_reference(
     if date.fromisoformat(day) < now.astimezone(zone).date():
         return None
     return datetime.combine(date.fromisoformat(day), settings.start_time, tzinfo=zone)
+
+
+def catchup_cron(settings: Settings) -> str:
+    """earmark_catchup's schedule: every ``EARMARK_CATCHUP_EVERY_MINUTES`` minutes."""
+    every = settings.catchup_every_minutes
+    if not 1 <= every <= 60:
+        raise ValueError(f"EARMARK_CATCHUP_EVERY_MINUTES must be 1-60, got {every}")
+    return f"*/{every} * * * *"
+
+
+def catchup_day(now: datetime, settings: Settings) -> str | None:
+    """Today's local date while a catch-up run may still screen a late archive today (from the
+    start time until ``EARMARK_INTAKE_CUTOFF``), else None."""
+    if not settings.start_time <= settings.intake_cutoff <= settings.deadline_time:
+        raise ValueError(
+            "EARMARK_INTAKE_CUTOFF must lie between EARMARK_START_TIME and EARMARK_DEADLINE_TIME"
+        )
+    local = now.astimezone(ZoneInfo(settings.timezone))
+    if settings.start_time <= local.time() < settings.intake_cutoff:
+        return local.date().isoformat()
+    return None

@@ -26,6 +26,7 @@ from earmark_dev.runs import DAG_ID
 pytestmark = pytest.mark.distributed
 
 DAY = "2026-11-29"
+LONDON = ZoneInfo("Europe/London")
 SEED = 11
 GPU_TASKS = ("gpu_unit.transcribe", "gpu_unit.classify")
 RUN_TIMEOUT = 420
@@ -103,6 +104,22 @@ def _deliver(h: Harness, day: str = DAY) -> None:
         minutes=0.4,
         seed=SEED,
     )
+
+
+def _deliver_late(h: Harness, day: str) -> str:
+    """One more archive for ``day``, under a name of its own; its name."""
+    from earmark.incoming import sha256_file
+    from earmark_dev.sampledata import generate_day
+
+    scratch = h.home / "late"
+    generated = generate_day(
+        scratch, date.fromisoformat(day), archives=1, files_per_archive=1, minutes=0.2, seed=77
+    )[0]
+    name = f"{day}-late.tar"
+    target = h.data_root / "incoming" / name
+    generated.rename(target)
+    target.with_name(f"{name}.sha256").write_text(f"{sha256_file(target)}  {name}\n")
+    return name
 
 
 def _state(h: Harness) -> dict[str, object]:
@@ -218,8 +235,9 @@ def test_scheduled_run(scheduled):
     assert {a[0].split("-b")[0] for a in state["archives"]} == {day}, state["archives"]
 
 
-def test_manual_trigger_then_rerun(fresh):
-    """The operator's command; the same day again changes nothing."""
+def test_manual_trigger_then_rerun_then_a_late_archive(fresh):
+    """The operator's command; the same day again changes nothing; an archive that arrives
+    after the run is screened by the catch-up DAG's run for the same day."""
     h = fresh
     _deliver(h)
     assert _run(h, "manual", conf={"date": DAY}) == "success"
@@ -241,6 +259,21 @@ def test_manual_trigger_then_rerun(fresh):
     assert all(not row.missed for row in _deadline_rows(h, "rerun"))
     store.dispose()
     # "reprocess": true is the same code on any executor: test_daily_dag_postgres.py runs it.
+
+    # A late archive after the day's run took its deliveries: earmark_catchup's tick before the
+    # cut-off triggers earmark_daily for the day, which screens it alone.
+    late = _deliver_late(h, DAY)
+    tick = datetime.combine(date.fromisoformat(DAY), dt_time(6, 10), tzinfo=LONDON)
+    h.airflow("dags", "test", "earmark_catchup", tick.isoformat())
+    runs = h.meta_rows("SELECT run_id FROM dag_run WHERE run_id LIKE 'catch_up__%'")
+    assert len(runs) == 1, runs
+    assert h.wait_run(runs[0].run_id, RUN_TIMEOUT) == "success"
+    caught_up = _state(h)
+    assert [a for a in caught_up["archives"] if a[0] != late] == state["archives"]
+    assert (late, "unpacked", 1) in caught_up["archives"]
+    late_files = [f for f in caught_up["files"] if f[0] == late]
+    assert late_files and {f[2] for f in late_files} == {"classified"}
+    assert not list((h.data_root / "incoming").iterdir())
 
 
 def test_deadline_missed_mail_then_failure_mail(fresh):

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from earmark.config import Settings
@@ -118,3 +119,22 @@ def test_reruns_of_earlier_days_and_refused_conf_have_no_deadline():
     assert deadline_reference({"date": "2026-11-29"}, None, now, s, now) is None
     assert deadline_reference({"dat": "2026-11-30"}, None, now, s, now) is None
     assert deadline_reference({"date": "30/11/2026"}, None, now, s, now) is None
+
+
+def test_catch_up_window_runs_from_the_start_to_the_cut_off():
+    from earmark.schedule import catchup_cron, catchup_day
+
+    s = settings(
+        timezone="Europe/London",
+        start_time=time(6, 0),
+        intake_cutoff=time(10, 0),
+        deadline_time=time(12, 0),
+    )
+    london = ZoneInfo("Europe/London")
+    at = [
+        datetime(2026, 11, 30, h, m, tzinfo=london) for h, m in ((5, 59), (6, 0), (9, 59), (10, 0))
+    ]
+    assert [catchup_day(t, s) for t in at] == [None, "2026-11-30", "2026-11-30", None]
+    assert catchup_cron(s) == "*/10 * * * *"
+    with pytest.raises(ValueError, match="between EARMARK_START_TIME and EARMARK_DEADLINE_TIME"):
+        catchup_day(at[1], settings(start_time=time(6, 0), intake_cutoff=time(13, 0)))

@@ -120,6 +120,9 @@ class Harness(HomeLayout, RunControl):
             "EARMARK_TIMEZONE": "Europe/London",
             "EARMARK_START_TIME": "06:00",
             "EARMARK_DEADLINE_TIME": "12:00",
+            # Late archives are caught up all day long here, so a test can deliver one at any hour.
+            "EARMARK_INTAKE_CUTOFF": "12:00",
+            "EARMARK_CATCHUP_EVERY_MINUTES": "10",
             "EARMARK_ALERT_EMAIL": "ops@example.org",
             "EARMARK_ASR_MODEL_DIR": str(self.models / "asr"),
             "EARMARK_BASE_MODEL_DIR": str(self.models / "base"),

@@ -159,6 +159,14 @@ def has_work(settings: Settings) -> bool:
     return bool(markers or odd) or (settings.claimed.is_dir() and any(settings.claimed.iterdir()))
 
 
+def waiting_deliveries(settings: Settings) -> list[str]:
+    """Deliveries ready in incoming/ that no run has taken yet, oldest first (names only)."""
+    if not settings.incoming.is_dir():
+        return []
+    markers, _ = _scan_incoming(settings.incoming)
+    return [marker.removesuffix(MARKER_SUFFIX) for marker in markers]
+
+
 def day_has_work(settings: Settings, store: Store, run_date: str) -> bool:
     """Whether a run for ``run_date`` can start without waiting for deliveries."""
     known = store.scalar("SELECT count(*) FROM archives WHERE run_date = :d", d=run_date)
