@@ -42,6 +42,16 @@ class RunConfError(ValueError):
     """A run's conf that earmark_daily does not accept; the message says what it does accept."""
 
 
+def _is_iso_day(value: object) -> bool:
+    if not isinstance(value, str) or not _ISO_DAY.fullmatch(value):
+        return False
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
 def check_run_conf(conf: Mapping[str, Any] | None) -> None:
     """Refuse unknown keys and badly typed values before a run does anything.
 
@@ -56,14 +66,8 @@ def check_run_conf(conf: Mapping[str, Any] | None) -> None:
             hint = f" (did you mean {near[0]!r}?)" if near else ""
             problems.append(f"unknown key {key!r}{hint}")
     day = (conf or {}).get("date")
-    if day is not None:
-        try:
-            valid = isinstance(day, str) and bool(_ISO_DAY.fullmatch(day))
-            valid = valid and date.fromisoformat(day) is not None
-        except ValueError:
-            valid = False
-        if not valid:
-            problems.append(f"'date' must be a day as YYYY-MM-DD, got {day!r}")
+    if day is not None and not _is_iso_day(day):
+        problems.append(f"'date' must be a day as YYYY-MM-DD, got {day!r}")
     reprocess = (conf or {}).get("reprocess")
     if reprocess is not None and not isinstance(reprocess, bool):
         problems.append(f"'reprocess' must be true or false, got {reprocess!r}")

@@ -12,7 +12,7 @@ import tarfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import soundfile as sf
@@ -126,3 +126,19 @@ def run_bounded(fn: Callable[[], T], seconds: float, file_modes_bind_root: bool 
     if "error" in result:
         raise result["error"]  # type: ignore[misc]
     return result["value"]  # type: ignore[return-value]
+
+
+def plan_test_units(store: Any, run_id: str, day: str) -> list[int]:
+    """The day's work units as the DAG plans them, with the tests' small fixed figures."""
+    from earmark.work_units import plan_work_units
+
+    return plan_work_units(
+        store,
+        run_id,
+        day,
+        reprocess=False,
+        gpu_slots=1,
+        target_unit_s=1200,
+        assumed_realtime_x=100,
+        max_files=100,
+    )

@@ -9,12 +9,19 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from delivery_kit import deliver, run_bounded, sha256, tar_bytes, wav, write_then_rename
+from delivery_kit import (
+    deliver,
+    plan_test_units,
+    run_bounded,
+    sha256,
+    tar_bytes,
+    wav,
+    write_then_rename,
+)
 from earmark.incoming import sha256_file
 from earmark.ingest import intake
 from earmark.ingest.intake import register_archives, unpack_archive
 from earmark.screening import classify_unit, transcribe_unit
-from earmark.work_units import plan_work_units
 
 DAY = "2026-11-29"
 
@@ -31,16 +38,7 @@ def _screen(settings, store, models, run_id: str) -> None:
     for archive_id in store.rows("SELECT id FROM archives WHERE status = 'registered'"):
         unpack_archive(settings, store, archive_id.id)
     transcriber, classifier = models["transcriber"], models["classifier"]
-    for batch_id in plan_work_units(
-        store,
-        run_id,
-        DAY,
-        reprocess=False,
-        gpu_slots=1,
-        target_unit_s=1200,
-        assumed_realtime_x=100,
-        max_files=100,
-    ):
+    for batch_id in plan_test_units(store, run_id, DAY):
         transcribe_unit(settings, store, batch_id, transcriber=transcriber)
         classify_unit(settings, store, batch_id, classifier=classifier)
 

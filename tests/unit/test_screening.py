@@ -8,6 +8,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from delivery_kit import plan_test_units
 from earmark.config import Settings
 from earmark.ingest.intake import register_archives, unpack_archive
 from earmark.screening import (
@@ -15,7 +16,6 @@ from earmark.screening import (
     stage_plan,
     transcribe_unit,
 )
-from earmark.work_units import plan_work_units
 from earmark_dev.sampledata import generate_day
 
 DAY = "2026-11-29"
@@ -59,16 +59,7 @@ def day(tmp_path, store, tiny_settings):
     )
     for archive_id in register_archives(settings, store, DAY):
         unpack_archive(settings, store, archive_id)
-    [batch_id] = plan_work_units(
-        store,
-        "run-1",
-        DAY,
-        reprocess=False,
-        gpu_slots=1,
-        target_unit_s=1200,
-        assumed_realtime_x=100,
-        max_files=100,
-    )
+    [batch_id] = plan_test_units(store, "run-1", DAY)
     return settings, store, batch_id
 
 

@@ -112,6 +112,18 @@ def _byte_symbols() -> list[str]:
     return [chr(mapping[b]) for b in range(256)]
 
 
+def whisper_special_tokens(eot: int, sot: int) -> dict[str, object]:
+    """WhisperConfig's special-token fields for the byte-level tokenizer (nothing suppressed)."""
+    return {
+        "pad_token_id": eot,
+        "bos_token_id": eot,
+        "eos_token_id": eot,
+        "decoder_start_token_id": sot,
+        "suppress_tokens": [],
+        "begin_suppress_tokens": [],
+    }
+
+
 def _build_whisper(out: Path) -> None:
     import torch  # noqa: PLC0415
     from transformers import (  # noqa: PLC0415
@@ -155,12 +167,7 @@ def _build_whisper(out: Path) -> None:
         decoder_ffn_dim=128,
         max_source_positions=1500,
         max_target_positions=448,
-        pad_token_id=eot,
-        bos_token_id=eot,
-        eos_token_id=eot,
-        decoder_start_token_id=sot,
-        suppress_tokens=[],
-        begin_suppress_tokens=[],
+        **whisper_special_tokens(eot, sot),
     )
     torch.manual_seed(SEED)
     model = WhisperForConditionalGeneration(config).eval()

@@ -150,23 +150,15 @@ def classify_estimate_bytes(
     ``prefix_tokens`` > 0 means the policy prefix is cached and only the rest is fed; the
     batch-1 pass that builds that cache is counted too (the larger of the two is the peak).
     """
-    suffixes = suffix_pass_bytes(
-        rows,
-        prompt_tokens,
-        prefix_tokens=prefix_tokens,
-        attn_implementation=attn_implementation,
-        classifier=classifier,
-        overhead_gib=overhead_gib,
-    )
+    pricing = {
+        "attn_implementation": attn_implementation,
+        "classifier": classifier,
+        "overhead_gib": overhead_gib,
+    }
+    suffixes = suffix_pass_bytes(rows, prompt_tokens, prefix_tokens=prefix_tokens, **pricing)
     if prefix_tokens <= 0:
         return suffixes
-    prefix = prefix_pass_bytes(
-        prefix_tokens,
-        attn_implementation=attn_implementation,
-        classifier=classifier,
-        overhead_gib=overhead_gib,
-    )
-    return max(suffixes, prefix)
+    return max(suffixes, prefix_pass_bytes(prefix_tokens, **pricing))
 
 
 def prefix_pass_bytes(

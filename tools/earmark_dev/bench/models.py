@@ -71,19 +71,12 @@ def whisper_token_ids() -> dict[str, int]:
 
 def whisper_turbo_config() -> Any:
     """WhisperConfig of large-v3-turbo with the tiny tokenizer's special-token ids."""
+    from earmark_dev.tiny_models import whisper_special_tokens  # noqa: PLC0415
     from transformers import WhisperConfig  # noqa: PLC0415
 
     ids = whisper_token_ids()
     eot, sot = ids["<|endoftext|>"], ids["<|startoftranscript|>"]
-    return WhisperConfig(
-        **WHISPER_TURBO,
-        pad_token_id=eot,
-        bos_token_id=eot,
-        eos_token_id=eot,
-        decoder_start_token_id=sot,
-        suppress_tokens=[],
-        begin_suppress_tokens=[],
-    )
+    return WhisperConfig(**WHISPER_TURBO, **whisper_special_tokens(eot, sot))
 
 
 def gemma2_9b_config() -> Any:
