@@ -194,9 +194,14 @@ def _get(name: str) -> str:
     return os.environ.get(name, _DEFAULTS[name])
 
 
-def _hhmm(value: str) -> time:
-    hour, minute = value.split(":")
-    return time(int(hour), int(minute))
+def _hhmm(name: str) -> time:
+    """The local time in variable ``name``; a clear error naming it when it is not HH:MM."""
+    value = _get(name)
+    try:
+        hour, minute = value.split(":")
+        return time(int(hour), int(minute))
+    except ValueError:
+        raise ValueError(f"{name} must be a local time HH:MM, got {value!r}") from None
 
 
 def _bool(value: str) -> bool:
@@ -252,9 +257,9 @@ class Settings:
             data_root=Path(_get("EARMARK_DATA_ROOT")),
             db_conn_id=_get("EARMARK_DB_CONN_ID"),
             timezone=_get("EARMARK_TIMEZONE"),
-            start_time=_hhmm(_get("EARMARK_START_TIME")),
-            deadline_time=_hhmm(_get("EARMARK_DEADLINE_TIME")),
-            intake_cutoff=_hhmm(_get("EARMARK_INTAKE_CUTOFF")),
+            start_time=_hhmm("EARMARK_START_TIME"),
+            deadline_time=_hhmm("EARMARK_DEADLINE_TIME"),
+            intake_cutoff=_hhmm("EARMARK_INTAKE_CUTOFF"),
             catchup_every_minutes=int(_get("EARMARK_CATCHUP_EVERY_MINUTES")),
             deadline_alerts=_bool(_get("EARMARK_DEADLINE_ALERTS")),
             retry_delay_seconds=float(_get("EARMARK_RETRY_DELAY_SECONDS")),

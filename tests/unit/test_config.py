@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import time
 from pathlib import Path
 
+import pytest
 from earmark.config import PROJECT_ROOT, Settings, settings_table_markdown
 
 
@@ -28,3 +29,11 @@ def test_read_at_call_time(monkeypatch):
 def test_readme_configuration_table_is_current():
     readme = (PROJECT_ROOT / "README.md").read_text()
     assert settings_table_markdown() in readme
+
+
+def test_a_bad_local_time_names_its_variable(monkeypatch):
+    monkeypatch.setenv("EARMARK_INTAKE_CUTOFF", "25:00")
+    with pytest.raises(
+        ValueError, match=r"EARMARK_INTAKE_CUTOFF must be a local time HH:MM, got '25:00'"
+    ):
+        Settings.from_env()
