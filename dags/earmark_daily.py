@@ -47,10 +47,12 @@ Screens one day of audio: every recording that arrived in `incoming/` is unpacke
    `.sha256` marker exists (written last).
 3. **register_archives**: every delivery taken out of `incoming/` (by rename: no link is
    followed, no special file opened) gets one verdict in `deliveries` (registered, duplicate or
-   rejected with a reason); checksums verified; one row per archive (idempotent on sha256).
+   rejected with a reason) from its marker; archives are not read here.
 4. **unpack** (mapped per archive, queue `unpack`; past `EARMARK_UNPACK_TASKS_MAX` archives, or
-   Airflow's `max_map_length`, per even group of archives): safe extraction, full audio
-   validation; bad input is quarantined with a reason.
+   Airflow's `max_map_length`, per even group of archives): safe extraction with the sha256
+   computed from the same reads (each archive is read once), the delivery judged on it (checksum
+   mismatch: rejected; bytes already an archive: duplicate), full audio validation; bad input is
+   quarantined with a reason.
 5. **plan_work_units** → **gpu_unit** (mapped task group per work unit, queue and pool `gpu`):
    **transcribe** then **classify**.
 6. **noon_check**, **data_quality**, **report**: completeness, ETA, checks, summary;
@@ -206,7 +208,7 @@ def earmark_daily() -> None:
         execution_timeout=timedelta(minutes=settings.register_timeout_minutes),
     )
     def register_archives(run_date: str) -> list[list[int]]:
-        """Claim deliveries from incoming/, verify checksums, register archives; the archives to
+        """Claim deliveries from incoming/, read their markers, register archives; the archives to
         unpack, in groups (one per mapped unpack task, never more than Airflow maps)."""
         from airflow.sdk.configuration import conf  # noqa: PLC0415
         from earmark.airflow_support import task_env  # noqa: PLC0415

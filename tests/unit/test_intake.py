@@ -10,10 +10,11 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from delivery_kit import deliver, sha256, tar_bytes, wav, write_then_rename
 from earmark.config import Settings
 from earmark.incoming import sha256_file
 from earmark.ingest.extract import InsufficientDisk
-from earmark.ingest.intake import register_archives, unpack_archive
+from earmark.ingest.intake import audio_home, register_archives, unpack_archive
 from earmark_dev.sampledata import generate_day
 
 DAY = "2026-11-29"
@@ -114,9 +115,13 @@ def test_archive_without_marker_is_not_touched(settings, store):
 def test_checksum_mismatch_is_rejected_with_reason(settings, store):
     archive = _write_tar(settings.incoming / "cut.tar", {"a.wav": b"x" * 2048})
     Path(f"{archive}.sha256").write_text("0" * 64 + "\n")
-    assert register_archives(settings, store, DAY) == []
-    row = store.rows("SELECT id, status, reason, path FROM deliveries")[0]
+    [archive_id] = register_archives(settings, store, DAY)  # the bytes are read by the unpack
+    assert unpack_archive(settings, store, archive_id).status == "rejected"
+    assert store.scalar("SELECT count(*) FROM archives") == 0  # the bytes are not barred
+    assert not audio_home(settings, DAY, archive_id).exists()
+    row = store.rows("SELECT id, status, reason, path, sha256 FROM deliveries")[0]
     assert row.status == "rejected" and row.reason.startswith("checksum_mismatch")
+    assert row.sha256 == sha256_file(Path(row.path) / "cut.tar")
     assert Path(row.path) == settings.quarantine / DAY / f"delivery-{row.id}"
     assert sorted(p.name for p in Path(row.path).iterdir()) == ["cut.tar", "cut.tar.sha256"]
     assert (settings.quarantine / DAY / f"delivery-{row.id}.reason.json").exists()
@@ -211,3 +216,60 @@ def test_archives_are_grouped_only_past_the_task_limit():
     assert len(groups) <= 1024 and [a for g in groups for a in g] == big
     with pytest.raises(ValueError, match="at least 1"):
         unpack_groups(ids, 0)
+
+
+def test_equal_bytes_in_one_delivery_round_are_judged_by_their_unpacks(settings, store):
+    """Both are registered unread; the unpack that records the digest first keeps the archive,
+    the other's delivery becomes its duplicate and its extraction goes."""
+    data = tar_bytes({"a.wav": wav(0.3)})
+    deliver(settings.incoming, "first.tar", data)
+    deliver(settings.incoming, "second.tar", data)
+    first_id, second_id = register_archives(settings, store, DAY)
+    assert unpack_archive(settings, store, second_id).status == "unpacked"
+    assert unpack_archive(settings, store, first_id).status == "duplicate"
+    assert [tuple(r) for r in store.rows("SELECT id, sha256 FROM archives")] == [
+        (second_id, sha256(data))
+    ]
+    rows = store.rows("SELECT name, status, archive_id, reason, path FROM deliveries ORDER BY id")
+    assert [(r.name, r.status, r.archive_id) for r in rows] == [
+        ("first.tar", "duplicate", second_id),
+        ("second.tar", "registered", second_id),
+    ]
+    assert rows[0].reason == f"same bytes as archive #{second_id} (unpacked)"
+    assert (
+        Path(rows[0].path)
+        == settings.processed / DAY / f"duplicate-{_delivery_id(store, 'first.tar')}"
+    )
+    assert not audio_home(settings, DAY, first_id).exists()
+    assert store.scalar("SELECT count(*) FROM audio_files") == 1
+    assert not list(settings.claimed.iterdir())
+    # A task retry for the archive that went finds nothing to do.
+    assert unpack_archive(settings, store, first_id).status == "superseded"
+
+
+def test_a_marker_naming_known_bytes_is_checked_at_registration(settings, store):
+    """Such a delivery is never unpacked, so registration reads it: equal bytes are a duplicate,
+    others (a copy cut in transit) a checksum mismatch."""
+    data = tar_bytes({"a.wav": wav(0.3)})
+    deliver(settings.incoming, "day.tar", data)
+    [archive_id] = register_archives(settings, store, DAY)
+    unpack_archive(settings, store, archive_id)
+    deliver(settings.incoming, "again.tar", data)
+    write_then_rename(settings.incoming / "cut.tar", data[:-1024])
+    (settings.incoming / "cut.tar.sha256").write_text(f"{sha256(data)}  cut.tar\n")
+    assert register_archives(settings, store, DAY) == []
+    verdicts = {
+        r.name: (r.status, r.archive_id, (r.reason or "").split(":")[0], r.sha256)
+        for r in store.rows("SELECT name, status, archive_id, reason, sha256 FROM deliveries")
+    }
+    assert verdicts["again.tar"] == (
+        "duplicate",
+        archive_id,
+        f"same bytes as archive #{archive_id} (unpacked)",
+        sha256(data),
+    )
+    assert verdicts["cut.tar"] == ("rejected", None, "checksum_mismatch", sha256(data[:-1024]))
+
+
+def _delivery_id(store, name: str) -> int:
+    return store.scalar("SELECT id FROM deliveries WHERE name = :n", n=name)

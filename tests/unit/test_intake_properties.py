@@ -208,6 +208,8 @@ class IntakeMachine(RuleBasedStateMachine):
             " ON d.archive_id = a.id AND d.status = 'registered' GROUP BY a.sha256"
         )
         assert all(row.n == 1 for row in registered)
+        # Every unpack read its archive: no digest is left unknown.
+        assert self.store.scalar("SELECT count(*) FROM archives WHERE sha256 IS NULL") == 0
         assert self.expected_archives <= {row.sha256 for row in registered}
         for row in self.store.rows("SELECT path FROM audio_files"):
             assert Path(row.path).is_file()

@@ -71,7 +71,7 @@ def test_a_failed_migration_leaves_nothing_behind(tmp_path, monkeypatch):
     from earmark.store import db
 
     broken = [*migrations(), ("9999_broken", "CREATE TABLE half (id INTEGER); SELECT nonsense(")]
-    monkeypatch.setattr(db, "migrations", lambda: broken)
+    monkeypatch.setattr(db, "migrations", lambda _dialect: broken)
     store = Store.from_url(f"sqlite:///{tmp_path / 'r.db'}")
     with pytest.raises(sa.exc.OperationalError):
         store.migrate()
@@ -94,7 +94,7 @@ def test_0003_frees_bytes_barred_by_a_marker_or_name_rejection(
     )
     store = Store.from_url(url)
     before = [m for m in migrations() if m[0] < "0003"]
-    monkeypatch.setattr(db, "migrations", lambda: before)
+    monkeypatch.setattr(db, "migrations", lambda _dialect: before)
     store.migrate()
     rows = [
         ("typo.tar", "s1", "bad_marker: typo.tar.sha256 does not hold a sha256 hex digest"),
@@ -120,4 +120,73 @@ def test_0003_frees_bytes_barred_by_a_marker_or_name_rejection(
         ("typo.tar", "rejected", "s1"),
         ("x.zip", "rejected", "s3"),
     ]
+    store.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_0005_keeps_every_row_and_constraint_while_the_digest_becomes_optional(
+    backend, tmp_path, request, monkeypatch
+):
+    """SQLite rebuilds `archives` for this one: ids, rows and the keys pointing at them stay."""
+    from earmark.store import db
+
+    url = (
+        request.getfixturevalue("pg_url")
+        if backend == "postgres"
+        else f"sqlite:///{tmp_path / 'r.db'}"
+    )
+    store = Store.from_url(url)
+    monkeypatch.setattr(
+        db, "migrations", lambda dialect: [m for m in migrations(dialect) if m[0] < "0005"]
+    )
+    store.migrate()
+    with store.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO archives (name, sha256, run_date, status, path)"
+                " VALUES ('old.tar', 'd6', '2026-11-28', 'unpacked', '/o')"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO archives (id, name, sha256, run_date, status, path)"
+                " VALUES (7, 'day.tar', 'd7', '2026-11-29', 'unpacked', '/p')"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO audio_files (archive_id, member_path, path, status)"
+                " VALUES (7, 'a.wav', '/a', 'ready')"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO deliveries (token, name, run_date, status, sha256, archive_id, path)"
+                " VALUES ('t', 'day.tar', '2026-11-29', 'registered', 'd7', 7, '/p')"
+            )
+        )
+    monkeypatch.undo()
+    assert store.migrate() == ["0005_digest_read_at_unpack"]
+    assert [
+        tuple(r) for r in store.rows("SELECT id, name, sha256, status FROM archives ORDER BY id")
+    ] == [(1, "old.tar", "d6", "unpacked"), (7, "day.tar", "d7", "unpacked")]
+    with store.begin() as conn:  # an archive whose digest is not read yet
+        new_id = conn.execute(
+            sa.text(
+                "INSERT INTO archives (name, run_date, path) VALUES ('n.tar', '2026-11-30', '/n')"
+                " RETURNING id"
+            )
+        ).scalar()
+    assert new_id not in (1, 7)
+    with pytest.raises(sa.exc.IntegrityError), store.begin() as conn:
+        conn.execute(sa.text("UPDATE archives SET sha256 = 'd7' WHERE id = :i"), {"i": new_id})
+    with pytest.raises(sa.exc.IntegrityError), store.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO audio_files (archive_id, member_path, path, status)"
+                " VALUES (999, 'b.wav', '/b', 'ready')"
+            )
+        )
+    with pytest.raises(sa.exc.IntegrityError), store.begin() as conn:
+        conn.execute(sa.text("DELETE FROM archives WHERE id = 7"))
     store.dispose()

@@ -15,6 +15,13 @@ Gzip bombs: besides the size caps, the sizes the headers declare may not exceed
 `max_compression_ratio` times the compressed file (checked header by header, before the
 member is decompressed).
 
+Read once: given a `digest` (a hashlib object), extraction feeds it every byte of the archive
+file, in order, as it reads them, so the checksum costs no second read. The hashing runs in a
+helper thread (hashlib releases the GIL), overlapping the extraction on another core. A plain
+tar's headers, read by the scan, are hashed again from the page cache; anything extraction did
+not read (the tail after the end marker, or the rest of an archive rejected part-way) is read at
+the end, so the digest always covers the whole file.
+
 Errors: `ArchiveRejected` means the input is bad (do not retry); `InsufficientDisk` and any
 other `OSError` (ENOSPC, EIO, ...) are infrastructure problems (retry later).
 
@@ -30,16 +37,21 @@ import contextlib
 import errno
 import gzip
 import os
+import queue
 import re
 import secrets
 import shutil
 import stat
 import tarfile
+import threading
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:
+    from hashlib import _Hash
 
 from earmark.ingest.rejection import Rejected
 from earmark.names import unsafe_characters
@@ -64,6 +76,10 @@ _MAX_GZIP_TRAILER = 1024 * 1024  # decompressed bytes allowed after the tar end 
 _DISK_BLOCK = 4096
 _GZIP_MAGIC = b"\x1f\x8b"
 _OTHER_COMPRESSION = (b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd", b"PK\x03\x04")
+# Gaps up to this size between what was hashed and what is read next (a plain tar's headers,
+# which extraction seeks over) are filled from the file; larger ones are left to `finish`.
+_MAX_HASH_GAP = 64 * 1024
+_HASH_QUEUE_CHUNKS = 16
 
 
 @dataclass(frozen=True)
@@ -149,6 +165,77 @@ class _BoundedReader:
         return self._inner.tell()
 
 
+class _HashingReader:
+    """The archive file, feeding ``digest`` each byte once, in file order, as reads reach it.
+
+    Tracks how far the file has been hashed. A read that continues from there is hashed; a
+    small gap before it is filled with ``pread`` first; reads behind it (gzip rewinding for the
+    extraction pass) are not hashed again. `finish` hashes whatever is left and waits for the
+    helper thread.
+    """
+
+    def __init__(self, raw: BinaryIO, digest: _Hash) -> None:
+        self._raw = raw
+        self._fd = raw.fileno()
+        self._position = raw.tell()
+        self._hashed = 0
+        self._digest = digest
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=_HASH_QUEUE_CHUNKS)
+        self._thread = threading.Thread(target=self._hash_chunks, daemon=True)
+        self._thread.start()
+
+    def _hash_chunks(self) -> None:
+        while (chunk := self._chunks.get()) is not None:
+            self._digest.update(chunk)
+
+    def _feed(self, chunk: bytes) -> None:
+        self._chunks.put(chunk)
+        self._hashed += len(chunk)
+
+    def _fill_gap_to(self, offset: int) -> None:
+        while self._hashed < offset:
+            chunk = os.pread(self._fd, min(_COPY_BUFSIZE, offset - self._hashed), self._hashed)
+            if not chunk:
+                raise EOFError(f"archive shorter than offset {offset}")
+            self._feed(chunk)
+
+    def read(self, size: int = -1) -> bytes:
+        start = self._position
+        data = self._raw.read(size)
+        self._position += len(data)
+        if start > self._hashed and start - self._hashed <= _MAX_HASH_GAP:
+            self._fill_gap_to(start)
+        if start <= self._hashed < self._position:
+            self._feed(data[self._hashed - start :])
+        return data
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        self._position = self._raw.seek(offset, whence)
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def close(self) -> None:
+        """The file is closed by whoever opened it."""
+
+    def finish(self) -> None:
+        """Hash the rest of the file and wait until the digest holds all of it."""
+        try:
+            self._fill_gap_to(os.fstat(self._fd).st_size)
+        finally:
+            self._chunks.put(None)
+            self._thread.join()
+
+    def abandon(self) -> None:
+        """Stop the helper thread without completing the digest (an I/O error ends the read)."""
+        self._chunks.put(None)
+        self._thread.join()
+
+
 FILTER_CODES = {  # the data filter's refusals; any other FilterError is an unsafe member
     tarfile.OutsideDestinationError: "path_traversal",
     tarfile.AbsolutePathError: "absolute_path",
@@ -197,9 +284,28 @@ def _rejecting(opening: bool = False) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _open_tar(archive: Path) -> Iterator[tarfile.TarFile]:
+def _hashing(raw: BinaryIO, digest: _Hash | None) -> Iterator[BinaryIO]:
+    """``raw``, fed to ``digest`` as it is read; the digest is complete when this exits normally
+    or with `ArchiveRejected` (the verdict on the content does not spare reading the bytes)."""
+    if digest is None:
+        yield raw
+        return
+    reader = _HashingReader(raw, digest)
+    try:
+        yield reader  # type: ignore[misc]
+    except ArchiveRejected:
+        reader.finish()
+        raise
+    except BaseException:
+        reader.abandon()
+        raise
+    reader.finish()
+
+
+@contextlib.contextmanager
+def _open_tar(archive: Path, digest: _Hash | None = None) -> Iterator[tarfile.TarFile]:
     """Open .tar or .tar.gz (decided by content, not name) behind a bounded reader."""
-    with Path(archive).open("rb") as raw:
+    with Path(archive).open("rb") as file, _hashing(file, digest) as raw:
         magic = raw.read(8)
         raw.seek(0)
         if magic.startswith(_OTHER_COMPRESSION):
@@ -445,6 +551,7 @@ def safe_extract(
     archive: Path,
     destination: Path,
     limits: ExtractLimits = ExtractLimits(),
+    digest: _Hash | None = None,
 ) -> ExtractResult:
     """Extract `archive` into `destination` completely, or leave the filesystem unchanged.
 
@@ -453,11 +560,14 @@ def safe_extract(
     `destination`, which must not exist (`FileExistsError`): nothing that exists is ever
     replaced. Temporary folders a killed earlier attempt for the same destination left are
     removed first, so a retry ends in the same state.
+
+    With ``digest``, every byte of ``archive`` is fed to it once, also when the archive is
+    rejected: on return or `ArchiveRejected`, it holds the whole file's hash.
     """
     destination = Path(destination)
     parent = destination.parent
     _refuse_existing(destination)
-    with _open_tar(archive) as tf:
+    with _open_tar(archive, digest) as tf:
         entries = _scan(tf, limits)
         parent.mkdir(parents=True, exist_ok=True)
         _check_free_disk(parent, entries, limits)

@@ -6,6 +6,15 @@ name, its file type or the transport was wrong). A rejected delivery's bytes are
 bad, so a corrected delivery of them is screened; an archive rejected for its *content* is, and a
 later delivery of it says so. A registered archive then ends ``unpacked`` or ``rejected``.
 
+Each archive is read once. Registration reads markers, not archives: a delivery whose marker
+names new bytes becomes an archive whose digest is still unknown (``archives.sha256`` NULL), and
+the unpack hashes the archive while extracting it. Only then is the delivery judged on its bytes:
+a digest that differs from the marker's rejects it (``checksum_mismatch``, the archive row goes),
+a digest another archive already has makes it a ``duplicate`` of that one (the row and its
+extraction go), and otherwise the digest is recorded with the files. A marker naming bytes an
+archive already has is checked at registration, by hashing that delivery there, since it will
+not be unpacked.
+
 Homes are keyed by ids, never by names, so no delivery can touch another's files:
 
     claimed/<token>/                      taken out of incoming/, until its verdict (and unpack)
@@ -43,7 +52,7 @@ import sqlalchemy as sa
 
 from earmark.config import Settings
 from earmark.incoming import ARCHIVE_SUFFIXES, MARKER_SUFFIX, parse_marker
-from earmark.ingest.extract import ArchiveRejected, ExtractLimits, safe_extract
+from earmark.ingest.extract import ArchiveRejected, ExtractLimits, ExtractResult, safe_extract
 from earmark.ingest.rejection import Rejected
 from earmark.ingest.validate import AudioInfo, AudioLimits, AudioRejected, validate_audio
 from earmark.names import printable, unsafe_characters
@@ -78,9 +87,14 @@ class UnpackSummary:
 
 @dataclass(frozen=True)
 class _Verdict:
-    """What a claimed delivery is, before the DB has compared its bytes with earlier ones."""
+    """What a claimed delivery is, before the DB has compared its bytes with earlier ones.
+
+    ``declared`` is its marker's digest; ``sha256`` the digest of its bytes, when they were read
+    (only for a delivery whose marker names bytes an archive already has).
+    """
 
     name: str
+    declared: str | None = None
     sha256: str | None = None
     rejected: DeliveryRejected | None = None
 
@@ -287,19 +301,46 @@ def _judge(folder: Path, entries: list[str], markers: list[str], name: str, show
         mode = archive.lstat().st_mode
         if not stat.S_ISREG(mode):
             raise DeliveryRejected("not_a_regular_file", f"{shown} is {_kind(mode)}")
-        expected = _read_marker(marker, f"the marker of {shown}")
-        actual = _sha256(archive, shown)
+        declared = _read_marker(marker, f"the marker of {shown}")
+        with _open_regular(archive, shown):  # readable by the unpack (which reads it once)
+            pass
     except DeliveryRejected as rejected:
         return _Verdict(shown, rejected=rejected)
-    if actual != expected:
-        return _Verdict(
-            shown,
-            actual,
-            DeliveryRejected(
-                "checksum_mismatch", f"marker says {expected[:12]}…, archive is {actual[:12]}…"
-            ),
-        )
-    return _Verdict(name, actual)
+    return _Verdict(name, declared)
+
+
+def _mismatch(declared: str, actual: str) -> DeliveryRejected:
+    return DeliveryRejected(
+        "checksum_mismatch", f"marker says {declared[:12]}…, archive is {actual[:12]}…"
+    )
+
+
+def _read_known(folder: Path, verdict: _Verdict) -> _Verdict:
+    """Hash a delivery whose marker names bytes already registered: a duplicate is never
+    unpacked, so this is its one read."""
+    shown = printable(verdict.name)
+    try:
+        actual = _sha256(folder / verdict.name, shown)
+    except DeliveryRejected as rejected:
+        return _Verdict(shown, verdict.declared, rejected=rejected)
+    except OSError as exc:
+        rejected = DeliveryRejected("unreadable", f"{shown}: {exc.strerror}")
+        return _Verdict(shown, verdict.declared, rejected=rejected)
+    if actual != verdict.declared:
+        return _Verdict(shown, verdict.declared, actual, _mismatch(verdict.declared, actual))
+    return _Verdict(verdict.name, verdict.declared, actual)
+
+
+def _registered_digests(store: Store, digests: set[str]) -> set[str]:
+    query = sa.text("SELECT sha256 FROM archives WHERE sha256 IN :digests").bindparams(
+        sa.bindparam("digests", expanding=True)
+    )
+    known: set[str] = set()
+    ordered = sorted(digests)
+    with store.engine.connect() as conn:
+        for start in range(0, len(ordered), 500):
+            known.update(conn.execute(query, {"digests": ordered[start : start + 500]}).scalars())
+    return known
 
 
 def _write_reason(path: Path, reason: dict[str, object]) -> None:
@@ -313,35 +354,28 @@ def _record(store: Store, folder: Path, verdict: _Verdict, run_date: str) -> Non
     with store.begin() as conn:
         if verdict.rejected is not None:
             status, reason = DeliveryStatus.REJECTED, str(verdict.rejected)
+        elif verdict.sha256 is not None:  # read here: bytes an archive already has
+            first = _archive_with(conn, verdict.sha256)
+            status, archive_id, reason = DeliveryStatus.DUPLICATE, first.id, _same_bytes(first)
         else:
             archive = folder / verdict.name
             archive_id = conn.execute(
                 sa.text(
-                    "INSERT INTO archives (name, sha256, run_date, status, path, bytes)"
-                    " VALUES (:name, :sha, :d, 'registered', :path, :bytes)"
-                    " ON CONFLICT (sha256) DO NOTHING RETURNING id"
+                    "INSERT INTO archives (name, run_date, status, path, bytes)"
+                    " VALUES (:name, :d, 'registered', :path, :bytes) RETURNING id"
                 ),
                 {
                     "name": verdict.name,
-                    "sha": verdict.sha256,
                     "d": run_date,
                     "path": str(archive),
                     "bytes": archive.stat().st_size,
                 },
             ).scalar()
-            if archive_id is None:
-                first = conn.execute(
-                    sa.text("SELECT id, status, error FROM archives WHERE sha256 = :sha"),
-                    {"sha": verdict.sha256},
-                ).one()
-                status, archive_id = DeliveryStatus.DUPLICATE, first.id
-                reason = f"same bytes as archive #{first.id} ({first.status})"
-                if first.status == ArchiveStatus.REJECTED:
-                    reason += f", rejected for its content: {first.error}"
         conn.execute(
             sa.text(
-                "INSERT INTO deliveries (token, name, run_date, status, sha256, archive_id, reason,"
-                " path) VALUES (:token, :name, :d, :status, :sha, :archive_id, :reason, :path)"
+                "INSERT INTO deliveries (token, name, run_date, status, sha256, declared_sha256,"
+                " archive_id, reason, path) VALUES (:token, :name, :d, :status, :sha, :declared,"
+                " :archive_id, :reason, :path)"
             ),
             {
                 "token": folder.name,
@@ -349,6 +383,7 @@ def _record(store: Store, folder: Path, verdict: _Verdict, run_date: str) -> Non
                 "d": run_date,
                 "status": status,
                 "sha": verdict.sha256,
+                "declared": verdict.declared,
                 "archive_id": archive_id,
                 "reason": reason,
                 "path": str(folder),
@@ -361,6 +396,19 @@ def _record(store: Store, folder: Path, verdict: _Verdict, run_date: str) -> Non
         status,
         f" ({code_of(reason)})" if status == DeliveryStatus.REJECTED and reason else "",
     )
+
+
+def _archive_with(conn: sa.Connection, digest: str) -> sa.Row:
+    return conn.execute(
+        sa.text("SELECT id, status, error FROM archives WHERE sha256 = :sha"), {"sha": digest}
+    ).one()
+
+
+def _same_bytes(first: sa.Row) -> str:
+    reason = f"same bytes as archive #{first.id} ({first.status})"
+    if first.status == ArchiveStatus.REJECTED:
+        reason += f", rejected for its content: {first.error}"
+    return reason
 
 
 _DELIVERY_SQL = (
@@ -437,11 +485,17 @@ def register_archives(settings: Settings, store: Store, run_date: str) -> list[i
     fresh = [settings.claimed / t for t in tokens if t not in known]
     failures: list[BaseException] = []
     with ThreadPoolExecutor(max_workers=_VERDICT_WORKERS) as pool:
-        # Read and hashed in parallel, recorded in claim order (the first of equal bytes wins).
-        verdicts = [pool.submit(_verdict, folder) for folder in fresh]
-        for folder, verdict in zip(fresh, verdicts, strict=True):
+        verdicts = dict(zip(fresh, pool.map(_verdict, fresh), strict=True))
+        # Markers naming bytes already registered: those deliveries are read (in parallel) now.
+        declared = {v.declared for v in verdicts.values() if v.rejected is None and v.declared}
+        known = _registered_digests(store, declared) if declared else set()
+        reading = {
+            f: pool.submit(_read_known, f, v) for f, v in verdicts.items() if v.declared in known
+        }
+        for folder in fresh:  # recorded in claim order: the first of equal bytes wins
             try:
-                _record(store, folder, verdict.result(), run_date)
+                verdict = reading[folder].result() if folder in reading else verdicts[folder]
+                _record(store, folder, verdict, run_date)
             except Exception as exc:  # the others still get their verdicts
                 log.exception("delivery %s could not be recorded", folder.name)
                 failures.append(exc)
@@ -511,6 +565,65 @@ def _clear_unfinished_attempt(store: Store, archive_id: int, *homes: Path) -> No
         _remove(home)
 
 
+def _judge_bytes(store: Store, row: sa.Row, actual: str) -> str | None:
+    """Record the digest an unpack read; None when the archive stands, else what its delivery
+    became instead (``rejected``: not the bytes its marker named; ``duplicate``: bytes another
+    archive has), in which case the archive row is gone and its delivery points elsewhere.
+
+    The unique index on ``archives.sha256`` decides between two unpacks of equal bytes.
+    """
+    expected = row.sha256 or row.declared_sha256
+    if expected is not None and actual != expected:
+        verdict, reason, first_id = DeliveryStatus.REJECTED, str(_mismatch(expected, actual)), None
+    else:
+        try:
+            with store.begin() as conn:
+                conn.execute(
+                    sa.text("UPDATE archives SET sha256 = :sha WHERE id = :id"),
+                    {"sha": actual, "id": row.id},
+                )
+                if row.delivery_id is not None:
+                    conn.execute(
+                        sa.text("UPDATE deliveries SET sha256 = :sha WHERE id = :id"),
+                        {"sha": actual, "id": row.delivery_id},
+                    )
+        except sa.exc.IntegrityError:
+            pass
+        else:
+            return None
+        with store.engine.connect() as conn:
+            first = _archive_with(conn, actual)
+        verdict, reason, first_id = DeliveryStatus.DUPLICATE, _same_bytes(first), first.id
+    with store.begin() as conn:
+        if row.delivery_id is None:  # registered before deliveries were recorded: keep its row
+            conn.execute(
+                sa.text("UPDATE archives SET status = 'rejected', error = :e WHERE id = :id"),
+                {"e": reason, "id": row.id},
+            )
+            return ArchiveStatus.REJECTED
+        conn.execute(
+            sa.text(
+                "UPDATE deliveries SET status = :status, archive_id = :first, sha256 = :sha,"
+                " reason = :reason WHERE id = :id"
+            ),
+            {
+                "status": verdict,
+                "first": first_id,
+                "sha": actual,
+                "reason": reason,
+                "id": row.delivery_id,
+            },
+        )
+        conn.execute(sa.text("DELETE FROM archives WHERE id = :id"), {"id": row.id})
+    return verdict
+
+
+def settle_claimed(settings: Settings, store: Store) -> None:
+    """Move every claimed delivery whose verdict is final to its home (see `_settle`)."""
+    for folder in sorted(settings.claimed.iterdir()) if settings.claimed.is_dir() else []:
+        _settle(settings, store, folder.name)
+
+
 def unpack_archive(
     settings: Settings,
     store: Store,
@@ -518,12 +631,18 @@ def unpack_archive(
     workers: int | None = None,
     limits: ExtractLimits | None = None,
 ) -> UnpackSummary:
-    """Extract one registered archive into its own home, validate every file, register them."""
-    row = store.rows(
-        "SELECT a.*, d.token FROM archives a LEFT JOIN deliveries d"
-        " ON d.archive_id = a.id AND d.status = 'registered' WHERE a.id = :id",
+    """Extract one registered archive into its own home while hashing it, judge its delivery on
+    the digest, then validate every file and register them."""
+    rows = store.rows(
+        "SELECT a.*, d.token, d.id AS delivery_id, d.declared_sha256 FROM archives a"
+        " LEFT JOIN deliveries d ON d.archive_id = a.id AND d.status = 'registered'"
+        " WHERE a.id = :id",
         id=archive_id,
-    )[0]
+    )
+    if not rows:  # its delivery was judged on its bytes by an earlier try, which then died
+        settle_claimed(settings, store)
+        return UnpackSummary(archive_id, "", "superseded")
+    row = rows[0]
     if row.status != ArchiveStatus.REGISTERED:
         if row.token:
             _settle(settings, store, row.token)  # an earlier try died before the move
@@ -534,27 +653,54 @@ def unpack_archive(
     reason_file = quarantine.with_name(f"{quarantine.name}.reason.json")
     _clear_unfinished_attempt(store, archive_id, home, quarantine, reason_file)
     limits = limits or ExtractLimits(max_compression_ratio=settings.max_compression_ratio)
+    digest = hashlib.sha256()
+    rejected: ArchiveRejected | None = None
     try:
-        extracted = safe_extract(Path(row.path), home, limits)
-    except ArchiveRejected as rejected:
-        _write_reason(
-            reason_file, {"archive": archive_id, "name": row.name, "reason": str(rejected)}
-        )
-        with store.begin() as conn:
-            conn.execute(
-                sa.text(
-                    "UPDATE archives SET status = 'rejected', error = :e,"
-                    " updated_at = CURRENT_TIMESTAMP WHERE id = :id AND status = 'registered'"
-                ),
-                {"e": str(rejected), "id": archive_id},
-            )
-        log.warning("archive #%s rejected: %s", archive_id, rejected.code)
+        extracted = safe_extract(Path(row.path), home, limits, digest)
+    except ArchiveRejected as refusal:
+        rejected = refusal
+    superseded = _judge_bytes(store, row, digest.hexdigest())
+    if superseded is not None:
+        _remove(home)
         if row.token:
             _settle(settings, store, row.token)
-        return _summary(
-            store, store.rows("SELECT * FROM archives WHERE id = :id", id=archive_id)[0]
-        )
+        log.info("archive #%s superseded: its delivery is %s", archive_id, superseded)
+        return UnpackSummary(archive_id, row.name, superseded)
+    if rejected is not None:
+        return _reject_content(settings, store, row, rejected, reason_file)
+    return _register_members(settings, store, row, extracted, workers, quarantine)
 
+
+def _reject_content(
+    settings: Settings, store: Store, row: sa.Row, rejected: ArchiveRejected, reason_file: Path
+) -> UnpackSummary:
+    _write_reason(reason_file, {"archive": row.id, "name": row.name, "reason": str(rejected)})
+    with store.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE archives SET status = 'rejected', error = :e,"
+                " updated_at = CURRENT_TIMESTAMP WHERE id = :id AND status = 'registered'"
+            ),
+            {"e": str(rejected), "id": row.id},
+        )
+    log.warning("archive #%s rejected: %s", row.id, rejected.code)
+    if row.token:
+        _settle(settings, store, row.token)
+    return _summary(store, store.rows("SELECT * FROM archives WHERE id = :id", id=row.id)[0])
+
+
+def _register_members(
+    settings: Settings,
+    store: Store,
+    row: sa.Row,
+    extracted: ExtractResult,
+    workers: int | None,
+    quarantine: Path,
+) -> UnpackSummary:
+    """Validate every extracted file, quarantine the bad ones, register them all."""
+    archive_id = row.id
+    home = extracted.directory
+    reason_file = quarantine.with_name(f"{quarantine.name}.reason.json")
     audio_limits = AudioLimits(max_duration_s=settings.max_audio_seconds)
     members = list(extracted.members)
     with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:

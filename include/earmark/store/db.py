@@ -2,7 +2,8 @@
 
 The same SQL serves Postgres (production) and SQLite (the embedded default): plain SQL with
 ``ON CONFLICT`` and ``RETURNING``, which both speak. Only column types differ, and migrations fill
-those in per dialect.
+those in per dialect. A change SQLite cannot make with ``ALTER TABLE`` (dropping a constraint) ships
+as one file per dialect, ``NNNN_name.postgresql.sql`` and ``NNNN_name.sqlite.sql``: one version.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ _DIALECT_TYPES = {
         "date": "TEXT",
     },
 }
-_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+_MIGRATION_NAME = re.compile(
+    r"^(?P<version>\d{4}_[a-z0-9_]+)(?:\.(?P<dialect>postgresql|sqlite))?\.sql$"
+)
 _ADVISORY_LOCK_KEY = 0x6561726D61726B  # "earmark": one migrator at a time on Postgres
 
 
@@ -60,14 +63,14 @@ def create_db_engine(url: str) -> Engine:
     return engine
 
 
-def migrations() -> list[tuple[str, str]]:
-    """(version, sql) for every migration shipped with the package, in order."""
-    found = []
+def migrations(dialect: str = "postgresql") -> list[tuple[str, str]]:
+    """(version, sql) for every migration shipped with the package, in order, for ``dialect``."""
+    found = {}
     for entry in resources.files("earmark.store").joinpath("migrations").iterdir():
         match = _MIGRATION_NAME.match(entry.name)
-        if match:
-            found.append((entry.name.removesuffix(".sql"), entry.read_text(encoding="utf-8")))
-    return sorted(found)
+        if match and match["dialect"] in (None, dialect):
+            found[match["version"]] = entry.read_text(encoding="utf-8")
+    return sorted(found.items())
 
 
 def _statements(sql: str) -> list[str]:
@@ -103,28 +106,51 @@ class Store:
             yield conn
 
     def migrate(self) -> list[str]:
-        """Apply pending migrations, each in its own transaction; returns the versions applied."""
+        """Apply pending migrations in one transaction; returns the versions applied.
+
+        On SQLite, foreign keys are off while migrations run (a table rebuild drops and renames
+        a table others refer to; SQLite's documented procedure) and all of them are checked
+        before the commit: any dangling key rolls everything back.
+        """
+        with self.engine.connect() as conn:
+            sqlite = self.dialect == "sqlite"
+            if sqlite:  # only outside a transaction does this pragma take effect
+                conn.connection.dbapi_connection.execute("PRAGMA foreign_keys = OFF")
+            try:
+                with conn.begin():
+                    applied = self._apply_pending(conn)
+                    if sqlite:
+                        dangling = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                        if dangling:
+                            raise sa.exc.IntegrityError(
+                                "PRAGMA foreign_key_check", None, Exception(str(dangling[:5]))
+                            )
+            finally:
+                if sqlite:
+                    conn.connection.dbapi_connection.execute("PRAGMA foreign_keys = ON")
+        return applied
+
+    def _apply_pending(self, conn: Connection) -> list[str]:
         applied: list[str] = []
-        with self.begin() as conn:
-            if self.dialect == "postgresql":
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_LOCK_KEY})
-            conn.execute(
-                sa.text(
-                    "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                    " version TEXT PRIMARY KEY,"
-                    " applied_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)"
-                )
+        if self.dialect == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_LOCK_KEY})
+        conn.execute(
+            sa.text(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version TEXT PRIMARY KEY,"
+                " applied_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)"
             )
-            done = set(conn.execute(sa.text("SELECT version FROM schema_migrations")).scalars())
-            for version, sql in migrations():
-                if version in done:
-                    continue
-                for statement in _statements(_render(sql, self.dialect)):
-                    conn.execute(sa.text(statement))
-                conn.execute(
-                    sa.text("INSERT INTO schema_migrations (version) VALUES (:v)"), {"v": version}
-                )
-                applied.append(version)
+        )
+        done = set(conn.execute(sa.text("SELECT version FROM schema_migrations")).scalars())
+        for version, sql in migrations(self.dialect):
+            if version in done:
+                continue
+            for statement in _statements(_render(sql, self.dialect)):
+                conn.execute(sa.text(statement))
+            conn.execute(
+                sa.text("INSERT INTO schema_migrations (version) VALUES (:v)"), {"v": version}
+            )
+            applied.append(version)
         return applied
 
     def schema_version(self) -> str | None:

@@ -1,9 +1,13 @@
-"""Ingest benchmark: safe extraction + full audio validation + registration vs plain ``tar -xf``.
+"""Ingest benchmark: the archive's checksum, safe extraction, full audio validation and
+registration vs plain ``tar -xf``.
 
 Generates one archive of about ``--gb`` GB of 16-bit WAV, times ``tar -xf`` of it as the baseline
-and Earmark's unpack (pre-scan, filtered extraction to a temp dir and rename, streaming decode of
-every file, bulk registration in Postgres) in the same run, best of ``--repeat``. Then measures
-the registration rate alone with synthetic rows. Prints figures; asserts nothing about speed.
+and Earmark's ingest in the same run, best of ``--repeat``: registration (marker read, delivery
+recorded) and the unpack (pre-scan, filtered extraction to a temp dir and rename with the sha256
+computed from the same reads, streaming decode of every file, bulk registration in Postgres).
+The archive is in the page cache for both, so the ratio compares work, not the disk. Then
+measures the registration rate alone with synthetic rows. Prints figures; asserts nothing about
+speed.
 
     python -m earmark_dev.bench.ingest --gb 1 --pg-url postgresql+psycopg://postgres@127.0.0.1/postgres
 """
@@ -37,24 +41,29 @@ class IngestFigures:
     archive_bytes: int
     files: int
     tar_s: float
-    checksum_s: float
+    register_s: float
     unpack_s: float
     registration_rows: int
     registration_s: float
 
     @property
+    def ingest_s(self) -> float:
+        return self.register_s + self.unpack_s
+
+    @property
     def ratio(self) -> float:
-        return self.unpack_s / self.tar_s
+        return self.ingest_s / self.tar_s
 
     def lines(self) -> list[str]:
         mb = self.archive_bytes / 1e6
         return [
             f"archive           {mb:,.0f} MB of 16-bit WAV, {self.files} files",
             f"tar -xf           {self.tar_s:6.2f} s   {mb / self.tar_s:8.1f} MB/s   (baseline)",
-            f"earmark unpack    {self.unpack_s:6.2f} s   {mb / self.unpack_s:8.1f} MB/s"
-            f"   = {self.ratio:.2f}x the time of tar -xf (goal <= 2x)",
-            f"  sha256 check    {self.checksum_s:6.2f} s   {mb / self.checksum_s:8.1f} MB/s"
-            "   (at registration, before extraction)",
+            f"earmark ingest    {self.ingest_s:6.2f} s   {mb / self.ingest_s:8.1f} MB/s"
+            f"   = {self.ratio:.2f}x the time of tar -xf (goal <= 1.5x), with the sha256",
+            f"  register        {self.register_s:6.2f} s   (claim, marker, delivery row)",
+            f"  unpack          {self.unpack_s:6.2f} s   (sha256 while extracting, validation,"
+            " file rows)",
             f"registration      {self.registration_rows / self.registration_s:,.0f} files/s"
             f"   ({self.registration_rows} rows into Postgres, goal > 5,000/s)",
         ]
@@ -97,7 +106,7 @@ def run(gb: float, files: int, pg_url: str, workdir: Path, repeat: int) -> Inges
         shutil.rmtree(target)
         return elapsed
 
-    checksum_times: list[float] = []
+    register_times: list[float] = []
 
     def unpack_once() -> float:
         data = workdir / f"data-{uuid.uuid4().hex[:6]}"
@@ -110,7 +119,7 @@ def run(gb: float, files: int, pg_url: str, workdir: Path, repeat: int) -> Inges
             store.migrate()  # as the DAG's first task does
             started = time.perf_counter()
             [archive_id] = register_archives(settings, store, day.isoformat())
-            checksum_times.append(time.perf_counter() - started)
+            register_times.append(time.perf_counter() - started)
             started = time.perf_counter()
             summary = unpack_archive(settings, store, archive_id)
             elapsed = time.perf_counter() - started
@@ -124,7 +133,7 @@ def run(gb: float, files: int, pg_url: str, workdir: Path, repeat: int) -> Inges
     unpack_s = _best(repeat, unpack_once)
     rows, registration_s = _registration_rate(pg_url, 20_000)
     return IngestFigures(
-        archive.stat().st_size, files, tar_s, min(checksum_times), unpack_s, rows, registration_s
+        archive.stat().st_size, files, tar_s, min(register_times), unpack_s, rows, registration_s
     )
 
 
