@@ -36,6 +36,7 @@ GPU_HOST = "earmark-gpu-1"
 # One Celery worker per GPU of one GPU host, as deploy/systemd/earmark-worker-gpu@.service runs
 # them: pinned by CUDA_VISIBLE_DEVICES (ignored by the CPU build), concurrency 1, named host+GPU.
 GPU_DEVICES = (0, 1)
+DEFAULT_WORKER_CONCURRENCY = 2  # the default,unpack,transfer worker: one slot per core here
 GPU_CONCURRENCY = 1
 GPU_ROLES = tuple(f"worker-gpu{n}" for n in GPU_DEVICES)
 GPU_HOSTNAMES = {f"worker-gpu{n}": f"{GPU_HOST}-gpu{n}" for n in GPU_DEVICES}
@@ -210,7 +211,7 @@ class Harness(HomeLayout, RunControl):
                     "--queues",
                     "default,unpack,transfer",
                     "--concurrency",
-                    "2",
+                    str(DEFAULT_WORKER_CONCURRENCY),
                     "--celery-hostname",
                     f"default@{DEFAULT_HOSTNAME}",
                 ],
