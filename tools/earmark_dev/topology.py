@@ -119,7 +119,9 @@ class Harness(HomeLayout, RunControl):
             "EARMARK_SMTP_DISABLE_TLS": "true",
             "EARMARK_MAIL_FROM": "earmark@localhost",
             "EARMARK_TIMEZONE": "Europe/London",
-            "EARMARK_START_TIME": "06:00",
+            # Midnight: the latest scheduled run is always today's, the day a run triggered
+            # without a date screens too, so the README's steps hold at any hour.
+            "EARMARK_START_TIME": "00:00",
             "EARMARK_DEADLINE_TIME": "12:00",
             # Late archives are caught up all day long here, so a test can deliver one at any hour.
             "EARMARK_INTAKE_CUTOFF": "12:00",
@@ -361,11 +363,17 @@ class Harness(HomeLayout, RunControl):
         self._created_dbs.clear()
 
     def up(self, *, timeout: float = 300, unpause: bool = True) -> Harness:
-        """Start everything and wait until the DAG is parsed and both workers are ready."""
+        """Start everything and wait until the DAG is parsed and both workers are ready.
+
+        The databases are new, so the data root and the mail of an earlier ``up`` in the same
+        home go too (files the new results DB knows nothing of); the built models stay.
+        """
         from earmark_dev.tiny_models import build_tiny_models  # noqa: PLC0415
 
         atexit.register(self.down)
         started = time.monotonic()
+        for stale in (self.data_root, self.maildir):
+            shutil.rmtree(stale, ignore_errors=True)
         self.configure()
         self.create_databases()
         self.start("redis")
