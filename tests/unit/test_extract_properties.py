@@ -5,6 +5,7 @@ and types (file, dir, symlink, hardlink, fifo). Whatever happens: nothing is eve
 outside the destination and no temporary directory is left behind.
 """
 
+import hashlib
 import io
 import stat
 import tarfile
@@ -146,8 +147,9 @@ def check(members: list[tuple[str, str, bytes, str]]) -> bool:
         work = root / "deep" / "work"
         (work / "sentinel").mkdir(parents=True)
         dest = work / "out"
+        digest = hashlib.sha256()
         try:
-            result = safe_extract(archive, dest, LIMITS)
+            result = safe_extract(archive, dest, LIMITS, digest)
         except ArchiveRejected as err:
             result = None
             assert err.code and err.detail
@@ -155,6 +157,9 @@ def check(members: list[tuple[str, str, bytes, str]]) -> bool:
             assert not dest.exists()
         else:
             event(f"accepted with {len(result.members)} files")
+
+        # Accepted or rejected, the archive was hashed whole, once.
+        assert digest.hexdigest() == hashlib.sha256(archive.read_bytes()).hexdigest()
 
         # Never anything outside the destination, never a temp leftover.
         assert sorted(p.name for p in root.iterdir()) == ["deep", "in.tar"]

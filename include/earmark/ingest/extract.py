@@ -181,12 +181,18 @@ class _HashingReader:
         self._hashed = 0
         self._digest = digest
         self._chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=_HASH_QUEUE_CHUNKS)
+        self._failure: BaseException | None = None
         self._thread = threading.Thread(target=self._hash_chunks, daemon=True)
         self._thread.start()
 
     def _hash_chunks(self) -> None:
+        # Keeps taking chunks even after a failure, so a reader never blocks on a full queue.
         while (chunk := self._chunks.get()) is not None:
-            self._digest.update(chunk)
+            if self._failure is None:
+                try:
+                    self._digest.update(chunk)
+                except BaseException as exc:  # handed to finish()
+                    self._failure = exc
 
     def _feed(self, chunk: bytes) -> None:
         self._chunks.put(chunk)
@@ -229,6 +235,8 @@ class _HashingReader:
         finally:
             self._chunks.put(None)
             self._thread.join()
+        if self._failure is not None:
+            raise RuntimeError("hashing the archive failed") from self._failure
 
     def abandon(self) -> None:
         """Stop the helper thread without completing the digest (an I/O error ends the read)."""
