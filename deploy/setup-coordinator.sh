@@ -42,9 +42,9 @@ sudo -u earmark bash -c "set -a; . /etc/earmark/airflow.env; set +a
   $PROJECT/.venv/bin/airflow pools set gpu $((EARMARK_GPU_SLOTS * EARMARK_GPU_VMS)) 'GPU slots (sum of gpu worker concurrency)'"
 
 install -m 644 "$PROJECT"/deploy/systemd/earmark.target \
-  "$PROJECT"/deploy/systemd/earmark-{api-server,scheduler,dag-processor,triggerer,worker-default}.service \
+  "$PROJECT"/deploy/systemd/earmark-{api-server,scheduler,dag-processor,triggerer,worker-default,metrics}.service \
   /etc/systemd/system/
 systemctl daemon-reload
 systemctl enable --now earmark.target earmark-api-server earmark-scheduler earmark-dag-processor \
-  earmark-triggerer earmark-worker-default
+  earmark-triggerer earmark-worker-default earmark-metrics
 systemctl --no-pager status 'earmark-*' | grep -E '^(●|   Active)'

@@ -5,6 +5,9 @@
     earmark quarantine [--date D]   every rejected delivery and archive and quarantined file,
                                     with reasons (names with control or bidi chars escaped)
     earmark review-items [--date D] the day's review queue (ids, names, scores)
+    earmark metrics [--port P] [--bind A]
+                                    serve Prometheus metrics (today's day, the backlogs) on
+                                    EARMARK_METRICS_BIND:EARMARK_METRICS_PORT until stopped
     earmark render-config --values V --out O
                                     render deploy/airflow.env.template into the EnvironmentFile
                                     every host runs with (no DB needed)
@@ -52,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         sub = commands.add_parser(name)
         sub.add_argument("--date", help="YYYY-MM-DD (default: today, local)")
         sub.add_argument("--json", action="store_true", help="machine-readable output")
+    metrics = commands.add_parser("metrics", help="serve Prometheus metrics")
+    metrics.add_argument("--port", type=int, help="default EARMARK_METRICS_PORT")
+    metrics.add_argument("--bind", help="default EARMARK_METRICS_BIND")
     render = commands.add_parser("render-config", help="render the hosts' configuration file")
     render.add_argument("--values", type=Path, required=True, help="KEY=VALUE lines")
     render.add_argument("--out", type=Path, required=True, help="the EnvironmentFile to write")
@@ -74,6 +80,16 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
     store = _store(args, settings)
     try:
+        if args.command == "metrics":
+            from earmark.metrics import serve  # noqa: PLC0415
+
+            serve(
+                settings,
+                store,
+                args.port or settings.metrics_port,
+                args.bind or settings.metrics_bind,
+            )
+            return 0
         if args.command == "migrate":
             applied = store.migrate()
             print(f"applied {', '.join(applied)}" if applied else "schema up to date")

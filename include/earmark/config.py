@@ -74,6 +74,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("EARMARK_ALERT_EMAIL", "ops@example.org", "Where deadline and failure emails go."),
     Setting("EARMARK_SMTP_CONN_ID", "smtp_default", "Airflow SMTP connection used for alerts."),
     Setting(
+        "EARMARK_METRICS_BIND",
+        "127.0.0.1",
+        "Address `earmark metrics` serves Prometheus metrics on (local by default).",
+    ),
+    Setting("EARMARK_METRICS_PORT", "9464", "Port `earmark metrics` serves /metrics on."),
+    Setting(
         "EARMARK_ASR_MODEL_DIR",
         "/models/whisper-large-v3-turbo",
         "Local Whisper model directory (transformers format).",
@@ -250,6 +256,8 @@ class Settings:
     processed_retention_days: int
     transfer_source: str
     transfer_settle_seconds: int
+    metrics_bind: str
+    metrics_port: int
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -292,6 +300,8 @@ class Settings:
             processed_retention_days=int(_get("EARMARK_PROCESSED_RETENTION_DAYS")),
             transfer_source=_get("EARMARK_TRANSFER_SOURCE"),
             transfer_settle_seconds=int(_get("EARMARK_TRANSFER_SETTLE_SECONDS")),
+            metrics_bind=_get("EARMARK_METRICS_BIND"),
+            metrics_port=int(_get("EARMARK_METRICS_PORT")),
         )
 
     @property
