@@ -61,3 +61,23 @@ def migrate_results_db() -> list[str]:
     """Apply pending results-DB migrations: the first task of every Earmark DAG (idempotent;
     one migrator at a time on Postgres). Returns the versions applied."""
     return task_env().store.migrate()
+
+
+def metadata_db_url() -> str:
+    """Airflow's metadata DB, as this host's Airflow configuration names it."""
+    from airflow.configuration import conf  # noqa: PLC0415
+
+    return conf.get("database", "sql_alchemy_conn")
+
+
+def celery_broker_url() -> str:
+    from airflow.configuration import conf  # noqa: PLC0415
+
+    return conf.get("celery", "broker_url")
+
+
+def celery_active_queues(timeout: float = 2.0) -> dict[str, list[dict[str, Any]]] | None:
+    """Each live Celery worker and the queues it consumes (None when none answered in time)."""
+    from airflow.providers.celery.executors.celery_executor_utils import app  # noqa: PLC0415
+
+    return app.control.inspect(timeout=timeout).active_queues()

@@ -5,6 +5,9 @@
     earmark quarantine [--date D]   every rejected delivery and archive and quarantined file,
                                     with reasons (names with control or bidi chars escaped)
     earmark review-items [--date D] the day's review queue (ids, names, scores)
+    earmark health [--json] [--date D] [--at T]
+                                    checks for a monitoring system: exit 0 ok, 1 warning,
+                                    2 critical, 3 unknown; one summary line (or JSON)
     earmark metrics [--port P] [--bind A]
                                     serve Prometheus metrics (today's day, the backlogs) on
                                     EARMARK_METRICS_BIND:EARMARK_METRICS_PORT until stopped
@@ -55,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         sub = commands.add_parser(name)
         sub.add_argument("--date", help="YYYY-MM-DD (default: today, local)")
         sub.add_argument("--json", action="store_true", help="machine-readable output")
+    health = commands.add_parser("health", help="checks with Nagios exit codes")
+    health.add_argument("--json", action="store_true", help="every check as JSON")
+    health.add_argument("--date", help="the day to check (default: today, local)")
+    health.add_argument("--at", help="check as of this ISO time (default: now)")
     metrics = commands.add_parser("metrics", help="serve Prometheus metrics")
     metrics.add_argument("--port", type=int, help="default EARMARK_METRICS_PORT")
     metrics.add_argument("--bind", help="default EARMARK_METRICS_BIND")
@@ -80,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
     store = _store(args, settings)
     try:
+        if args.command == "health":
+            return _health(args, settings, store)
         if args.command == "metrics":
             from earmark.metrics import serve  # noqa: PLC0415
 
@@ -117,6 +126,23 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         store.dispose()
     return 0
+
+
+def _health(args: argparse.Namespace, settings: Settings, store: Store) -> int:
+    from earmark import airflow_support, health  # noqa: PLC0415
+
+    checks = health.run_checks(
+        settings,
+        store,
+        meta_url=airflow_support.metadata_db_url(),
+        broker_url=airflow_support.celery_broker_url(),
+        active_queues=airflow_support.celery_active_queues,
+        now=datetime.fromisoformat(args.at) if args.at else None,
+        run_date=args.date,
+    )
+    state, line = health.verdict(checks)
+    print(json.dumps(health.as_json(checks)) if args.json else line)
+    return state
 
 
 def _models(action: str, dtype: str, settings: Settings) -> int:

@@ -80,6 +80,36 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("EARMARK_METRICS_PORT", "9464", "Port `earmark metrics` serves /metrics on."),
     Setting(
+        "EARMARK_HEALTH_DISK_WARN_GIB",
+        "100",
+        "`earmark health` warns below this many GiB free on the data volume.",
+    ),
+    Setting(
+        "EARMARK_HEALTH_DISK_CRITICAL_GIB",
+        "20",
+        "`earmark health` is critical below this many GiB free on the data volume.",
+    ),
+    Setting(
+        "EARMARK_HEALTH_QUEUE_WARN",
+        "1000",
+        "`earmark health` warns when a Celery queue holds more messages than this.",
+    ),
+    Setting(
+        "EARMARK_HEALTH_REVIEW_WARN_ITEMS",
+        "500",
+        "`earmark health` warns when more review items than this are open.",
+    ),
+    Setting(
+        "EARMARK_HEALTH_REVIEW_WARN_HOURS",
+        "48",
+        "`earmark health` warns when the oldest open review item is older than this.",
+    ),
+    Setting(
+        "EARMARK_HEALTH_TASK_WARN_MINUTES",
+        "180",
+        "`earmark health` warns about task instances running longer than this.",
+    ),
+    Setting(
         "EARMARK_ASR_MODEL_DIR",
         "/models/whisper-large-v3-turbo",
         "Local Whisper model directory (transformers format).",
@@ -258,6 +288,12 @@ class Settings:
     transfer_settle_seconds: int
     metrics_bind: str
     metrics_port: int
+    health_disk_warn_gib: float
+    health_disk_critical_gib: float
+    health_queue_warn: int
+    health_review_warn_items: int
+    health_review_warn_hours: float
+    health_task_warn_minutes: float
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -302,6 +338,12 @@ class Settings:
             transfer_settle_seconds=int(_get("EARMARK_TRANSFER_SETTLE_SECONDS")),
             metrics_bind=_get("EARMARK_METRICS_BIND"),
             metrics_port=int(_get("EARMARK_METRICS_PORT")),
+            health_disk_warn_gib=float(_get("EARMARK_HEALTH_DISK_WARN_GIB")),
+            health_disk_critical_gib=float(_get("EARMARK_HEALTH_DISK_CRITICAL_GIB")),
+            health_queue_warn=int(_get("EARMARK_HEALTH_QUEUE_WARN")),
+            health_review_warn_items=int(_get("EARMARK_HEALTH_REVIEW_WARN_ITEMS")),
+            health_review_warn_hours=float(_get("EARMARK_HEALTH_REVIEW_WARN_HOURS")),
+            health_task_warn_minutes=float(_get("EARMARK_HEALTH_TASK_WARN_MINUTES")),
         )
 
     @property

@@ -13,9 +13,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dt_time
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -443,3 +445,53 @@ def test_results_db_connections_terminated_mid_write(fresh):
     assert h.wait_run("pg_kill", RUN_TIMEOUT) == "success"
     _assert_placement(h, "pg_kill")
     assert _state(h) == reference
+
+
+def _health(h: Harness, at: datetime, **settings: str) -> tuple[int, str]:
+    """`earmark health` as a monitoring system runs it on the coordinator: exit code, line."""
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "earmark"), "health", "--at", at.isoformat()],
+        env={**h.env, **settings},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.stdout.startswith("EARMARK "), out.stdout + out.stderr
+    return out.returncode, out.stdout.strip()
+
+
+def test_health_ok_warning_critical_with_nagios_exit_codes(fresh):
+    """Healthy; low disk is a warning; no GPU worker, a deadline passed with nothing delivered
+    and Redis down are critical. Last in the file: it stops workers and Redis for good."""
+    h = fresh
+    today = datetime.now(LONDON).date()
+    morning = datetime.combine(today, dt_time(8, 0), tzinfo=LONDON)
+    afternoon = datetime.combine(today, dt_time(13, 0), tzinfo=LONDON)
+    roomy = {"EARMARK_HEALTH_DISK_WARN_GIB": "0.01", "EARMARK_HEALTH_DISK_CRITICAL_GIB": "0"}
+
+    code, line = _health(h, morning, **roomy)  # the results DB was just emptied
+    assert (code, line) == (
+        2,
+        "EARMARK CRITICAL - results_db: reachable but not migrated (earmark migrate)",
+    )
+    store = h.results_store()
+    store.migrate()
+    store.dispose()
+    assert _health(h, morning, **roomy) == (0, "EARMARK OK - all checks ok")
+    code, line = _health(h, morning, EARMARK_HEALTH_DISK_WARN_GIB="1000000")
+    assert code == 1 and line.startswith("EARMARK WARNING - disk: "), line
+    code, line = _health(h, afternoon, **roomy)
+    assert (code, line) == (
+        2,
+        f"EARMARK CRITICAL - day: {today}: nothing delivered by the deadline",
+    )
+
+    for role in GPU_ROLES:
+        h.stop(role)
+    code, line = _health(h, morning, **roomy)
+    assert (code, line) == (2, "EARMARK CRITICAL - workers: no live worker for gpu")
+
+    h.kill("redis")
+    code, line = _health(h, morning, **roomy)
+    assert code == 2 and "broker: Redis unreachable" in line, line
