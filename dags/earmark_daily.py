@@ -322,7 +322,9 @@ def earmark_daily() -> None:
 
     @task(trigger_rule="all_done")
     def report(run_date: str) -> str:
-        """The day's summary; fails the run when the day is incomplete."""
+        """The day's summary; fails the run when the day is incomplete, without retrying: the
+        verdict cannot change by asking again (a rerun of the day can)."""
+        from airflow.sdk.exceptions import AirflowFailException  # noqa: PLC0415
         from earmark.airflow_support import task_env  # noqa: PLC0415
         from earmark.day_status import day_status, format_summary  # noqa: PLC0415
 
@@ -330,7 +332,10 @@ def earmark_daily() -> None:
         status = day_status(env.settings, env.store, run_date)
         print(format_summary(status))  # the task log is the report's home
         if not status.complete:
-            raise RuntimeError(f"day {status.run_date} incomplete: files {status.files}")
+            raise AirflowFailException(
+                f"day {status.run_date} incomplete: files {status.files},"
+                f" archives {status.archives}"
+            )
         return status.run_date
 
     @task(trigger_rule="all_done")

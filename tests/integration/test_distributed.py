@@ -302,12 +302,12 @@ def test_deadline_missed_mail_then_failure_mail(fresh):
     assert [row.missed for row in _deadline_rows(h, "late")] == [True]
 
     # The operator gives up on the stuck GPU units; `report` then finds the day incomplete and
-    # fails (it would retry for minutes: the operator fails it too, as one does in the UI).
+    # fails at once: a verdict that cannot change is not retried.
     h.wait_ti("late", "gpu_unit.transcribe", ("queued", "scheduled"))
     h.mark_failed("late", "gpu_unit.transcribe")
-    h.wait_ti("late", "report", ("up_for_retry",), timeout=120)
-    h.mark_failed("late", "report")
     assert h.wait_run("late", 120) == "failed"
+    [report] = [ti for ti in h.task_instances("late") if ti.task_id == "report"]
+    assert (report.state, report.try_number) == ("failed", 1)
     failed = h.wait_mail(
         lambda m: "run failed" in m["subject"] and "late" in m["subject"], timeout=120
     )
