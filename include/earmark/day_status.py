@@ -66,6 +66,14 @@ class DayStatus:
         return asdict(self)
 
 
+def as_utc(value: datetime | str) -> datetime:
+    """A timestamp from the results DB or an ISO string, timezone-aware (SQLite's
+    ``CURRENT_TIMESTAMP`` is UTC without a zone)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def data_quality_checks(run_date: str) -> dict[str, str]:
     """The data-quality queries (``include/sql/data_quality.sql``) for ``run_date``, by name.
 

@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from earmark.config import Settings
-from earmark.day_status import day_status, named_queries
+from earmark.day_status import as_utc, day_status, named_queries
 from earmark.store.db import Store
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
@@ -144,7 +144,7 @@ def check_day(settings: Settings, store: Store, run_date: str, now: datetime) ->
 def check_review(store: Store, now: datetime, warn_items: int, warn_hours: float) -> Check:
     rows = store.rows(named_queries("monitoring")["review_backlog"])
     open_items = sum(int(r.n) for r in rows)
-    oldest = [_as_utc(r.oldest) for r in rows if r.oldest is not None]
+    oldest = [as_utc(r.oldest) for r in rows if r.oldest is not None]
     age_h = (now - min(oldest)).total_seconds() / 3600 if oldest else 0.0
     figures = {"open": open_items, "oldest_hours": round(age_h, 1)}
     if open_items > warn_items or age_h > warn_hours:
@@ -178,12 +178,6 @@ def check_long_tasks(meta_url: str, now: datetime, warn_minutes: float) -> Check
             {"long_running": len(rows)},
         )
     return Check("tasks", OK, f"none running > {warn_minutes:g} min", {"long_running": 0})
-
-
-def _as_utc(value: Any) -> datetime:
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def verdict(checks: list[Check]) -> tuple[int, str]:

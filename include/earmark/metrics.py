@@ -20,7 +20,13 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from earmark.config import Settings
-from earmark.day_status import DayStatus, day_status, named_queries, quarantine_report
+from earmark.day_status import (
+    DayStatus,
+    as_utc,
+    day_status,
+    named_queries,
+    quarantine_report,
+)
 from earmark.reasons import code_of
 from earmark.store.db import Store
 
@@ -55,13 +61,7 @@ METRIC_NAMES = frozenset(
 
 
 def _timestamp(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    if value.tzinfo is None:  # SQLite's CURRENT_TIMESTAMP is UTC without a zone
-        value = value.replace(tzinfo=UTC)
-    return value.timestamp()
+    return None if value is None else as_utc(value).timestamp()
 
 
 def _gauge(name: str, doc: str, *labels: str) -> GaugeMetricFamily:
