@@ -6,8 +6,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.providers.common.sql.operators.sql import SQLCheckOperator, SQLColumnCheckOperator
-from airflow.providers.smtp.notifications.smtp import SmtpNotifier
-from airflow.providers.standard.sensors.filesystem import FileSensor
 from airflow.sdk import (
     AsyncCallback,
     CronTriggerTimetable,
@@ -17,10 +15,12 @@ from airflow.sdk import (
     task,
     task_group,
 )
+from earmark.alerts import deadline_missed, record_task_failure, run_failed
 from earmark.config import Settings
 from earmark.day_status import named_queries
 from earmark.deadlines import RunDayDeadline
 from earmark.schedule import cron_expression, deadline_interval
+from earmark.sensors import ArchivesSensor
 
 settings = Settings.from_env()
 # GPU tasks: the gpu Celery queue, a pool slot per GPU, a readable unit name, well under an hour.
@@ -44,7 +44,9 @@ Screens one day of audio: every recording that arrived in `incoming/` is unpacke
    **migrate_results_db** applies pending results-DB migrations (the one place a run does).
 1. **check_for_work** waits for archives only when there is nothing to do yet.
 2. **wait_for_archives**: FileSensor on `incoming/*.sha256`; an archive is ready once its
-   `.sha256` marker exists (written last).
+   `.sha256` marker exists (written last). It waits until the day's deadline and no longer:
+   a day with nothing delivered fails there (at once for a past day), and the failure mail is
+   the "nothing arrived" alert.
 3. **register_archives**: every delivery taken out of `incoming/` (by rename: no link is
    followed, no special file opened) gets one verdict in `deliveries` (registered, duplicate or
    rejected with a reason) from its marker; archives are not read here.
@@ -55,20 +57,19 @@ Screens one day of audio: every recording that arrived in `incoming/` is unpacke
    quarantined with a reason.
 5. **plan_work_units** → **gpu_unit** (mapped task group per work unit, queue and pool `gpu`):
    **transcribe** then **classify**.
-6. **noon_check**, **data_quality**, **report**: completeness, ETA, checks, summary;
-   **prune_processed** deletes archives in `processed/` past their retention.
+6. **noon_check**, **data_quality**, **report**: completeness, ETA, checks; the report writes
+   the day's HTML report with plots (`/earmark/report/<date>`) and fails the run when nothing
+   was delivered or the day is incomplete; **prune_processed** deletes archives in `processed/`
+   past their retention.
 
 A Deadline Alert emails when the local deadline passes with the run unfinished, for scheduled
 runs and for runs triggered without a logical date (CLI, REST API) for today alike; reruns of
-earlier days have no deadline. A failed run emails too. Rerun a day:
+earlier days have no deadline. A failed run emails too. Each mail names the day, what is missing
+or which tasks failed and why (every task records its reason in `task_failures`), the counts,
+the ETA, and links to the run, the day page and the report. Rerun a day:
 `airflow dags trigger earmark_daily --conf '{"date": "2026-11-29"}'` (add `"reprocess": true`
 to redo transcription and screening); any other conf key fails the run at once.
 """
-
-_alert_kwargs = {
-    "to": settings.alert_email,
-    "smtp_conn_id": settings.smtp_conn_id,
-}
 
 
 def _deadline() -> DeadlineAlert | None:
@@ -77,20 +78,7 @@ def _deadline() -> DeadlineAlert | None:
     return DeadlineAlert(
         reference=RunDayDeadline(),
         interval=deadline_interval(settings),
-        callback=AsyncCallback(
-            SmtpNotifier,
-            kwargs={
-                **_alert_kwargs,
-                "subject": (
-                    "[earmark] deadline missed: {{ dag_run.dag_id }} {{ dag_run.dag_run_id }}"
-                ),
-                "html_content": (
-                    "<p>{{ dag_run.dag_id }} run {{ dag_run.dag_run_id }} (logical date "
-                    "{{ dag_run.logical_date }}) was not finished by its deadline "
-                    "{{ deadline.deadline_time }}.</p>"
-                ),
-            },
-        ),
+        callback=AsyncCallback(deadline_missed),
     )
 
 
@@ -137,13 +125,10 @@ def _reprocess(params: dict[str, Any] | None) -> bool:
         "retry_delay": timedelta(seconds=settings.retry_delay_seconds),
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": timedelta(minutes=15),
+        "on_failure_callback": record_task_failure,
     },
     deadline=_deadline(),
-    on_failure_callback=SmtpNotifier(
-        **_alert_kwargs,
-        subject="[earmark] run failed: {{ dag.dag_id }} {{ run_id }}",
-        html_content="<p>{{ dag.dag_id }} run {{ run_id }} failed. See the Airflow UI.</p>",
-    ),
+    on_failure_callback=run_failed,
 )
 def earmark_daily() -> None:
     @task
@@ -194,13 +179,12 @@ def earmark_daily() -> None:
             return "register_archives"
         return "wait_for_archives"
 
-    wait_for_archives = FileSensor(
+    wait_for_archives = ArchivesSensor(
         task_id="wait_for_archives",
         fs_conn_id="earmark_fs",
         filepath="incoming/*.sha256",
         deferrable=True,
         poke_interval=settings.sensor_poke_seconds,
-        timeout=int(deadline_interval(settings).total_seconds()),
     )
 
     @task(
@@ -322,15 +306,24 @@ def earmark_daily() -> None:
 
     @task(trigger_rule="all_done")
     def report(run_date: str) -> str:
-        """The day's summary; fails the run when the day is incomplete, without retrying: the
-        verdict cannot change by asking again (a rerun of the day can)."""
+        """The day's summary in the log and its HTML report with plots (stored with the day);
+        fails the run when nothing was delivered or the day is incomplete, without retrying:
+        the verdict cannot change by asking again (a rerun of the day can)."""
         from airflow.sdk.exceptions import AirflowFailException  # noqa: PLC0415
         from earmark.airflow_support import task_env  # noqa: PLC0415
+        from earmark.day_report import write_day_report  # noqa: PLC0415
         from earmark.day_status import day_status, format_summary  # noqa: PLC0415
+        from earmark.schedule import deadline_for  # noqa: PLC0415
 
         env = task_env()
         status = day_status(env.settings, env.store, run_date)
-        print(format_summary(status))  # the task log is the report's home
+        print(format_summary(status))
+        write_day_report(env.settings, env.store, run_date, env.context["run_id"])
+        if status.nothing_delivered:
+            deadline = deadline_for(run_date, env.settings)
+            raise AirflowFailException(
+                f"nothing arrived for {run_date} by its deadline {deadline:%Y-%m-%d %H:%M %Z}"
+            )
         if not status.complete:
             raise AirflowFailException(
                 f"day {status.run_date} incomplete: files {status.files},"

@@ -5,6 +5,9 @@
     earmark quarantine [--date D]   every rejected delivery and archive and quarantined file,
                                     with reasons (names with control or bidi chars escaped)
     earmark review-items [--date D] the day's review queue (ids, names, scores)
+    earmark report [--date D] [--out F]
+                                    write the day's HTML report with plots now (stored with the
+                                    day, served at /earmark/report/D; --out also saves a copy)
     earmark health [--json] [--date D] [--at T]
                                     checks for a monitoring system: exit 0 ok, 1 warning,
                                     2 critical, 3 unknown; one summary line (or JSON)
@@ -45,9 +48,7 @@ def _store(args: argparse.Namespace, settings: Settings) -> Store:
     return results_store(settings)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from earmark import day_status  # noqa: PLC0415
-
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="earmark", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -58,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         sub = commands.add_parser(name)
         sub.add_argument("--date", help="YYYY-MM-DD (default: today, local)")
         sub.add_argument("--json", action="store_true", help="machine-readable output")
+    report = commands.add_parser("report", help="write the day's HTML report now")
+    report.add_argument("--date", help="YYYY-MM-DD (default: today, local)")
+    report.add_argument("--out", type=Path, help="also save the page to this file")
     health = commands.add_parser("health", help="checks with Nagios exit codes")
     health.add_argument("--json", action="store_true", help="every check as JSON")
     health.add_argument("--date", help="the day to check (default: today, local)")
@@ -76,7 +80,13 @@ def main(argv: list[str] | None = None) -> int:
         choices=("bfloat16", "float16", "float32"),
         help="dtype the merged weights are saved in (default bfloat16)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from earmark import day_status  # noqa: PLC0415
+
+    args = _parser().parse_args(argv)
 
     if args.command == "models":
         return _models(args.action, args.dtype, Settings.from_env())
@@ -104,7 +114,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"applied {', '.join(applied)}" if applied else "schema up to date")
             return 0
         day = args.date or datetime.now(ZoneInfo(settings.timezone)).date().isoformat()
-        if args.command == "status":
+        if args.command == "report":
+            from earmark.day_report import write_day_report  # noqa: PLC0415
+
+            html = write_day_report(settings, store, day, "earmark report")
+            if args.out:
+                args.out.write_text(html, encoding="utf-8")
+            print(f"report for {day} stored" + (f", copy in {args.out}" if args.out else ""))
+        elif args.command == "status":
             status = day_status.day_status(settings, store, day)
             print(json.dumps(status.as_dict()) if args.json else day_status.format_summary(status))
         elif args.command == "quarantine":

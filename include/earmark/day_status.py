@@ -62,6 +62,11 @@ class DayStatus:
     waiting: list[str] = field(default_factory=list)
     waiting_for: str = ""
 
+    @property
+    def nothing_delivered(self) -> bool:
+        """No delivery at all for the day: none registered, duplicate or rejected."""
+        return not self.deliveries and not self.archives
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -141,7 +146,9 @@ def format_summary(status: DayStatus) -> str:
     def counts(d: dict[str, int]) -> str:
         return ", ".join(f"{k} {v}" for k, v in sorted(d.items())) or "none"
 
-    if status.complete:
+    if status.nothing_delivered:
+        verdict = "NOTHING DELIVERED"
+    elif status.complete:
         verdict = "complete, on time" if status.on_time else "complete, AFTER the deadline"
     else:
         verdict = f"INCOMPLETE (ETA {status.eta or 'unknown'})"

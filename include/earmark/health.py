@@ -2,11 +2,11 @@
 
 Each check looks at one thing an operator would otherwise look at by hand: the two databases,
 the Celery broker (Redis) and the depth of each queue, a live worker for every queue the day
-needs, free disk on the data volume, the day against its deadline, the review backlog, and
-tasks running far longer than they should. The worst check decides the exit code
-(0 ok, 1 warning, 2 critical, 3 unknown); the first line names every check that is not ok.
-Thresholds are settings (``EARMARK_HEALTH_*``). Checks report counts, ids and names of queues and
-tasks, never recording names or transcript text.
+needs, free disk on the data volume, the day against its deadline, the review backlog, tasks
+running far longer than they should, and GPU work units a finished run left unscreened. The
+worst check decides the exit code (0 ok, 1 warning, 2 critical, 3 unknown); the first line
+names every check that is not ok. Thresholds are settings (``EARMARK_HEALTH_*``). Checks report
+counts, ids and names of queues and tasks, never recording names or transcript text.
 """
 
 from __future__ import annotations
@@ -180,6 +180,48 @@ def check_long_tasks(meta_url: str, now: datetime, warn_minutes: float) -> Check
     return Check("tasks", OK, f"none running > {warn_minutes:g} min", {"long_running": 0})
 
 
+def check_units(store: Store, meta_url: str) -> Check:
+    """GPU work units whose files are still unscreened although their run is over (failed, or
+    marked done): nothing will screen them until the day is rerun."""
+    rows = store.rows(named_queries("monitoring")["unfinished_units"])
+    if not rows:
+        return Check("units", OK, "no GPU unit left unfinished", {"left_behind_files": 0})
+    engine = sa.create_engine(meta_url)
+    try:
+        with engine.connect() as conn:
+            active = {
+                r.run_id
+                for r in conn.execute(
+                    sa.text(
+                        "SELECT run_id FROM dag_run WHERE state IN ('queued', 'running')"
+                        " AND run_id IN :ids"
+                    ).bindparams(sa.bindparam("ids", expanding=True)),
+                    {"ids": [r.run_id for r in rows]},
+                )
+            }
+    except sa.exc.SQLAlchemyError as exc:
+        return Check("units", UNKNOWN, f"cannot read runs ({type(exc).__name__})")
+    finally:
+        engine.dispose()
+    left = [r for r in rows if r.run_id not in active]
+    figures = {
+        "left_behind_files": sum(int(r.files) for r in left),
+        "left_behind_units": sum(int(r.units) for r in left),
+        "in_progress_files": sum(int(r.files) for r in rows if r.run_id in active),
+    }
+    if not left:
+        return Check("units", OK, f"{figures['in_progress_files']} files in running units", figures)
+    first = left[0]
+    days = sorted({str(r.run_date)[:10] for r in left})
+    return Check(
+        "units",
+        WARNING,
+        f"{figures['left_behind_files']} files in {figures['left_behind_units']} GPU units left"
+        f" unscreened by finished runs (first {first.run_id}); rerun {', '.join(days)}",
+        figures,
+    )
+
+
 def verdict(checks: list[Check]) -> tuple[int, str]:
     """The worst state and the one line a monitoring system shows."""
     worst = max((c.state for c in checks), default=UNKNOWN)
@@ -219,6 +261,8 @@ def run_checks(
         )
     if checks[1].state == OK:
         checks.append(check_long_tasks(meta_url, now, settings.health_task_warn_minutes))
+        if checks[0].state == OK:
+            checks.append(check_units(store, meta_url))
     return checks
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -56,6 +56,10 @@ METRIC_NAMES = frozenset(
         "earmark_files_in_flight",
         "earmark_audio_in_flight_seconds",
         "earmark_archives_waiting_to_unpack",
+        "earmark_screened_last_hour_files",
+        "earmark_screened_last_hour_audio_seconds",
+        "earmark_quarantined_last_hour",
+        "earmark_task_failures_last_hour",
     }
 )
 
@@ -100,6 +104,7 @@ class EarmarkCollector(Collector):
         yield from _day_families(status, float(audio.total_s or 0), float(audio.pending_s or 0))
         yield _quarantines(quarantine_report(self.store, today))
         yield from self._backlogs(now)
+        yield from self._last_hour(now)
 
     def _zone(self) -> Any:
         from zoneinfo import ZoneInfo  # noqa: PLC0415
@@ -135,6 +140,33 @@ class EarmarkCollector(Collector):
         waiting = _gauge("earmark_archives_waiting_to_unpack", "Registered archives of any day")
         waiting.add_metric([], int(unpack.n or 0))
         yield from (items, age, files, seconds, waiting)
+
+    def _last_hour(self, now: datetime) -> Iterator[GaugeMetricFamily]:
+        """Throughput, quarantines by reason and task failures over the last hour."""
+        queries = named_queries("monitoring")
+        since = {"since": self.store.timestamp(now - timedelta(hours=1))}
+        with self.store.engine.connect() as conn:
+            screened = conn.execute(sa.text(queries["screened_since"]), since).one()
+            refused = [
+                dict(r._mapping) for r in conn.execute(sa.text(queries["quarantined_since"]), since)
+            ]
+            failures = list(conn.execute(sa.text(queries["task_failures_since"]), since))
+        files = _gauge("earmark_screened_last_hour_files", "Files screened in the last hour")
+        files.add_metric([], int(screened.files or 0))
+        audio = _gauge(
+            "earmark_screened_last_hour_audio_seconds", "Audio seconds screened in the last hour"
+        )
+        audio.add_metric([], float(screened.audio_s or 0))
+        yield from (files, audio)
+        yield _quarantines(
+            refused,
+            "earmark_quarantined_last_hour",
+            "Deliveries and archives rejected and files quarantined in the last hour, by reason",
+        )
+        failed = _gauge("earmark_task_failures_last_hour", "Task failures in the last hour", "task")
+        for row in failures:
+            failed.add_metric([row.task_id], int(row.n))
+        yield failed
 
 
 def _day_families(
@@ -181,17 +213,16 @@ def _day_families(
         yield on_time
 
 
-def _quarantines(rows: list[dict[str, Any]]) -> GaugeMetricFamily:
+def _quarantines(
+    rows: list[dict[str, Any]],
+    name: str = "earmark_day_quarantined",
+    doc: str = "Today's rejected deliveries and archives and quarantined files, by reason code",
+) -> GaugeMetricFamily:
     counts: dict[tuple[str, str], int] = {}
     for row in rows:
         key = (row["kind"], code_of(row["reason"] or "unknown"))
         counts[key] = counts.get(key, 0) + 1
-    family = _gauge(
-        "earmark_day_quarantined",
-        "Today's rejected deliveries and archives and quarantined files, by reason code",
-        "kind",
-        "reason",
-    )
+    family = _gauge(name, doc, "kind", "reason")
     for (kind, code), count in sorted(counts.items()):
         family.add_metric([kind, code], count)
     return family

@@ -293,8 +293,10 @@ def test_deadline_missed_mail_then_failure_mail(fresh):
         lambda m: "deadline missed" in m["subject"] and "late" in m["subject"], timeout=180
     )
     body = mail.get_body(("html", "plain")).get_content()
-    assert "earmark_daily" in mail["subject"] and "late" in body
-    assert logical.strftime("%Y-%m-%d") in body, body
+    assert mail["subject"].startswith(f"[earmark] deadline missed: {DAY}, 4 files pending")
+    deadline = (logical + _deadline_offset(h)).astimezone(LONDON).strftime("%Y-%m-%d %H:%M")
+    for expected in (DAY, "late", deadline, "ready 4", f"/earmark/report/{DAY}"):
+        assert expected in body, expected
     assert mail["to"] == "ops@example.org"
     assert h.run_state("late") == "running"
     assert [row.missed for row in _deadline_rows(h, "late")] == [True]
@@ -309,7 +311,19 @@ def test_deadline_missed_mail_then_failure_mail(fresh):
     failed = h.wait_mail(
         lambda m: "run failed" in m["subject"] and "late" in m["subject"], timeout=120
     )
-    assert "earmark_daily" in failed["subject"]
+    # The failure mail names the day, each failed task and why: the units marked failed by
+    # hand have no reason of their own, report has its verdict.
+    assert failed["subject"].startswith(f"[earmark] run failed: {DAY}, gpu_unit.transcribe [")
+    body = failed.get_body(("html",)).get_content()
+    for expected in (
+        "gpu_unit.transcribe",
+        "no reason recorded: marked failed by hand",
+        f"AirflowFailException: day {DAY} incomplete",
+        "4 files pending",
+        "/dags/earmark_daily/runs/late",
+        f"/earmark/?date={DAY}",
+    ):
+        assert expected in body, expected
 
     for role in GPU_ROLES:
         h.resume(role)
@@ -340,8 +354,8 @@ def test_conf_typo_is_refused_and_a_cli_run_for_today_has_today_s_deadline(fresh
     today = datetime.now(tz).date()
     h.trigger("today_cli", conf={"date": today.isoformat()})
     rows = _deadline_rows(h, "today_cli")
-    noon = datetime.combine(today, dt_time(12, 0), tzinfo=tz)
-    assert [row.deadline_time for row in rows] == [noon], rows
+    due = dt_time.fromisoformat(h.env["EARMARK_DEADLINE_TIME"])
+    assert [row.deadline_time for row in rows] == [datetime.combine(today, due, tzinfo=tz)], rows
     h.wait_ti("today_cli", "wait_for_archives", ("deferred",), timeout=120)
     h.fail_active_runs()
 
@@ -482,7 +496,7 @@ def test_health_ok_warning_critical_with_nagios_exit_codes(fresh):
 
     for role in GPU_ROLES:
         h.stop(role)
-    assert _health(h, afternoon, **roomy) == (
+    assert _health(h, afternoon, EARMARK_DEADLINE_TIME="12:00", **roomy) == (
         2,
         f"EARMARK CRITICAL - workers: no live worker for gpu;"
         f" day: {today}: nothing delivered by the deadline",

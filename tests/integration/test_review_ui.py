@@ -17,9 +17,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -333,6 +334,36 @@ def _need_browser() -> None:
         pytest.fail(f"browser test needs {' and '.join(missing)}", pytrace=False)
 
 
+def _the_day_report_renders_its_plots(ui: UI, page: Any) -> None:
+    """The day page links the day's report (written as the report task writes it); the page,
+    served under the pages' Content-Security-Policy, draws its five plots; no transcript."""
+    from earmark.config import Settings
+    from earmark.day_report import write_day_report
+    from playwright.sync_api import expect
+
+    page.goto(f"{ui.base}/earmark/?date={ui.run_date}")
+    expect(page.get_by_text("no report yet")).to_be_visible()
+    settings = replace(Settings.from_env(), timezone=ui.env.timezone)
+    write_day_report(settings, ui.store, ui.run_date, "manual__browser")
+    page.reload()
+    page.get_by_role("link", name="Day report with plots").click()
+    page.wait_for_url(f"**/earmark/report/{ui.run_date}")
+    expect(page.locator("#verdict")).to_be_visible()
+    sizes = page.evaluate(
+        "() => [...document.querySelectorAll('.plot svg')].map(svg => {"
+        " const box = svg.getBoundingClientRect();"
+        " return [box.width, box.height, svg.querySelectorAll('path, text, use').length]; })"
+    )
+    assert len(sizes) == 5, sizes
+    assert all(w > 300 and h > 150 and marks >= 5 for w, h, marks in sizes), sizes
+    # progress and review have data here (4 files screened, 4 items); the others say "none"
+    assert sizes[0][2] > 20 and sizes[4][2] > 20, sizes
+    for empty in ("no GPU work unit finished", "nothing quarantined", "nothing scored"):
+        expect(page.get_by_text(empty)).to_be_visible()
+    assert "SECRET-TRANSCRIPT" not in page.content()
+    page.screenshot(path="/tmp/earmark-day-report.png", full_page=True)
+
+
 def test_review_in_a_real_browser(ui: UI, tmp_path: Path) -> None:
     """Log in through Airflow's page, claim, hear the audio load, decide, back on the queue."""
     _need_browser()
@@ -384,6 +415,8 @@ def test_review_in_a_real_browser(ui: UI, tmp_path: Path) -> None:
             page.get_by_role("button", name="Record decision").click()
             page.wait_for_url("**/earmark/review")
             expect(page.get_by_role("button", name="Claim next")).to_be_visible()
+
+            _the_day_report_renders_its_plots(ui, page)
         finally:
             context.close()
     row = ui.row(item_id)

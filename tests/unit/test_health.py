@@ -123,3 +123,35 @@ def test_databases_that_cannot_be_reached_are_critical():
     assert health.check_metadata_db(gone).state == health.CRITICAL
     tasks = health.check_long_tasks(gone, MORNING, 60)
     assert tasks.state == health.UNKNOWN
+
+
+def test_gpu_units_a_finished_run_left_unscreened(store, tmp_path):
+    """r1 and r2 each left a unit with a file to screen (constructed_day): only those of a run
+    that is over count, and the line says which day to rerun."""
+    from constructed_day import DAY as BUILT_DAY
+    from constructed_day import build
+
+    meta = f"sqlite:///{tmp_path / 'airflow.db'}"
+    engine = sa.create_engine(meta)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE dag_run (run_id TEXT, state TEXT)"))
+        conn.execute(sa.text("INSERT INTO dag_run VALUES ('r1', 'failed'), ('r2', 'running')"))
+    assert health.check_units(store, meta).state == health.OK  # nothing built yet
+    build(store)
+    check = health.check_units(store, meta)
+    assert check.state == health.WARNING, check
+    assert check.summary == (
+        f"1 files in 1 GPU units left unscreened by finished runs (first r1); rerun {BUILT_DAY}"
+    )
+    assert check.figures == {
+        "left_behind_files": 1,
+        "left_behind_units": 1,
+        "in_progress_files": 1,
+    }
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE dag_run SET state = 'success' WHERE run_id = 'r2'"))
+    assert health.check_units(store, meta).figures["left_behind_files"] == 2
+    engine.dispose()
+    assert health.check_units(store, f"sqlite:///{tmp_path / 'gone' / 'x.db'}").state == (
+        health.UNKNOWN
+    )

@@ -87,6 +87,34 @@ def test_the_day_and_its_backlogs_as_gauges(settings, store):
     assert {name for name, _ in got} <= METRIC_NAMES
 
 
+def test_the_last_hour_throughput_quarantines_and_failures(settings, store):
+    from constructed_day import at, build
+
+    build(store)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(EarmarkCollector(settings, store, clock=lambda: at(7, 30)))
+    got = _samples(generate_latest(registry).decode())
+    assert (
+        got[
+            (
+                "earmark_quarantined_last_hour",
+                (("kind", "delivery"), ("reason", "checksum_mismatch")),
+            )
+        ]
+        == 1
+    )
+    assert got[("earmark_quarantined_last_hour", (("kind", "file"), ("reason", "bad_audio")))] == 1
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(EarmarkCollector(settings, store, clock=lambda: at(11, 10)))
+    got = _samples(generate_latest(registry).decode())
+    assert got[("earmark_screened_last_hour_files", ())] == 1
+    assert got[("earmark_screened_last_hour_audio_seconds", ())] == 30
+    assert got[("earmark_task_failures_last_hour", (("task", "gpu_unit.transcribe"),))] == 2
+    assert got[("earmark_task_failures_last_hour", (("task", "report"),))] == 1
+    assert not [key for key in got if key[0] == "earmark_quarantined_last_hour"]
+    assert {name for name, _ in got} <= METRIC_NAMES
+
+
 def test_the_grafana_dashboard_uses_only_metrics_earmark_serves():
     dashboard = json.loads(
         (PROJECT_ROOT / "deploy" / "grafana" / "earmark-dashboard.json").read_text()

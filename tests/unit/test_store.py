@@ -166,7 +166,7 @@ def test_0005_keeps_every_row_and_constraint_while_the_digest_becomes_optional(
             )
         )
     monkeypatch.undo()
-    assert store.migrate() == ["0005_digest_read_at_unpack"]
+    assert store.migrate()[0] == "0005_digest_read_at_unpack"  # then any later ones
     assert [
         tuple(r) for r in store.rows("SELECT id, name, sha256, status FROM archives ORDER BY id")
     ] == [(1, "old.tar", "d6", "unpacked"), (7, "day.tar", "d7", "unpacked")]

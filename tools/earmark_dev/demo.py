@@ -44,6 +44,7 @@ def run_day(
 
 
 def main(argv: list[str] | None = None) -> int:
+    from earmark.day_report import stored_report  # noqa: PLC0415
     from earmark.day_status import (  # noqa: PLC0415
         day_status,
         format_items,
@@ -93,6 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(format_summary(day_status(Settings.from_env(), store, args.date)))
     print(format_items(review_items(store, args.date), quarantine_report(store, args.date)))
+    report = stored_report(store, args.date)
+    store.dispose()
+    if report is not None:
+        page = env.home / f"report-{args.date}.html"
+        page.write_text(report, encoding="utf-8")
+        print(f"The day's report with plots (open it in a browser): {page}")
     print()
     print("Open the same run in the Airflow UI:  make ui   (then http://localhost:8080;")
     print(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
@@ -156,6 +157,13 @@ class Store:
     def schema_version(self) -> str | None:
         with self.engine.connect() as conn:
             return conn.execute(sa.text("SELECT max(version) FROM schema_migrations")).scalar()
+
+    def timestamp(self, moment: datetime) -> datetime | str:
+        """``moment`` as a query parameter compared with timestamp columns: aware on Postgres,
+        SQLite's ``CURRENT_TIMESTAMP`` text (UTC, no zone) on SQLite."""
+        if self.dialect == "sqlite":
+            return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+        return moment
 
     def scalar(self, sql: str, **params: Any) -> Any:
         with self.engine.connect() as conn:

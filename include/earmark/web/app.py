@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -25,7 +25,7 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from earmark import day_status, review
+from earmark import day_report, day_status, review
 from earmark.config import Settings
 from earmark.names import printable
 from earmark.store.db import Store
@@ -153,8 +153,10 @@ def message(
 
 def _verdict(status: day_status.DayStatus) -> tuple[str, str]:
     """(badge class, words) for where the day stands against its deadline."""
-    if not status.archives:
-        return "warn", "No archives registered for this day yet"
+    if status.nothing_delivered:
+        if datetime.now(UTC) > datetime.fromisoformat(status.deadline):
+            return "bad", "Nothing delivered by the deadline"
+        return "warn", "Nothing delivered for this day yet"
     if status.complete:
         return (
             ("ok", "Complete, on time")
@@ -223,7 +225,24 @@ def create_app() -> FastAPI:
             verdict=_verdict(status),
             summary=day_status.format_summary(status),
             items=day_status.review_items(store, run_date),
+            has_report=day_report.stored_report(store, run_date) is not None,
         )
+
+    @app.get("/report/{day}", response_class=HTMLResponse, name="report")
+    def report_page(request: Request, settings: SettingsDep, store: StoreDep, day: str) -> Response:
+        """The day's HTML report with its plots, as the day's report task stored it."""
+        run_date = _run_date(day, settings)
+        html = day_report.stored_report(store, run_date)
+        if html is None:
+            return message(
+                request,
+                404,
+                f"No report for {run_date} yet",
+                "The day's report is written by the report task of its earmark_daily run.",
+                link=f"{_base(request)}/?date={run_date}",
+                link_text=f"Day {run_date}",
+            )
+        return HTMLResponse(html, headers=SECURITY_HEADERS)
 
     @app.get("/review", response_class=HTMLResponse, name="review")
     def review_page(

@@ -1,0 +1,428 @@
+"""Mails that say what happened: a failed run, nothing delivered by the deadline, a missed deadline.
+
+Each mail names the day, what is missing or failed (task, map name, the reason line), the day's
+counts, the ETA where there is one, and links to the run, the day page and the day's report.
+Counts, ids, task names and reason lines only: never transcript text.
+
+Why a task failed is written by the failing task itself (:func:`record_task_failure`, every
+task's ``on_failure_callback``) into ``task_failures``, before Airflow marks it failed, so the
+run's failure mail (:func:`run_failed`, run by the dag-processor) can name it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+from zoneinfo import ZoneInfo
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from earmark.config import Settings
+from earmark.day_status import DayStatus, day_status, named_queries
+from earmark.names import printable
+from earmark.schedule import deadline_for, resolve_run_date
+from earmark.store.db import Store
+
+log = logging.getLogger(__name__)
+
+REASON_MAX = 300
+NO_REASON = "no reason recorded: marked failed by hand, or its process was lost"
+DAG_ID = "earmark_daily"
+
+
+@dataclass(frozen=True)
+class FailedTask:
+    """One failed task instance of a run and why (the reason's first line)."""
+
+    task_id: str
+    map_index: int = -1
+    map_name: str | None = None
+    reason: str = NO_REASON
+
+    @property
+    def label(self) -> str:
+        if self.map_index < 0:
+            return self.task_id
+        return f"{self.task_id} [{self.map_name or self.map_index}]"
+
+
+@dataclass(frozen=True)
+class Mail:
+    subject: str
+    html: str
+
+
+def reason_line(error: BaseException | str | None) -> str:
+    """An exception as one short line: its type and the first line of its message.
+
+    Only the first line: a database error's later lines carry the statement and its parameters.
+    """
+    if error is None:
+        return NO_REASON
+    if isinstance(error, BaseException):
+        first = next(iter(str(error).strip().splitlines()), "")
+        text = f"{type(error).__name__}: {first}" if first else type(error).__name__
+    else:
+        text = next(iter(str(error).strip().splitlines()), "") or NO_REASON
+    text = printable(text)
+    return text if len(text) <= REASON_MAX else text[: REASON_MAX - 1] + "…"
+
+
+# ---- recording a task's failure (runs in the failing task's process) --------------------------
+def record_task_failure(context: Mapping[str, Any]) -> None:
+    """A task's ``on_failure_callback``: why it failed, into ``task_failures``. Never raises."""
+    try:
+        ti = context.get("ti") or context.get("task_instance")
+        run_id = str(context.get("run_id") or getattr(ti, "run_id", ""))
+        map_name = (
+            getattr(ti, "rendered_map_index", None)
+            or context.get("unit_label")
+            or context.get("archive_label")
+        )
+        run_date = None
+        try:
+            run_date = ti.xcom_pull(task_ids="resolve_run_date")
+        except Exception:  # the task that failed may be the one that produces it
+            run_date = None
+        from earmark.airflow_support import results_store  # noqa: PLC0415
+
+        store = results_store(Settings.from_env())
+        try:
+            save_failure(
+                store,
+                run_id=run_id,
+                run_date=run_date if isinstance(run_date, str) else None,
+                failed=FailedTask(
+                    task_id=ti.task_id,
+                    map_index=int(getattr(ti, "map_index", -1) or -1),
+                    map_name=str(map_name) if map_name not in (None, "") else None,
+                    reason=reason_line(context.get("exception")),
+                ),
+                try_number=int(getattr(ti, "try_number", 1) or 1),
+            )
+        finally:
+            store.dispose()
+    except Exception as error:  # a callback must never hide the task's own failure
+        log.warning("could not record the task failure (%s)", type(error).__name__)
+
+
+def save_failure(
+    store: Store, *, run_id: str, run_date: str | None, failed: FailedTask, try_number: int
+) -> None:
+    """One ``task_failures`` row; a second record of the same try is ignored."""
+    with store.begin() as conn:
+        conn.execute(
+            _sql("save_failure"),
+            {
+                "run_id": run_id,
+                "run_date": run_date,
+                "task_id": failed.task_id,
+                "map_index": failed.map_index,
+                "map_name": failed.map_name,
+                "try_number": try_number,
+                "reason": failed.reason,
+            },
+        )
+
+
+def recorded_failures(store: Store, run_id: str) -> tuple[list[FailedTask], str | None]:
+    """The run's recorded failures (last try of each task, oldest first) and its run date."""
+    rows = store.rows(named_queries("alerts")["run_failures"], run_id=run_id)
+    failures = [FailedTask(r.task_id, int(r.map_index), r.map_name, r.reason) for r in rows]
+    dates = [str(r.run_date)[:10] for r in rows if r.run_date is not None]
+    return failures, (dates[0] if dates else None)
+
+
+def _sql(name: str) -> Any:
+    import sqlalchemy as sa  # noqa: PLC0415
+
+    return sa.text(named_queries("alerts")[name])
+
+
+# ---- composing ---------------------------------------------------------------------------------
+def _templates() -> Environment:
+    env = Environment(
+        loader=PackageLoader("earmark", "templates"), autoescape=select_autoescape(["html"])
+    )
+    env.filters["printable"] = printable
+    return env
+
+
+def links(run_date: str, run_id: str | None, base_url: str) -> dict[str, str]:
+    """The run in Airflow's UI, the day page and the day's report."""
+    base = base_url.rstrip("/")
+    found = {
+        "day page": f"{base}/earmark/?date={run_date}",
+        "day report": f"{base}/earmark/report/{run_date}",
+    }
+    if run_id:
+        found = {"run in Airflow": f"{base}/dags/{DAG_ID}/runs/{quote(run_id, safe='')}", **found}
+    return found
+
+
+def airflow_base_url() -> str:
+    """Airflow's ``[api] base_url``, else the api-server on this host's configured port."""
+    from airflow.configuration import conf  # noqa: PLC0415
+
+    base = conf.get("api", "base_url", fallback=None)
+    if base and base.startswith("http"):
+        return base
+    return f"http://localhost:{conf.get('api', 'port', fallback='8080')}"
+
+
+def _local(moment: datetime | str | None, timezone: str) -> str:
+    if not moment:
+        return "unknown"
+    value = datetime.fromisoformat(moment) if isinstance(moment, str) else moment
+    return value.astimezone(ZoneInfo(timezone)).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def _pending(status: DayStatus) -> int:
+    return sum(n for s, n in status.files.items() if s in ("ready", "transcribed"))
+
+
+def _missing(status: DayStatus) -> str:
+    """What keeps the day from being done, in a few words."""
+    if status.nothing_delivered:
+        return "nothing delivered"
+    parts = []
+    if pending := _pending(status):
+        parts.append(f"{pending} files pending ({status.pending_audio_hours:.2f} h of audio)")
+    if waiting := status.archives.get("registered", 0):
+        parts.append(f"{waiting} archives not unpacked")
+    return ", ".join(parts) or "nothing pending"
+
+
+def _render(
+    headline: str,
+    rows: list[tuple[str, str]],
+    status: DayStatus | None,
+    failures: list[FailedTask],
+    urls: dict[str, str],
+    note: str = "",
+) -> str:
+    return (
+        _templates()
+        .get_template("alert_mail.html")
+        .render(headline=headline, rows=rows, s=status, failures=failures, links=urls, note=note)
+    )
+
+
+def compose_failure_mail(
+    *,
+    run_date: str,
+    run_id: str,
+    status: DayStatus | None,
+    failures: list[FailedTask],
+    settings: Settings,
+    base_url: str,
+) -> Mail:
+    """The mail for a failed run; a day with nothing delivered gets an alert of its own."""
+    deadline = deadline_for(run_date, settings)
+    deadline_text = _local(deadline, settings.timezone)
+    urls = links(run_date, run_id, base_url)
+    rows = [("Day", run_date), ("Run", run_id), ("Deadline", deadline_text)]
+    if status is not None and status.nothing_delivered:
+        subject = (
+            f"[earmark] nothing arrived: {run_date}, no archive by the deadline"
+            f" {deadline.strftime('%H:%M %Z')} (run {run_id})"
+        )
+        headline = f"Nothing arrived for {run_date} by its deadline"
+        note = (
+            "No archive was delivered to incoming/ for this day (none registered, rejected or"
+            " duplicate). Check the producer or the transfer; once it arrives, rerun the day."
+        )
+        return Mail(subject, _render(headline, rows, status, failures, urls, note))
+    root = next((f for f in failures if f.task_id != "report"), failures[0] if failures else None)
+    what = f"{root.label}: {root.reason}" if root else "a task failed"
+    subject = f"[earmark] run failed: {run_date}, {what} (run {run_id})"
+    if len(subject) > 200:
+        subject = subject[:199] + "…"
+    if status is not None:
+        rows.append(("Missing", _missing(status)))
+        if status.eta:
+            rows.append(("ETA", _local(status.eta, settings.timezone)))
+    headline = f"The run for {run_date} failed"
+    return Mail(subject, _render(headline, rows, status, failures, urls))
+
+
+def compose_deadline_mail(
+    *,
+    run_date: str,
+    run_id: str,
+    deadline: datetime | str | None,
+    status: DayStatus | None,
+    settings: Settings,
+    base_url: str,
+) -> Mail:
+    """The mail for a run not finished by its deadline: what is missing and the ETA."""
+    urls = links(run_date, run_id, base_url)
+    rows = [("Day", run_date), ("Run", run_id), ("Deadline", _local(deadline, settings.timezone))]
+    missing = _missing(status) if status is not None else "day status unavailable"
+    rows.append(("Missing", missing))
+    eta = _local(status.eta, settings.timezone) if status is not None and status.eta else None
+    rows.append(("ETA", eta or "unknown (no GPU batch finished yet)"))
+    subject = f"[earmark] deadline missed: {run_date}, {missing}"
+    if eta:
+        subject += f", ETA {eta}"
+    subject += f" (run {run_id})"
+    headline = f"{run_date} was not done by its deadline"
+    return Mail(subject, _render(headline, rows, status, [], urls))
+
+
+# ---- gathering and sending ---------------------------------------------------------------------
+def _run_date_of(dag_run: Any, settings: Settings) -> str | None:
+    if dag_run is None:
+        return None
+    conf = getattr(dag_run, "conf", None) or {}
+    requested = conf.get("date") if isinstance(conf, Mapping) else None
+    try:
+        return resolve_run_date(
+            requested if isinstance(requested, str) else None,
+            getattr(dag_run, "logical_date", None),
+            getattr(dag_run, "run_after", None),
+            settings.timezone,
+        )
+    except (TypeError, ValueError):
+        return None
+
+
+def _failed_without_record(dag: Any, run_id: str, known: list[FailedTask]) -> list[FailedTask]:
+    """Failed task instances the run has no recorded reason for (Airflow's task states)."""
+    try:
+        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance  # noqa: PLC0415
+
+        states = RuntimeTaskInstance.get_task_states(dag_id=dag.dag_id, run_ids=[run_id])
+    except Exception:  # an in-process test run has no supervisor to ask
+        return []
+    seen = {(f.task_id, f.map_index) for f in known}
+    task_ids = set(dag.task_ids)
+    found = []
+    for key, state in sorted((states or {}).get(run_id, {}).items()):
+        if state != "failed":
+            continue
+        task_id, map_index = key, -1
+        if key not in task_ids and "_" in key:
+            head, _, tail = key.rpartition("_")
+            if head in task_ids and tail.isdigit():
+                task_id, map_index = head, int(tail)
+        if (task_id, map_index) not in seen:
+            found.append(FailedTask(task_id, map_index))
+    return found
+
+
+def failure_mail(context: Mapping[str, Any], settings: Settings, base_url: str) -> Mail:
+    """Everything the failure mail says, gathered from the run's context and the results DB."""
+    from earmark.airflow_support import results_store  # noqa: PLC0415
+
+    run_id = str(context.get("run_id") or getattr(context.get("dag_run"), "run_id", ""))
+    run_date = _run_date_of(context.get("dag_run"), settings)
+    failures: list[FailedTask] = []
+    status = None
+    store = results_store(settings)
+    try:
+        failures, recorded_date = recorded_failures(store, run_id)
+        run_date = run_date or recorded_date
+        if run_date:
+            status = day_status(settings, store, run_date)
+    finally:
+        store.dispose()
+    if context.get("dag") is not None:
+        failures += _failed_without_record(context["dag"], run_id, failures)
+    return compose_failure_mail(
+        run_date=run_date or "unknown day",
+        run_id=run_id,
+        status=status,
+        failures=failures,
+        settings=settings,
+        base_url=base_url,
+    )
+
+
+def _hook(settings: Settings) -> Any:
+    from airflow.providers.smtp.hooks.smtp import SmtpHook  # noqa: PLC0415
+
+    return SmtpHook(smtp_conn_id=settings.smtp_conn_id)
+
+
+def send(settings: Settings, mail: Mail) -> None:
+    """Send ``mail`` to ``EARMARK_ALERT_EMAIL`` through the Airflow SMTP connection."""
+    with _hook(settings) as hook:
+        hook.send_email_smtp(to=settings.alert_email, subject=mail.subject, html_content=mail.html)
+
+
+async def asend(settings: Settings, mail: Mail) -> None:
+    """:func:`send` for the triggerer's event loop."""
+    async with _hook(settings) as hook:
+        await hook.asend_email_smtp(
+            to=settings.alert_email, subject=mail.subject, html_content=mail.html
+        )
+
+
+def _bare_mail(what: str, run_id: str, error: BaseException) -> Mail:
+    """A mail with only what the callback's context says, when the rest cannot be read."""
+    rows = [("Run", run_id), ("Day status", f"unavailable ({type(error).__name__})")]
+    return Mail(f"[earmark] {what}: run {run_id}", _render(f"{what}: {run_id}", rows, None, [], {}))
+
+
+def run_failed(context: Mapping[str, Any]) -> None:
+    """The DAG's ``on_failure_callback``: one mail naming the day, the failed tasks and why."""
+    settings = Settings.from_env()
+    try:
+        mail = failure_mail(context, settings, airflow_base_url())
+    except Exception as error:  # the mail goes out with what is known
+        log.warning("failure mail without day status (%s)", type(error).__name__)
+        mail = _bare_mail("run failed", str(context.get("run_id", "")), error)
+    send(settings, mail)
+
+
+def deadline_mail(context: Mapping[str, Any], settings: Settings, base_url: str) -> Mail:
+    """The deadline mail from the deadline callback's context (a serialised run)."""
+    from earmark.airflow_support import results_store  # noqa: PLC0415
+
+    run = dict(context.get("dag_run") or {})
+    run_id = str(run.get("dag_run_id") or run.get("run_id") or "")
+    logical = run.get("logical_date")
+    run_after = run.get("run_after")
+    conf = run.get("conf") or {}
+    run_date = resolve_run_date(
+        conf.get("date") if isinstance(conf.get("date"), str) else None,
+        datetime.fromisoformat(logical) if isinstance(logical, str) else logical,
+        datetime.fromisoformat(run_after) if isinstance(run_after, str) else run_after,
+        settings.timezone,
+    )
+    deadline = (context.get("deadline") or {}).get("deadline_time")
+    status = None
+    try:
+        store = results_store(settings)
+        try:
+            status = day_status(settings, store, run_date)
+        finally:
+            store.dispose()
+    except Exception as error:  # the mail goes out with what is known
+        log.warning("deadline mail without day status (%s)", type(error).__name__)
+    return compose_deadline_mail(
+        run_date=run_date,
+        run_id=run_id,
+        deadline=deadline,
+        status=status,
+        settings=settings,
+        base_url=base_url,
+    )
+
+
+async def deadline_missed(*, context: dict[str, Any]) -> None:
+    """The deadline alert's callback (runs in the triggerer): the deadline mail."""
+    settings = Settings.from_env()
+    try:
+        mail = await asyncio.to_thread(deadline_mail, context, settings, airflow_base_url())
+    except Exception as error:  # the mail goes out with what is known
+        log.warning("deadline mail without its day (%s)", type(error).__name__)
+        run_id = str((context.get("dag_run") or {}).get("dag_run_id", ""))
+        mail = _bare_mail("deadline missed", run_id, error)
+    await asend(settings, mail)
