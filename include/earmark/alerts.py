@@ -166,12 +166,18 @@ def links(run_date: str, run_id: str | None, base_url: str) -> dict[str, str]:
 
 
 def airflow_base_url() -> str:
-    """Airflow's ``[api] base_url``, else the api-server on this host's configured port."""
+    """Where people open Airflow: ``[api] base_url``; else the api-server address the hosts
+    use (``[core] execution_api_server_url``); else this host's api-server port."""
+    from urllib.parse import urlsplit  # noqa: PLC0415
+
     from airflow.configuration import conf  # noqa: PLC0415
 
     base = conf.get("api", "base_url", fallback=None)
     if base and base.startswith("http"):
         return base
+    execution = urlsplit(conf.get("core", "execution_api_server_url", fallback=None) or "")
+    if execution.scheme and execution.netloc:
+        return f"{execution.scheme}://{execution.netloc}"
     return f"http://localhost:{conf.get('api', 'port', fallback='8080')}"
 
 

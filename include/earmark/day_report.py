@@ -130,8 +130,9 @@ def plot_progress(figures: DayFigures, settings: Settings) -> str:
             ax.plot([times[-1], eta], [cumulative[-1], total_h], "--", color="#3b6fb6", alpha=0.6)
             ax.plot([eta], [total_h], "o", color="#3b6fb6", label=f"ETA {eta:%H:%M}")
         start = min(times[0], deadline - timedelta(hours=1))
-        end = max(times[-1], deadline) + timedelta(minutes=20)
-        ax.set_xlim(start, end)
+        end = max(times[-1], deadline)
+        pad = (end - start) * 0.04
+        ax.set_xlim(start - pad, end + pad)
         ax.set_ylim(0, max(total_h, cumulative[-1]) * 1.12 or 1)
     else:
         ax.set_xlim(deadline - timedelta(hours=6), deadline + timedelta(minutes=30))
@@ -139,7 +140,9 @@ def plot_progress(figures: DayFigures, settings: Settings) -> str:
             0.03, 0.85, "nothing screened yet", transform=ax.transAxes, color="#667", fontsize=9
         )
     ax.axvline(deadline, color="#b3261e", linestyle="--", label=f"deadline {deadline:%H:%M}")
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=zone))
+    locator = mdates.AutoDateLocator(tz=zone)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=zone))
     ax.set_ylabel("hours of audio")
     ax.set_title("Progress through the day", loc="left", fontsize=10)
     ax.legend(loc="upper left", fontsize=8, frameon=False)

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from constructed_day import DAY, at, build
 from earmark.alerts import (
     NO_REASON,
     REASON_MAX,
@@ -18,6 +17,7 @@ from earmark.alerts import (
 )
 from earmark.config import Settings
 from earmark.day_status import day_status
+from earmark_dev.constructed_day import DAY, at, build
 
 BASE = "https://airflow.example.org"
 

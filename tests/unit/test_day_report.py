@@ -8,9 +8,9 @@ from dataclasses import replace
 
 import pytest
 import sqlalchemy as sa
-from constructed_day import DAY, at, build
 from earmark.config import Settings
 from earmark.day_report import read_figures, stored_report, write_day_report
+from earmark_dev.constructed_day import DAY, at, build
 
 SECRET = "SECRET-TRANSCRIPT-IN-REPORT"
 

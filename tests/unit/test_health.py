@@ -128,8 +128,8 @@ def test_databases_that_cannot_be_reached_are_critical():
 def test_gpu_units_a_finished_run_left_unscreened(store, tmp_path):
     """r1 and r2 each left a unit with a file to screen (constructed_day): only those of a run
     that is over count, and the line says which day to rerun."""
-    from constructed_day import DAY as BUILT_DAY
-    from constructed_day import build
+    from earmark_dev.constructed_day import DAY as BUILT_DAY
+    from earmark_dev.constructed_day import build
 
     meta = f"sqlite:///{tmp_path / 'airflow.db'}"
     engine = sa.create_engine(meta)

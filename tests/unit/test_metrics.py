@@ -88,7 +88,7 @@ def test_the_day_and_its_backlogs_as_gauges(settings, store):
 
 
 def test_the_last_hour_throughput_quarantines_and_failures(settings, store):
-    from constructed_day import at, build
+    from earmark_dev.constructed_day import at, build
 
     build(store)
     registry = CollectorRegistry(auto_describe=False)

@@ -1,5 +1,5 @@
 """Every named monitoring, report and alert query on Postgres and SQLite, against a constructed
-day whose answers are known (tests/unit/constructed_day.py), and each one used by the code."""
+day whose answers are known (earmark_dev.constructed_day), and each one used by the code."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-from constructed_day import DAY, at, build
 from earmark.config import PROJECT_ROOT
 from earmark.day_status import named_queries
+from earmark_dev.constructed_day import DAY, at, build
 
 FILES = ("monitoring", "day_report", "alerts")
 
