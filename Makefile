@@ -34,7 +34,7 @@ system:  ## Debian packages the tests need: Chromium + ChromeDriver, espeak-ng (
 test: venv system  ## Lint, format check and every test (unit, DAG integrity, integration, browser)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 3 --dist loadfile
 
 test-unit: venv  ## Unit, DAG and tooling tests (no Celery topology, no browser)
 	$(BIN)/python -m pytest -q tests/unit tests/dags tests/tools

@@ -286,8 +286,8 @@ def test_deadline_missed_mail_then_failure_mail(fresh):
     _deliver(h)
     for role in GPU_ROLES:
         h.pause(role)
-    # The deadline is the logical date + (deadline - start time): put it 25 s from now.
-    logical = datetime.now(UTC) - _deadline_offset(h) + timedelta(seconds=25)
+    # The deadline is the logical date + (deadline - start time): put it 8 s from now.
+    logical = datetime.now(UTC) - _deadline_offset(h) + timedelta(seconds=8)
     h.trigger("late", conf={"date": DAY}, logical_date=logical)
     mail = h.wait_mail(
         lambda m: "deadline missed" in m["subject"] and "late" in m["subject"], timeout=180
@@ -474,8 +474,8 @@ def _health(h: Harness, at: datetime, **settings: str) -> tuple[int, str]:
 
 
 def test_health_ok_warning_critical_with_nagios_exit_codes(fresh):
-    """Healthy; low disk is a warning; no GPU worker, a deadline passed with nothing delivered
-    and Redis down are critical. Last in the file: it stops workers and Redis for good."""
+    """Healthy; low disk and a review backlog are warnings; no GPU worker, a deadline passed
+    with nothing delivered and Redis down are critical. Last in the file: it stops workers and Redis for good."""
     h = fresh
     today = datetime.now(LONDON).date()
     morning = datetime.combine(today, dt_time(8, 0), tzinfo=LONDON)
@@ -483,6 +483,7 @@ def test_health_ok_warning_critical_with_nagios_exit_codes(fresh):
     roomy = {"EARMARK_HEALTH_DISK_WARN_GIB": "0.01", "EARMARK_HEALTH_DISK_CRITICAL_GIB": "0"}
 
     low_disk = {"EARMARK_HEALTH_DISK_WARN_GIB": "1000000"}
+    backlog = {"EARMARK_HEALTH_REVIEW_WARN_ITEMS": "-1"}  # any open item is too many
     code, line = _health(h, morning, **low_disk)  # the results DB was just emptied
     assert code == 2, line
     assert line.startswith("EARMARK CRITICAL - results_db: reachable but not migrated"), line
@@ -490,8 +491,9 @@ def test_health_ok_warning_critical_with_nagios_exit_codes(fresh):
     store = h.results_store()
     store.migrate()
     store.dispose()
-    code, line = _health(h, morning, **low_disk)
+    code, line = _health(h, morning, **low_disk, **backlog)
     assert code == 1 and line.startswith("EARMARK WARNING - disk: "), line
+    assert "; review: 0 open, oldest 0 h" in line, line
     assert _health(h, morning, **roomy) == (0, "EARMARK OK - all checks ok")
 
     for role in GPU_ROLES:
