@@ -475,7 +475,8 @@ def _health(h: Harness, at: datetime, **settings: str) -> tuple[int, str]:
 
 def test_health_ok_warning_critical_with_nagios_exit_codes(fresh):
     """Healthy; low disk and a review backlog are warnings; no GPU worker, a deadline passed
-    with nothing delivered and Redis down are critical. Last in the file: it stops workers and Redis for good."""
+    with nothing delivered and Redis down are critical. Last in the file: it stops workers and
+    Redis for good."""
     h = fresh
     today = datetime.now(LONDON).date()
     morning = datetime.combine(today, dt_time(8, 0), tzinfo=LONDON)
