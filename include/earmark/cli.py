@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -48,6 +48,14 @@ def _store(args: argparse.Namespace, settings: Settings) -> Store:
     return results_store(settings)
 
 
+def _day(value: str) -> str:
+    """A ``--date`` value: a real day as YYYY-MM-DD."""
+    try:
+        return date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a day as YYYY-MM-DD") from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="earmark", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -57,14 +65,14 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("migrate", help="apply pending migrations")
     for name in ("status", "quarantine", "review-items"):
         sub = commands.add_parser(name)
-        sub.add_argument("--date", help="YYYY-MM-DD (default: today, local)")
+        sub.add_argument("--date", type=_day, help="YYYY-MM-DD (default: today, local)")
         sub.add_argument("--json", action="store_true", help="machine-readable output")
     report = commands.add_parser("report", help="write the day's HTML report now")
-    report.add_argument("--date", help="YYYY-MM-DD (default: today, local)")
+    report.add_argument("--date", type=_day, help="YYYY-MM-DD (default: today, local)")
     report.add_argument("--out", type=Path, help="also save the page to this file")
     health = commands.add_parser("health", help="checks with Nagios exit codes")
     health.add_argument("--json", action="store_true", help="every check as JSON")
-    health.add_argument("--date", help="the day to check (default: today, local)")
+    health.add_argument("--date", type=_day, help="the day to check (default: today, local)")
     health.add_argument("--at", help="check as of this ISO time (default: now)")
     metrics = commands.add_parser("metrics", help="serve Prometheus metrics")
     metrics.add_argument("--port", type=int, help="default EARMARK_METRICS_PORT")

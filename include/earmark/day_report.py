@@ -158,7 +158,7 @@ def plot_batches(figures: DayFigures) -> str:
     if not done:
         _empty(ax, "no GPU work unit finished")
     else:
-        labels = [f"{i + 1}" for i in range(len(done))]
+        labels = list(range(1, len(done) + 1))
         speed = [
             float(b["audio_s"]) / (float(b["transcribe_wall_s"]) + float(b["classify_wall_s"]))
             for b in done
@@ -177,6 +177,7 @@ def plot_batches(figures: DayFigures) -> str:
                 color="#b3261e",
                 label="planned",
             )
+        ax.set_xticks(labels)
         ax.set_xlabel("work unit (in planned order)")
         ax.set_ylabel("× real time")
         ax.legend(loc="upper right", fontsize=8, frameon=False)

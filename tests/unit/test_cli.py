@@ -41,3 +41,24 @@ def test_render_config_writes_the_hosts_environment_file(tmp_path, capsys):
     assert rendered["EARMARK_RETRY_DELAY_SECONDS"] == "60"
     assert "${" not in out.read_text()
     assert out.stat().st_mode & 0o777 == 0o640
+
+
+def test_report_stores_the_day_s_page_and_a_bad_date_is_a_usage_error(tmp_path, capsys):
+    import pytest
+    from earmark.day_report import stored_report
+    from earmark.store.db import Store
+
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    assert main(["--db-url", url, "migrate"]) == 0
+    out = tmp_path / "day.html"
+    assert main(["--db-url", url, "report", "--date", "2026-11-29", "--out", str(out)]) == 0
+    assert "report for 2026-11-29 stored" in capsys.readouterr().out
+    store = Store.from_url(url)
+    assert (
+        stored_report(store, "2026-11-29") == out.read_text() and out.read_text().count("<svg") == 5
+    )
+    store.dispose()
+    with pytest.raises(SystemExit) as refused:
+        main(["--db-url", url, "report", "--date", "2026-13-01"])
+    assert refused.value.code == 2
+    assert "'2026-13-01' is not a day as YYYY-MM-DD" in capsys.readouterr().err
