@@ -274,6 +274,37 @@ def test_review_flow_over_http(ui: UI) -> None:
         cookie.post(f"/earmark/review/{item_a}/decide", data={"decision": "violation"}).status_code
         == 403
     )  # neither Origin nor Referer
+    forged = cookie.post(
+        f"/earmark/review/{item_a}/decide",
+        data={"decision": "violation"},
+        headers={"Origin": "http://evil.example", "X-Forwarded-Host": "evil.example"},
+    )
+    assert forged.status_code == 403 and ui.row(item_a).status == "claimed"  # not trusted
+
+    # Bad input gets a page that says so, and never the input back.
+    quoted = "SECRET-NOTE " * 200  # 2,400 characters, over the 2,000 allowed
+    too_long = ana.post(
+        f"/earmark/review/{item_a}/decide", data={"decision": "violation", "note": quoted}
+    )
+    assert too_long.status_code == 422 and "text/html" in too_long.headers["content-type"]
+    assert "longer than 2000 characters" in too_long.text and "SECRET-NOTE" not in too_long.text
+    assert ui.row(item_a).status == "claimed"
+    huge = ana.post(
+        f"/earmark/review/{item_a}/decide",
+        content=b"decision=violation&note=" + b"x" * 5_000_000,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert huge.status_code == 413 and "at most 64 KiB" in huge.text
+    anonymous = httpx.post(
+        f"{ui.base}/earmark/review/{item_a}/decide",
+        content=b"x" * 5_000_000,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        timeout=30,
+    )
+    assert anonymous.status_code == 413  # refused before any parsing, signed in or not
+    not_an_id = ana.get("/earmark/review/abc")
+    assert not_an_id.status_code == 404 and "text/html" in not_an_id.headers["content-type"]
+    assert "no such page or item" in not_an_id.text
 
     # Decisions: only the holder, only once, only known decisions.
     assert (

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
 from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_view
 from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 DECISION_LABELS = {"violation": "Violation", "no_violation": "No violation", "unclear": "Unclear"}
 NOTE_MAX = 2000
+FORM_MAX_BYTES = 64 * 1024  # a decision form is a few KiB at most
 AUDIO_TYPES = {
     "WAV": "audio/wav",
     "WAVEX": "audio/wav",
@@ -101,14 +103,72 @@ def get_reviewer(user: GetUserDep) -> str:
 ReviewerDep = Annotated[str, Depends(get_reviewer)]
 
 
+def _own_hosts(request: Request) -> set[str]:
+    """Where the pages are served from: the request's Host, and the host of Airflow's
+    ``[api] base_url`` when one is set (behind a proxy). ``X-Forwarded-Host`` is not trusted:
+    any client can send it."""
+    from airflow.configuration import conf  # noqa: PLC0415 - in the api-server
+
+    hosts = {request.headers.get("host", "")}
+    base = conf.get("api", "base_url", fallback=None) or ""
+    if urlsplit(base).netloc:
+        hosts.add(urlsplit(base).netloc)
+    return hosts - {""}
+
+
 def same_origin(request: Request) -> None:
     """Refuse a cookie-authenticated POST whose Origin (or Referer) is another site (CSRF)."""
     if request.headers.get("authorization", "").lower().startswith("bearer "):
         return  # an explicit token is not sent by a browser on its own
     source = request.headers.get("origin") or request.headers.get("referer") or ""
-    host = request.headers.get("x-forwarded-host") or request.headers.get("host")
-    if not source or urlsplit(source).netloc != host:
+    if not source or urlsplit(source).netloc not in _own_hosts(request):
         raise HTTPException(403, "This form must be sent from the Earmark pages themselves.")
+
+
+class FormSizeLimit:
+    """Refuse a request body over ``limit`` bytes with 413 before anything parses it (FastAPI
+    reads a form before the route's dependencies, the login check among them)."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await self._too_large(scope, receive, send)
+            return
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if size > self.limit:
+                await self._too_large(scope, receive, send)
+                return
+        body = b"".join(chunks)
+
+        async def replay() -> dict[str, Any]:
+            nonlocal body
+            sent, body = body, b""
+            return {"type": "http.request", "body": sent, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: Any, receive: Any, send: Any) -> None:
+        response = Response(
+            f"A form sent to the Earmark pages is at most {self.limit // 1024} KiB.",
+            status_code=413,
+            media_type="text/plain",
+            headers=SECURITY_HEADERS,
+        )
+        await response(scope, receive, send)
 
 
 # ---- rendering -------------------------------------------------------------------------------
@@ -174,19 +234,26 @@ def _verdict(status: day_status.DayStatus) -> tuple[str, str]:
 
 
 # ---- the app ---------------------------------------------------------------------------------
-def create_app() -> FastAPI:
-    """The Earmark pages; every route requires an authenticated Airflow user."""
-    app = FastAPI(
-        title="Earmark RA review",
-        docs_url=None,
-        redoc_url=None,
-        openapi_url=None,
-        dependencies=[Depends(requires_access_view(AccessView.PLUGINS))],
-    )
+def _error_pages(app: FastAPI) -> None:
+    """Errors as the pages' own message page, never raw JSON."""
 
     @app.exception_handler(review.ReviewError)
     async def review_error(request: Request, error: review.ReviewError) -> Response:
         return message(request, 409, "That didn't work", str(error))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> Response:
+        """A page that says what was wrong, never echoing what was sent (a note may quote a
+        recording)."""
+        problems = error.errors()
+        if any(p.get("loc", ("",))[0] == "path" for p in problems):
+            return message(request, 404, "Not found", "There is no such page or item.")
+        fields = sorted({str(p.get("loc", ("", "form"))[-1]) for p in problems})
+        if "note" in fields:
+            text = f"The note is longer than {NOTE_MAX} characters. Nothing was saved."
+        else:
+            text = f"The form was incomplete or invalid ({', '.join(fields)}). Nothing was saved."
+        return message(request, 422, "That didn't work", text)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:
@@ -203,6 +270,21 @@ def create_app() -> FastAPI:
                 link_text="Sign in",
             )
         return message(request, error.status_code, "That didn't work", str(error.detail))
+
+
+def create_app() -> FastAPI:
+    """The Earmark pages; every route requires an authenticated Airflow user."""
+    app = FastAPI(
+        title="Earmark RA review",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        dependencies=[Depends(requires_access_view(AccessView.PLUGINS))],
+    )
+
+    app.add_middleware(FormSizeLimit, limit=FORM_MAX_BYTES)
+
+    _error_pages(app)
 
     @app.get("/", response_class=HTMLResponse, name="status")
     def status_page(
