@@ -1,9 +1,12 @@
-"""The RA review queue: claim the next flagged item, decide, and let abandoned claims return.
+"""The RA review queue: claim the next flagged item, decide, release or skip it, and let
+abandoned claims return.
 
 A claim is a lease: ``claimed_until`` passes and the item is claimable again, so a reviewer who
 walks away blocks nothing. Two reviewers claiming at once get different items (``FOR UPDATE SKIP
 LOCKED`` on Postgres; SQLite serialises writers). Decisions are recorded once: resolving an item
-that someone else holds, or that is already resolved, is refused.
+that someone else holds, or that is already resolved, is refused. Every action is appended to
+``review_events`` in the same transaction as the change it records (the audit trail); an item a
+reviewer skipped is not offered to that reviewer again.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
+from earmark.day_status import as_utc
 from earmark.store.db import Store
 
 DECISIONS = ("violation", "no_violation", "unclear")
@@ -21,6 +25,18 @@ DEFAULT_LEASE = timedelta(minutes=30)
 
 class ReviewError(Exception):
     """A review action that cannot be done (wrong reviewer, expired claim, bad decision)."""
+
+
+@dataclass(frozen=True)
+class ReviewEvent:
+    """One entry of the audit trail."""
+
+    item_id: int
+    action: str
+    reviewer: str
+    decision: str | None
+    note: str | None
+    at: datetime
 
 
 @dataclass(frozen=True)
@@ -53,15 +69,19 @@ def claim_next(
             sa.text(
                 "UPDATE review_queue SET status = 'claimed', claimed_by = :who,"
                 " claimed_until = :until"
-                " WHERE id = (SELECT id FROM review_queue"
-                "  WHERE status = 'pending' OR (status = 'claimed' AND claimed_until < :now)"
-                f"  ORDER BY score DESC, id LIMIT 1{lock})"
+                " WHERE id = (SELECT q.id FROM review_queue q"
+                "  WHERE (q.status = 'pending'"
+                "   OR (q.status = 'claimed' AND q.claimed_until < :now))"
+                "  AND NOT EXISTS (SELECT 1 FROM review_events e WHERE e.item_id = q.id"
+                "   AND e.reviewer = :who AND e.action = 'skip')"
+                f"  ORDER BY q.score DESC, q.id LIMIT 1{lock})"
                 " RETURNING id, file_id, policy, score"
             ),
             {"who": reviewer, "until": now + lease, "now": now},
         ).one_or_none()
         if row is None:
             return None
+        _record(conn, row.id, "claim", reviewer, now)
         path = conn.execute(
             sa.text("SELECT path FROM audio_files WHERE id = :f"), {"f": row.file_id}
         ).scalar_one()
@@ -89,8 +109,78 @@ def resolve(
             ),
             {"d": decision, "n": note, "now": now, "id": item_id, "who": reviewer},
         ).rowcount
+        if done == 1:
+            _record(conn, item_id, "decide", reviewer, now, decision=decision, note=note)
     if done != 1:
         raise ReviewError(f"item {item_id} is not held by {reviewer} (claim expired or taken)")
+
+
+def release(store: Store, item_id: int, reviewer: str, now: datetime | None = None) -> None:
+    """Give a held item back to the queue, undecided."""
+    _give_back(store, item_id, reviewer, "release", now or _now())
+
+
+def skip(store: Store, item_id: int, reviewer: str, now: datetime | None = None) -> None:
+    """Give a held item back to the queue for someone else; it is not offered to
+    ``reviewer`` again."""
+    _give_back(store, item_id, reviewer, "skip", now or _now())
+
+
+def _give_back(store: Store, item_id: int, reviewer: str, action: str, now: datetime) -> None:
+    with store.begin() as conn:
+        done = conn.execute(
+            sa.text(
+                "UPDATE review_queue SET status = 'pending', claimed_by = NULL,"
+                " claimed_until = NULL WHERE id = :id AND status = 'claimed'"
+                " AND claimed_by = :who AND claimed_until >= :now"
+            ),
+            {"id": item_id, "who": reviewer, "now": now},
+        ).rowcount
+        if done == 1:
+            _record(conn, item_id, action, reviewer, now)
+    if done != 1:
+        raise ReviewError(f"item {item_id} is not held by {reviewer} (claim expired or taken)")
+
+
+def _record(
+    conn: sa.Connection,
+    item_id: int,
+    action: str,
+    reviewer: str,
+    now: datetime,
+    *,
+    decision: str | None = None,
+    note: str | None = None,
+) -> None:
+    conn.execute(
+        sa.text(
+            "INSERT INTO review_events (item_id, action, reviewer, decision, note, at)"
+            " VALUES (:i, :a, :r, :d, :n, :at)"
+        ),
+        {"i": item_id, "a": action, "r": reviewer, "d": decision, "n": note, "at": now},
+    )
+
+
+def history(
+    store: Store, item_id: int | None = None, reviewer: str | None = None
+) -> list[ReviewEvent]:
+    """The audit trail, oldest first: of one item, of one reviewer, or all of it."""
+    where, params = [], {}
+    if item_id is not None:
+        where.append("item_id = :item")
+        params["item"] = item_id
+    if reviewer is not None:
+        where.append("reviewer = :who")
+        params["who"] = reviewer
+    rows = store.rows(
+        "SELECT item_id, action, reviewer, decision, note, at FROM review_events"
+        + (f" WHERE {' AND '.join(where)}" if where else "")
+        + " ORDER BY id",
+        **params,
+    )
+    return [
+        ReviewEvent(r.item_id, r.action, r.reviewer, r.decision, r.note, as_utc(r.at)) for r in rows
+    ]
 
 
 def release_expired(store: Store, now: datetime | None = None) -> int:

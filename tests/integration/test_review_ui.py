@@ -347,6 +347,36 @@ def test_review_flow_over_http(ui: UI) -> None:
     )
     assert ana.get(f"/earmark/audio/{item_b}").status_code == 200
 
+    # Skip: the item goes back for someone else and the next one opens; release: back to the
+    # queue undecided; "record and next" opens the next at once. All in the audit trail.
+    three, four = ui.items["b/three.wav"], ui.items["b/four.wav"]
+    skipped = ana.post(f"/earmark/review/{item_b}/skip")
+    assert skipped.status_code == 303 and skipped.headers["location"] == f"/earmark/review/{three}"
+    assert (ui.row(item_b).status, ui.row(item_b).claimed_by) == ("pending", None)
+    released = ana.post(f"/earmark/review/{three}/release")
+    assert released.headers["location"] == "/earmark/review"
+    assert ui.row(three).status == "pending"
+    assert ana.post("/earmark/review/claim").headers["location"].endswith(f"/{three}")
+    decided = ana.post(
+        f"/earmark/review/{three}/decide", data={"decision": "no_violation", "then": "next"}
+    )
+    assert decided.headers["location"] == f"/earmark/review/{four}"  # item_b was skipped by ana
+    assert ben.post(f"/earmark/review/{four}/release").status_code == 409  # not ben's
+    assert "Your recent decisions" in ana.get("/earmark/review").text
+    from earmark.review import history
+
+    assert [(e.action, e.reviewer) for e in history(ui.store, item_id=item_b)] == [
+        ("claim", "ben"),
+        ("claim", "ana"),
+        ("skip", "ana"),
+    ]
+    assert [e.action for e in history(ui.store, item_id=three)] == [
+        "claim",
+        "release",
+        "claim",
+        "decide",
+    ]
+
 
 def _need_browser() -> None:
     """A clear failure, not a skip, when the browser is missing (`make test` installs it)."""
@@ -443,7 +473,7 @@ def test_review_in_a_real_browser(ui: UI, tmp_path: Path) -> None:
 
             page.get_by_label("No violation").check()
             page.fill("#note", "benign, checked by ear")
-            page.get_by_role("button", name="Record decision").click()
+            page.get_by_role("button", name="Record and stop").click()
             page.wait_for_url("**/earmark/review")
             expect(page.get_by_role("button", name="Claim next")).to_be_visible()
 

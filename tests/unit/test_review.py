@@ -81,3 +81,39 @@ def test_bad_decision_refused(queue):
     item = claim_next(queue, "ana", now=NOW)
     with pytest.raises(ReviewError, match="decision"):
         resolve(queue, item.id, "ana", "maybe", now=NOW)
+
+
+def test_every_action_is_recorded_once_in_order(queue):
+    from earmark.review import history, release, skip
+
+    top = claim_next(queue, "ana", now=NOW)
+    skip(queue, top.id, "ana", now=NOW + timedelta(minutes=1))
+    second = claim_next(queue, "ana", now=NOW + timedelta(minutes=2))
+    assert second.id != top.id  # a skipped item is not offered to the same reviewer again
+    release(queue, second.id, "ana", now=NOW + timedelta(minutes=3))
+    again = claim_next(queue, "ana", now=NOW + timedelta(minutes=4))
+    assert again.id == second.id  # a released one is
+    resolve(queue, again.id, "ana", "violation", "clear", now=NOW + timedelta(minutes=5))
+    by_ben = claim_next(queue, "ben", now=NOW + timedelta(minutes=6))
+    assert by_ben.id == top.id  # the skipped item goes to someone else
+    with pytest.raises(ReviewError):
+        release(queue, by_ben.id, "ana", now=NOW + timedelta(minutes=7))  # not ana's
+    with pytest.raises(ReviewError):
+        skip(queue, again.id, "ana", now=NOW + timedelta(minutes=7))  # already decided
+
+    trail = [(e.item_id, e.action, e.reviewer, e.decision, e.note) for e in history(queue)]
+    assert trail == [
+        (top.id, "claim", "ana", None, None),
+        (top.id, "skip", "ana", None, None),
+        (second.id, "claim", "ana", None, None),
+        (second.id, "release", "ana", None, None),
+        (second.id, "claim", "ana", None, None),
+        (second.id, "decide", "ana", "violation", "clear"),
+        (top.id, "claim", "ben", None, None),
+    ]
+    times = [e.at for e in history(queue)]
+    assert times == sorted(times) and times[0] == NOW
+    assert [e.action for e in history(queue, item_id=top.id)] == ["claim", "skip", "claim"]
+    assert [e.action for e in history(queue, reviewer="ben")] == ["claim"]
+    row = queue.rows("SELECT status, claimed_by FROM review_queue WHERE id = :i", i=top.id)[0]
+    assert tuple(row) == ("claimed", "ben")

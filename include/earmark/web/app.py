@@ -234,6 +234,16 @@ def _verdict(status: day_status.DayStatus) -> tuple[str, str]:
 
 
 # ---- the app ---------------------------------------------------------------------------------
+def _next_or_back(request: Request, store: Store, reviewer: str, claim: bool) -> Response:
+    """The next item, claimed, when asked for and one is left; else the review page."""
+    item = review.claim_next(store, reviewer) if claim else None
+    if item is not None:
+        log.info("review item %s claimed by %s", item.id, reviewer)
+        return RedirectResponse(f"{_base(request)}/review/{item.id}", status_code=303)
+    empty = "?empty=1" if claim else ""
+    return RedirectResponse(f"{_base(request)}/review{empty}", status_code=303)
+
+
 def _error_pages(app: FastAPI) -> None:
     """Errors as the pages' own message page, never raw JSON."""
 
@@ -339,6 +349,9 @@ def create_app() -> FastAPI:
             reviewer=reviewer,
             held=queries.held_item(store, reviewer),
             queue=queries.queue_counts(store),
+            recent=[e for e in review.history(store, reviewer=reviewer) if e.action == "decide"][
+                -10:
+            ][::-1],
             empty=empty,
             lease_minutes=int(review.DEFAULT_LEASE.total_seconds() // 60),
         )
@@ -383,11 +396,27 @@ def create_app() -> FastAPI:
         reviewer: ReviewerDep,
         decision: Annotated[str, Form()],
         note: Annotated[str, Form(max_length=NOTE_MAX)] = "",
+        then: Annotated[str, Form()] = "stop",
     ) -> Response:
-        """Record the decision on a held item, then back to the review page."""
+        """Record the decision on a held item; then the next item at once (``then=next``, the
+        page's main button) or back to the review page."""
         review.resolve(store, item_id, reviewer, decision, note.strip())
         log.info("review item %s resolved by %s: %s", item_id, reviewer, decision)
+        return _next_or_back(request, store, reviewer, then == "next")
+
+    @app.post("/review/{item_id}/release", dependencies=[Depends(same_origin)])
+    def release(request: Request, item_id: int, store: StoreDep, reviewer: ReviewerDep) -> Response:
+        """Give the item back to the queue undecided, and stop."""
+        review.release(store, item_id, reviewer)
+        log.info("review item %s released by %s", item_id, reviewer)
         return RedirectResponse(f"{_base(request)}/review", status_code=303)
+
+    @app.post("/review/{item_id}/skip", dependencies=[Depends(same_origin)])
+    def skip(request: Request, item_id: int, store: StoreDep, reviewer: ReviewerDep) -> Response:
+        """Leave the item to someone else (recorded) and open the next one."""
+        review.skip(store, item_id, reviewer)
+        log.info("review item %s skipped by %s", item_id, reviewer)
+        return _next_or_back(request, store, reviewer, True)
 
     @app.get("/audio/{item_id}", name="audio")
     def audio(item_id: int, store: StoreDep, reviewer: ReviewerDep) -> Response:
