@@ -248,6 +248,12 @@ def test_review_flow_over_http(ui: UI) -> None:
     page = ana.get(f"/earmark/review/{item_a}")
     assert page.status_code == 200
     assert "SECRET-TRANSCRIPT-ONE" in page.text and "Criteria for Classifying" in page.text
+    # The policy rendered from its Markdown; the threshold beside the score; what is left.
+    assert "<h1>Criteria for Classifying" in page.text and "<strong>Threat</strong>" in page.text
+    assert "## Overview" not in page.text
+    assert "(flagged at 0.4235)" in page.text  # LocalEnv's EARMARK_FLAG_THRESHOLD
+    assert f'Left for {ui.run_date}</dt><dd id="left">4 ' in page.text
+    assert "(harassment 3, self_harm 1)" in page.text
     assert f'src="/earmark/audio/{item_a}"' in page.text
     assert "no-store" in page.headers["cache-control"]
     refused = ben.get(f"/earmark/review/{item_a}")

@@ -117,3 +117,16 @@ def test_every_action_is_recorded_once_in_order(queue):
     assert [e.action for e in history(queue, reviewer="ben")] == ["claim"]
     row = queue.rows("SELECT status, claimed_by FROM review_queue WHERE id = :i", i=top.id)[0]
     assert tuple(row) == ("claimed", "ben")
+
+
+def test_a_policy_is_rendered_from_markdown_and_nothing_raw_gets_through():
+    from earmark.web.queries import policy_html
+
+    html = policy_html(
+        "# Harassment\n\n- **Threat**: intent to harm\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n"
+        "<script>alert(1)</script>\n\n[x](javascript:alert(1)) <img src=x onerror=alert(1)>"
+    )
+    assert "<h1>Harassment</h1>" in html and "<strong>Threat</strong>" in html
+    assert "<table>" in html
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert 'href="javascript' not in html and "<img" not in html

@@ -234,6 +234,11 @@ def _verdict(status: day_status.DayStatus) -> tuple[str, str]:
 
 
 # ---- the app ---------------------------------------------------------------------------------
+def _policy_html(settings: Settings, policy: str) -> str | None:
+    text = queries.policy_text(settings.policies_dir, policy)
+    return None if text is None else queries.policy_html(text)
+
+
 def _next_or_back(request: Request, store: Store, reviewer: str, claim: bool) -> Response:
     """The next item, claimed, when asked for and one is left; else the review page."""
     item = review.claim_next(store, reviewer) if claim else None
@@ -385,7 +390,9 @@ def create_app() -> FastAPI:
             held=held,
             note_max=NOTE_MAX,
             decisions=list(DECISION_LABELS.items()),
-            policy=queries.policy_text(settings.policies_dir, held.item.policy),
+            policy=_policy_html(settings, held.item.policy),
+            threshold=settings.flag_threshold,
+            left=queries.left_for_day(store, held.run_date),
         )
 
     @app.post("/review/{item_id}/decide", dependencies=[Depends(same_origin)])

@@ -5,7 +5,7 @@ The transcript is returned to the caller only; nothing here logs it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from earmark.store.db import Store
 
 _ITEM_SQL = (
     "SELECT r.id, r.file_id, r.policy, r.score, r.claimed_by, r.claimed_until, f.path, f.format,"
-    " f.duration_s, f.member_path, a.name AS archive"
+    " f.duration_s, f.member_path, a.name AS archive, a.run_date"
     " FROM review_queue r JOIN audio_files f ON f.id = r.file_id"
     " JOIN archives a ON a.id = f.archive_id"
 )
@@ -30,6 +30,7 @@ class HeldItem:
     audio_format: str | None
     duration_s: float | None
     source: str
+    run_date: str = ""
     transcript: str | None = None
 
 
@@ -43,7 +44,13 @@ def _held(row: sa.Row) -> HeldItem:
         row.claimed_until,
         row.path,
     )
-    return HeldItem(item, row.format, row.duration_s, f"{row.archive}:{row.member_path}")
+    return HeldItem(
+        item,
+        row.format,
+        row.duration_s,
+        f"{row.archive}:{row.member_path}",
+        str(row.run_date)[:10],
+    )
 
 
 def _now() -> datetime:
@@ -82,7 +89,7 @@ def item_detail(store: Store, item_id: int, reviewer: str) -> HeldItem:
         "SELECT text FROM transcripts WHERE file_id = :f ORDER BY created_at DESC, id DESC LIMIT 1",
         f=held.item.file_id,
     )
-    return HeldItem(held.item, held.audio_format, held.duration_s, held.source, text)
+    return replace(held, transcript=text)
 
 
 def policy_text(policies_dir: Path, policy: str) -> str | None:
@@ -91,6 +98,27 @@ def policy_text(policies_dir: Path, policy: str) -> str | None:
     if path.parent != policies_dir or not path.is_file():
         return None
     return path.read_text(encoding="utf-8").strip()
+
+
+def policy_html(text: str) -> str:
+    """A policy's Markdown as HTML (markdown-it-py, CommonMark and tables). Raw HTML in the
+    file is escaped, not passed through, and unsafe link targets (``javascript:``) are not
+    linked: the output is safe to put in the page as is."""
+    from markdown_it import MarkdownIt  # noqa: PLC0415
+
+    return MarkdownIt("commonmark", {"html": False}).enable("table").render(text)
+
+
+def left_for_day(store: Store, run_date: str) -> dict[str, int]:
+    """The day's review items still open (pending or claimed), per policy."""
+    rows = store.rows(
+        "SELECT r.policy, count(*) AS n FROM review_queue r"
+        " JOIN audio_files f ON f.id = r.file_id JOIN archives a ON a.id = f.archive_id"
+        " WHERE a.run_date = :d AND r.status IN ('pending', 'claimed')"
+        " GROUP BY r.policy ORDER BY r.policy",
+        d=run_date,
+    )
+    return {r.policy: int(r.n) for r in rows}
 
 
 def queue_counts(store: Store) -> dict[str, int]:
