@@ -115,6 +115,60 @@ def resolve(
         raise ReviewError(f"item {item_id} is not held by {reviewer} (claim expired or taken)")
 
 
+def extend(
+    store: Store,
+    item_id: int,
+    reviewer: str,
+    lease: timedelta = DEFAULT_LEASE,
+    now: datetime | None = None,
+) -> datetime:
+    """Renew ``reviewer``'s unexpired claim for another lease (the page is in use); the new
+    end. Not an audit event: the claim is the same claim."""
+    now = now or _now()
+    with store.begin() as conn:
+        done = conn.execute(
+            sa.text(
+                "UPDATE review_queue SET claimed_until = :until WHERE id = :id"
+                " AND status = 'claimed' AND claimed_by = :who AND claimed_until >= :now"
+            ),
+            {"until": now + lease, "id": item_id, "who": reviewer, "now": now},
+        ).rowcount
+    if done != 1:
+        raise ReviewError(f"item {item_id} is not held by {reviewer} (claim expired or taken)")
+    return now + lease
+
+
+def reclaim(
+    store: Store,
+    item_id: int,
+    reviewer: str,
+    lease: timedelta = DEFAULT_LEASE,
+    now: datetime | None = None,
+) -> bool:
+    """Claim this very item again after a lapsed lease, if it is still free (pending, or its
+    claim lapsed too); False when someone else holds it or it is decided."""
+    now = now or _now()
+    with store.begin() as conn:
+        done = conn.execute(
+            sa.text(
+                "UPDATE review_queue SET status = 'claimed', claimed_by = :who,"
+                " claimed_until = :until WHERE id = :id AND (status = 'pending'"
+                " OR (status = 'claimed' AND claimed_until < :now))"
+            ),
+            {"who": reviewer, "until": now + lease, "id": item_id, "now": now},
+        ).rowcount
+        if done == 1:
+            _record(conn, item_id, "claim", reviewer, now)
+    return done == 1
+
+
+def holder(store: Store, item_id: int) -> str | None:
+    """Who holds the item now (None when nobody, or it is decided)."""
+    return store.scalar(
+        "SELECT claimed_by FROM review_queue WHERE id = :id AND status = 'claimed'", id=item_id
+    )
+
+
 def release(store: Store, item_id: int, reviewer: str, now: datetime | None = None) -> None:
     """Give a held item back to the queue, undecided."""
     _give_back(store, item_id, reviewer, "release", now or _now())

@@ -369,9 +369,39 @@ def test_review_flow_over_http(ui: UI) -> None:
     assert decided.headers["location"] == f"/earmark/review/{four}"  # item_b was skipped by ana
     assert ben.post(f"/earmark/review/{four}/release").status_code == 409  # not ben's
     assert "Your recent decisions" in ana.get("/earmark/review").text
+    # The page in use renews the claim; a lapsed claim is taken again when the item is still
+    # free, so the decision is recorded; when someone else took it, the page says who and
+    # gives the note back.
+    before = ui.row(four).claimed_until
+    renewed = ana.post(f"/earmark/review/{four}/extend")
+    assert renewed.status_code == 200 and datetime.fromisoformat(renewed.json()["until"]) > before
+    script = ana.get("/earmark/static/review.js")
+    assert script.status_code == 200 and "text/javascript" in script.headers["content-type"]
+    assert "keydown" in script.text
+    lapse = sa.text("UPDATE review_queue SET claimed_until = :t WHERE id = :i")
+    with ui.store.begin() as conn:
+        conn.execute(lapse, {"t": datetime.now(UTC) - timedelta(minutes=1), "i": four})
+    late = ana.post(f"/earmark/review/{four}/decide", data={"decision": "unclear", "note": "hm"})
+    assert late.status_code == 303
+    assert (ui.row(four).status, ui.row(four).decision, ui.row(four).note) == (
+        "resolved",
+        "unclear",
+        "hm",
+    )
+    cleo = ui.client("cleo")
+    assert ben.post("/earmark/review/claim").headers["location"].endswith(f"/{item_b}")
+    with ui.store.begin() as conn:
+        conn.execute(lapse, {"t": datetime.now(UTC) - timedelta(minutes=1), "i": item_b})
+    assert cleo.post("/earmark/review/claim").headers["location"].endswith(f"/{item_b}")
+    lost = ben.post(
+        f"/earmark/review/{item_b}/decide", data={"decision": "violation", "note": "ben's words"}
+    )
+    assert lost.status_code == 409 and "now held by cleo" in lost.text
+    assert "ben&#39;s words" in lost.text and ui.row(item_b).claimed_by == "cleo"
     from earmark.review import history
 
-    assert [(e.action, e.reviewer) for e in history(ui.store, item_id=item_b)] == [
+    assert [e.action for e in history(ui.store, item_id=four)][-2:] == ["claim", "decide"]
+    assert [(e.action, e.reviewer) for e in history(ui.store, item_id=item_b)][:3] == [
         ("claim", "ben"),
         ("claim", "ana"),
         ("skip", "ana"),
@@ -477,11 +507,26 @@ def test_review_in_a_real_browser(ui: UI, tmp_path: Path) -> None:
             page.wait_for_timeout(200)  # let the controls paint the duration
             page.screenshot(path="/tmp/earmark-review.png", full_page=True)
 
-            page.get_by_label("No violation").check()
-            page.fill("#note", "benign, checked by ear")
-            page.get_by_role("button", name="Record and stop").click()
+            # By keyboard only: play and pause, choose, write a note, record and go to the
+            # next item, release that one.
+            expect(page.locator("#countdown")).to_contain_text(":")
+            page.keyboard.press("k")
+            page.wait_for_function("() => !document.querySelector('audio').paused")
+            page.keyboard.press("k")
+            page.wait_for_function("() => document.querySelector('audio').paused")
+            page.keyboard.press("2")
+            expect(page.get_by_label("No violation")).to_be_checked()
+            page.keyboard.press("n")
+            page.keyboard.type("benign, checked by ear")
+            page.keyboard.press("Escape")
+            page.keyboard.press("Enter")
+            page.wait_for_url(lambda url: url.rstrip("/").rsplit("/", 1)[1] != str(item_id))
+            next_id = int(page.url.rsplit("/", 1)[1])
+            expect(page.locator("#keys")).to_contain_text("release and stop")
+            page.keyboard.press("r")
             page.wait_for_url("**/earmark/review")
             expect(page.get_by_role("button", name="Claim next")).to_be_visible()
+            assert ui.row(next_id).status == "pending"
 
             _the_day_report_renders_its_plots(ui, page)
         finally:

@@ -21,7 +21,13 @@ from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
 from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_view
 from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+)
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -36,7 +42,10 @@ log = logging.getLogger(__name__)
 
 DECISION_LABELS = {"violation": "Violation", "no_violation": "No violation", "unclear": "Unclear"}
 NOTE_MAX = 2000
-FORM_MAX_BYTES = 64 * 1024  # a decision form is a few KiB at most
+FORM_MAX_BYTES = 64 * 1024
+REVIEW_JS = (Path(__file__).parent / "templates" / "review.js").read_text(
+    encoding="utf-8"
+)  # a decision form is a few KiB at most
 AUDIO_TYPES = {
     "WAV": "audio/wav",
     "WAVEX": "audio/wav",
@@ -287,59 +296,8 @@ def _error_pages(app: FastAPI) -> None:
         return message(request, error.status_code, "That didn't work", str(error.detail))
 
 
-def create_app() -> FastAPI:
-    """The Earmark pages; every route requires an authenticated Airflow user."""
-    app = FastAPI(
-        title="Earmark RA review",
-        docs_url=None,
-        redoc_url=None,
-        openapi_url=None,
-        dependencies=[Depends(requires_access_view(AccessView.PLUGINS))],
-    )
-
-    app.add_middleware(FormSizeLimit, limit=FORM_MAX_BYTES)
-
-    _error_pages(app)
-
-    @app.get("/", response_class=HTMLResponse, name="status")
-    def status_page(
-        request: Request,
-        settings: SettingsDep,
-        store: StoreDep,
-        reviewer: ReviewerDep,
-        day: Annotated[str | None, Query(alias="date")] = None,
-    ) -> Response:
-        """Where a day stands (default: today in EARMARK_TIMEZONE)."""
-        run_date = _run_date(day, settings)
-        status = day_status.day_status(settings, store, run_date)
-        return render(
-            request,
-            "status.html",
-            page="status",
-            title=f"Day {run_date}",
-            reviewer=reviewer,
-            s=status,
-            verdict=_verdict(status),
-            summary=day_status.format_summary(status),
-            items=day_status.review_items(store, run_date),
-            has_report=day_report.stored_report(store, run_date) is not None,
-        )
-
-    @app.get("/report/{day}", response_class=HTMLResponse, name="report")
-    def report_page(request: Request, settings: SettingsDep, store: StoreDep, day: str) -> Response:
-        """The day's HTML report with its plots, as the day's report task stored it."""
-        run_date = _run_date(day, settings)
-        html = day_report.stored_report(store, run_date)
-        if html is None:
-            return message(
-                request,
-                404,
-                f"No report for {run_date} yet",
-                "The day's report is written by the report task of its earmark_daily run.",
-                link=f"{_base(request)}/?date={run_date}",
-                link_text=f"Day {run_date}",
-            )
-        return HTMLResponse(html, headers=SECURITY_HEADERS)
+def _review_routes(app: FastAPI) -> None:
+    """The review pages: queue, item, decide, extend, release, skip, audio, script."""
 
     @app.get("/review", response_class=HTMLResponse, name="review")
     def review_page(
@@ -406,10 +364,37 @@ def create_app() -> FastAPI:
         then: Annotated[str, Form()] = "stop",
     ) -> Response:
         """Record the decision on a held item; then the next item at once (``then=next``, the
-        page's main button) or back to the review page."""
-        review.resolve(store, item_id, reviewer, decision, note.strip())
+        page's main button) or back to the review page. After a lapsed lease the item is
+        claimed again first when it is still free, so nothing typed is lost; when someone else
+        took it, the page says so and shows the note back to its writer."""
+        try:
+            review.resolve(store, item_id, reviewer, decision, note.strip())
+        except review.ReviewError:
+            if decision not in review.DECISIONS or not review.reclaim(store, item_id, reviewer):
+                taken = review.holder(store, item_id)
+                if taken is None or taken == reviewer:
+                    raise
+                return message(
+                    request,
+                    409,
+                    "Your claim lapsed",
+                    f"Item {item_id} is now held by {taken}; your decision was not recorded."
+                    + (f" Your note, to copy: {note.strip()}" if note.strip() else ""),
+                )
+            review.resolve(store, item_id, reviewer, decision, note.strip())
         log.info("review item %s resolved by %s: %s", item_id, reviewer, decision)
         return _next_or_back(request, store, reviewer, then == "next")
+
+    @app.post("/review/{item_id}/extend", dependencies=[Depends(same_origin)])
+    def extend(item_id: int, store: StoreDep, reviewer: ReviewerDep) -> Response:
+        """Renew the claim while the page is in use; the new end of the lease."""
+        until = review.extend(store, item_id, reviewer)
+        return JSONResponse({"until": until.isoformat()}, headers=SECURITY_HEADERS)
+
+    @app.get("/static/review.js", name="review_js")
+    def review_js() -> Response:
+        """The item page's script (keyboard, speed, countdown, draft), from this origin."""
+        return Response(REVIEW_JS, media_type="text/javascript", headers=SECURITY_HEADERS)
 
     @app.post("/review/{item_id}/release", dependencies=[Depends(same_origin)])
     def release(request: Request, item_id: int, store: StoreDep, reviewer: ReviewerDep) -> Response:
@@ -440,6 +425,62 @@ def create_app() -> FastAPI:
             path, media_type=media, content_disposition_type="inline", headers=SECURITY_HEADERS
         )
 
+
+def create_app() -> FastAPI:
+    """The Earmark pages; every route requires an authenticated Airflow user."""
+    app = FastAPI(
+        title="Earmark RA review",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        dependencies=[Depends(requires_access_view(AccessView.PLUGINS))],
+    )
+
+    app.add_middleware(FormSizeLimit, limit=FORM_MAX_BYTES)
+
+    _error_pages(app)
+
+    @app.get("/", response_class=HTMLResponse, name="status")
+    def status_page(
+        request: Request,
+        settings: SettingsDep,
+        store: StoreDep,
+        reviewer: ReviewerDep,
+        day: Annotated[str | None, Query(alias="date")] = None,
+    ) -> Response:
+        """Where a day stands (default: today in EARMARK_TIMEZONE)."""
+        run_date = _run_date(day, settings)
+        status = day_status.day_status(settings, store, run_date)
+        return render(
+            request,
+            "status.html",
+            page="status",
+            title=f"Day {run_date}",
+            reviewer=reviewer,
+            s=status,
+            verdict=_verdict(status),
+            summary=day_status.format_summary(status),
+            items=day_status.review_items(store, run_date),
+            has_report=day_report.stored_report(store, run_date) is not None,
+        )
+
+    @app.get("/report/{day}", response_class=HTMLResponse, name="report")
+    def report_page(request: Request, settings: SettingsDep, store: StoreDep, day: str) -> Response:
+        """The day's HTML report with its plots, as the day's report task stored it."""
+        run_date = _run_date(day, settings)
+        html = day_report.stored_report(store, run_date)
+        if html is None:
+            return message(
+                request,
+                404,
+                f"No report for {run_date} yet",
+                "The day's report is written by the report task of its earmark_daily run.",
+                link=f"{_base(request)}/?date={run_date}",
+                link_text=f"Day {run_date}",
+            )
+        return HTMLResponse(html, headers=SECURITY_HEADERS)
+
+    _review_routes(app)
     return app
 
 
