@@ -466,6 +466,13 @@ class Harness(HomeLayout, RunControl):
         except sa.exc.ProgrammingError:  # tables not migrated yet
             return []
 
+    def meta_execute(self, sql: str, **params: Any) -> int:
+        """Change Airflow's metadata DB as a test needs (rows affected)."""
+        import sqlalchemy as sa  # noqa: PLC0415
+
+        with self._engine("meta").begin() as conn:
+            return conn.execute(sa.text(sql), params).rowcount
+
     def results_store(self) -> Any:
         from earmark.store.db import Store  # noqa: PLC0415
 
