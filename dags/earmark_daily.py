@@ -318,7 +318,7 @@ def earmark_daily() -> None:
         env = task_env()
         status = day_status(env.settings, env.store, run_date)
         print(format_summary(status))
-        write_day_report(env.settings, env.store, run_date, env.context["run_id"])
+        write_day_report(env.settings, env.store, run_date, env.context["run_id"], status=status)
         if status.nothing_delivered:
             deadline = deadline_for(run_date, env.settings)
             raise AirflowFailException(

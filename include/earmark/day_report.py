@@ -57,11 +57,15 @@ class DayFigures:
 
 
 def read_figures(
-    settings: Settings, store: Store, run_date: str, now: datetime | None = None
+    settings: Settings,
+    store: Store,
+    run_date: str,
+    now: datetime | None = None,
+    status: DayStatus | None = None,
 ) -> DayFigures:
-    """The day's status and every series the report plots."""
+    """The day's status (read here unless given) and every series the report plots."""
     queries = named_queries("day_report")
-    figures = DayFigures(status=day_status(settings, store, run_date, now=now))
+    figures = DayFigures(status=status or day_status(settings, store, run_date, now=now))
     with store.engine.connect() as conn:
 
         def run(name: str, sql: str | None = None) -> list[dict[str, Any]]:
@@ -295,10 +299,17 @@ def render_report(
 
 
 def write_day_report(
-    settings: Settings, store: Store, run_date: str, run_id: str, now: datetime | None = None
+    settings: Settings,
+    store: Store,
+    run_date: str,
+    run_id: str,
+    now: datetime | None = None,
+    status: DayStatus | None = None,
 ) -> str:
-    """Render the day's report and store it with the day (replacing an earlier one)."""
-    html = render_report(read_figures(settings, store, run_date, now), settings, run_id, now)
+    """Render the day's report and store it with the day (replacing an earlier one); a
+    ``status`` already read is used as is."""
+    figures = read_figures(settings, store, run_date, now, status)
+    html = render_report(figures, settings, run_id, now)
     with store.begin() as conn:
         conn.execute(
             sa.text(named_queries("day_report")["save_report"]),

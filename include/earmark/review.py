@@ -52,6 +52,11 @@ class ReviewItem:
     audio_path: str
 
 
+def not_held(item_id: int, reviewer: str) -> ReviewError:
+    """The one error for an action on an item the reviewer does not hold (any more)."""
+    return ReviewError(f"item {item_id} is not held by {reviewer} (claim expired or taken)")
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -112,7 +117,7 @@ def resolve(
         if done == 1:
             _record(conn, item_id, "decide", reviewer, now, decision=decision, note=note)
     if done != 1:
-        raise ReviewError(f"item {item_id} is not held by {reviewer} (claim expired or taken)")
+        raise not_held(item_id, reviewer)
 
 
 def extend(
@@ -134,7 +139,7 @@ def extend(
             {"until": now + lease, "id": item_id, "who": reviewer, "now": now},
         ).rowcount
     if done != 1:
-        raise ReviewError(f"item {item_id} is not held by {reviewer} (claim expired or taken)")
+        raise not_held(item_id, reviewer)
     return now + lease
 
 
@@ -193,7 +198,7 @@ def _give_back(store: Store, item_id: int, reviewer: str, action: str, now: date
         if done == 1:
             _record(conn, item_id, action, reviewer, now)
     if done != 1:
-        raise ReviewError(f"item {item_id} is not held by {reviewer} (claim expired or taken)")
+        raise not_held(item_id, reviewer)
 
 
 def _record(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from earmark.review import ReviewError, ReviewItem
+from earmark.review import ReviewItem, not_held
 from earmark.store.db import Store
 
 _ITEM_SQL = (
@@ -78,7 +78,7 @@ def held_by(store: Store, item_id: int, reviewer: str, now: datetime | None = No
         now=now or _now(),
     )
     if not rows:
-        raise ReviewError(f"item {item_id} is not held by {reviewer} (claim expired or taken)")
+        raise not_held(item_id, reviewer)
     return _held(rows[0])
 
 
