@@ -5,6 +5,10 @@
     earmark quarantine [--date D]   every rejected delivery and archive and quarantined file,
                                     with reasons (names with control or bidi chars escaped)
     earmark review-items [--date D] the day's review queue (ids, names, scores)
+    earmark review-stats [--from D] [--to D] [--json]
+                                    flag quality per policy and day (precision, agreement of
+                                    blind second reviews, estimated misses), a suggested
+                                    threshold, and each reviewer's counts and times
     earmark report [--date D] [--out F]
                                     write the day's HTML report with plots now (stored with the
                                     day, served at /earmark/report/D; --out also saves a copy)
@@ -30,7 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -67,6 +71,10 @@ def _parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name)
         sub.add_argument("--date", type=_day, help="YYYY-MM-DD (default: today, local)")
         sub.add_argument("--json", action="store_true", help="machine-readable output")
+    stats = commands.add_parser("review-stats", help="flag quality and reviewers' figures")
+    stats.add_argument("--from", dest="first", type=_day, help="first day (default: --to - 6)")
+    stats.add_argument("--to", dest="last", type=_day, help="last day (default: today, local)")
+    stats.add_argument("--json", action="store_true", help="machine-readable output")
     report = commands.add_parser("report", help="write the day's HTML report now")
     report.add_argument("--date", type=_day, help="YYYY-MM-DD (default: today, local)")
     report.add_argument("--out", type=Path, help="also save the page to this file")
@@ -105,8 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
     store = _store(args, settings)
     try:
-        if args.command == "health":
-            return _health(args, settings, store)
+        own_exit_code = {"health": _health, "review-stats": _review_stats}
+        if args.command in own_exit_code:
+            return own_exit_code[args.command](args, settings, store)
         if args.command == "metrics":
             from earmark.metrics import serve  # noqa: PLC0415
 
@@ -150,6 +159,23 @@ def main(argv: list[str] | None = None) -> int:
             )
     finally:
         store.dispose()
+    return 0
+
+
+def _review_stats(args: argparse.Namespace, settings: Settings, store: Store) -> int:
+    from earmark import review_stats  # noqa: PLC0415
+
+    last = args.last or datetime.now(ZoneInfo(settings.timezone)).date().isoformat()
+    first = args.first or (date.fromisoformat(last) - timedelta(days=6)).isoformat()
+    if first > last:
+        print(f"--from {first} is after --to {last}")
+        return 2
+    stats = review_stats.review_stats(
+        store, first, last, settings.flag_threshold, settings.timezone
+    )
+    print(
+        json.dumps(review_stats.as_json(stats)) if args.json else review_stats.format_stats(stats)
+    )
     return 0
 
 

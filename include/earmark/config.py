@@ -147,6 +147,23 @@ SETTINGS: tuple[Setting, ...] = (
         "A (file, policy) score at or above this goes to the RA review queue.",
     ),
     Setting(
+        "EARMARK_REVIEW_QA_SHARE",
+        "0.1",
+        "Share (0-1) of decided flags that go to a second reviewer, blind to the first "
+        "decision: the agreement figures come from these.",
+    ),
+    Setting(
+        "EARMARK_REVIEW_SAMPLE_SHARE",
+        "0",
+        "Share (0-1) of the (file, policy) scores BELOW the threshold queued for review anyway, "
+        "to estimate what the threshold misses. 0: none.",
+    ),
+    Setting(
+        "EARMARK_REVIEW_CORRECT_MINUTES",
+        "15",
+        "How long after a decision its reviewer may still correct it (kept as a new event).",
+    ),
+    Setting(
         "EARMARK_GPU_SLOTS",
         "1",
         "GPUs serving the gpu queue in total (one worker per GPU); the gpu pool's size. "
@@ -240,6 +257,18 @@ def _hhmm(name: str) -> time:
         raise ValueError(f"{name} must be a local time HH:MM, got {value!r}") from None
 
 
+def _share(name: str) -> float:
+    """A share 0-1 in variable ``name``; a clear error naming it otherwise."""
+    value = _get(name)
+    try:
+        share = float(value)
+    except ValueError:
+        share = -1.0
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"{name} must be a share from 0 to 1, got {value!r}")
+    return share
+
+
 def _bool(value: str) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
@@ -271,6 +300,9 @@ class Settings:
     asr_max_new_tokens: int
     asr_segmenter: str
     flag_threshold: float
+    review_qa_share: float
+    review_sample_share: float
+    review_correct_minutes: float
     gpu_slots: int
     unit_target_minutes: float
     assumed_realtime_x: float
@@ -321,6 +353,9 @@ class Settings:
             asr_max_new_tokens=int(_get("EARMARK_ASR_MAX_NEW_TOKENS")),
             asr_segmenter=_get("EARMARK_ASR_SEGMENTER"),
             flag_threshold=float(_get("EARMARK_FLAG_THRESHOLD")),
+            review_qa_share=_share("EARMARK_REVIEW_QA_SHARE"),
+            review_sample_share=_share("EARMARK_REVIEW_SAMPLE_SHARE"),
+            review_correct_minutes=float(_get("EARMARK_REVIEW_CORRECT_MINUTES")),
             gpu_slots=int(_get("EARMARK_GPU_SLOTS")),
             unit_target_minutes=float(_get("EARMARK_UNIT_TARGET_MINUTES")),
             assumed_realtime_x=float(_get("EARMARK_ASSUMED_REALTIME_X")),

@@ -30,6 +30,7 @@ from earmark.day_status import (
 )
 from earmark.names import printable
 from earmark.reasons import code_of
+from earmark.review_stats import FlagQuality, flag_quality
 from earmark.schedule import deadline_for
 from earmark.store.db import Store
 
@@ -50,6 +51,7 @@ class DayFigures:
     review: dict[str, dict[str, int]] = field(default_factory=dict)  # policy -> status -> n
     archives: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
+    quality: list[FlagQuality] = field(default_factory=list)  # per policy, from the reviews
 
     @property
     def quarantine_by_reason(self) -> Counter[str]:
@@ -80,6 +82,7 @@ def read_figures(
         figures.archives = run("archive_completeness")
         figures.failures = run("day_failures", named_queries("alerts")["day_failures"])
     figures.quarantine = quarantine_report(store, run_date)
+    figures.quality = flag_quality(store, run_date, run_date)
     return figures
 
 

@@ -1,5 +1,5 @@
 """The RA review queue: claim the next flagged item, decide, release or skip it, and let
-abandoned claims return.
+abandoned claims return; second reviews and corrections.
 
 A claim is a lease: ``claimed_until`` passes and the item is claimable again, so a reviewer who
 walks away blocks nothing. Two reviewers claiming at once get different items (``FOR UPDATE SKIP
@@ -7,10 +7,17 @@ LOCKED`` on Postgres; SQLite serialises writers). Decisions are recorded once: r
 that someone else holds, or that is already resolved, is refused. Every action is appended to
 ``review_events`` in the same transaction as the change it records (the audit trail); an item a
 reviewer skipped is not offered to that reviewer again.
+
+Items come in three kinds: ``flag`` (a score at or above the threshold), ``qa`` (a blind second
+review of a decided flag, for a share of them, never offered to the flag's own reviewer) and
+``sample`` (a score below the threshold, sampled to estimate what the threshold misses). Flags
+are offered first. A reviewer may correct their own decision for a while after making it; the
+correction is an event of its own and the first decision stays in the trail.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -20,7 +27,9 @@ from earmark.day_status import as_utc
 from earmark.store.db import Store
 
 DECISIONS = ("violation", "no_violation", "unclear")
+KINDS = ("flag", "qa", "sample")
 DEFAULT_LEASE = timedelta(minutes=30)
+DEFAULT_CORRECTION_WINDOW = timedelta(minutes=15)
 
 
 class ReviewError(Exception):
@@ -50,6 +59,20 @@ class ReviewItem:
     claimed_by: str
     claimed_until: datetime
     audio_path: str
+    kind: str = "flag"
+
+    @property
+    def blind(self) -> bool:
+        """Shown without the score and any earlier decision (second reviews and samples)."""
+        return self.kind != "flag"
+
+
+def sampled(key: str, share: float) -> bool:
+    """Whether ``key`` falls in a ``share`` (0-1) sample: a stable hash, so the same item is
+    chosen on every run and host, and a test can tell which."""
+    if share <= 0:
+        return False
+    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) < share * 2**32
 
 
 def not_held(item_id: int, reviewer: str) -> ReviewError:
@@ -79,8 +102,11 @@ def claim_next(
                 "   OR (q.status = 'claimed' AND q.claimed_until < :now))"
                 "  AND NOT EXISTS (SELECT 1 FROM review_events e WHERE e.item_id = q.id"
                 "   AND e.reviewer = :who AND e.action = 'skip')"
-                f"  ORDER BY q.score DESC, q.id LIMIT 1{lock})"
-                " RETURNING id, file_id, policy, score"
+                "  AND NOT EXISTS (SELECT 1 FROM review_events e WHERE e.item_id = q.first_item_id"
+                "   AND e.reviewer = :who AND e.action IN ('decide', 'correct'))"
+                "  ORDER BY CASE q.kind WHEN 'flag' THEN 0 WHEN 'qa' THEN 1 ELSE 2 END,"
+                f"  q.score DESC, q.id LIMIT 1{lock})"
+                " RETURNING id, file_id, policy, score, kind"
             ),
             {"who": reviewer, "until": now + lease, "now": now},
         ).one_or_none()
@@ -90,7 +116,9 @@ def claim_next(
         path = conn.execute(
             sa.text("SELECT path FROM audio_files WHERE id = :f"), {"f": row.file_id}
         ).scalar_one()
-    return ReviewItem(row.id, row.file_id, row.policy, row.score, reviewer, now + lease, path)
+    return ReviewItem(
+        row.id, row.file_id, row.policy, row.score, reviewer, now + lease, path, row.kind
+    )
 
 
 def resolve(
@@ -100,10 +128,11 @@ def resolve(
     decision: str,
     note: str = "",
     now: datetime | None = None,
+    qa_share: float = 0.0,
 ) -> None:
-    """Record ``reviewer``'s decision on an item they hold; refused otherwise."""
-    if decision not in DECISIONS:
-        raise ReviewError(f"decision must be one of {', '.join(DECISIONS)}")
+    """Record ``reviewer``'s decision on an item they hold; refused otherwise. A decided flag
+    in the ``qa_share`` sample gets its blind second review queued in the same transaction."""
+    _check_decision(decision)
     now = now or _now()
     with store.begin() as conn:
         done = conn.execute(
@@ -116,8 +145,54 @@ def resolve(
         ).rowcount
         if done == 1:
             _record(conn, item_id, "decide", reviewer, now, decision=decision, note=note)
+            if sampled(f"qa:{item_id}", qa_share):
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO review_queue (file_id, policy, score, kind, first_item_id)"
+                        " SELECT file_id, policy, score, 'qa', id FROM review_queue"
+                        " WHERE id = :id AND kind = 'flag'"
+                        " ON CONFLICT (file_id, policy, kind) DO NOTHING"
+                    ),
+                    {"id": item_id},
+                )
     if done != 1:
         raise not_held(item_id, reviewer)
+
+
+def correct(
+    store: Store,
+    item_id: int,
+    reviewer: str,
+    decision: str,
+    note: str = "",
+    window: timedelta = DEFAULT_CORRECTION_WINDOW,
+    now: datetime | None = None,
+) -> None:
+    """Change ``reviewer``'s own decision on an item within ``window`` of making it. The queue
+    row takes the new decision; the trail keeps both (a ``correct`` event)."""
+    _check_decision(decision)
+    now = now or _now()
+    with store.begin() as conn:
+        done = conn.execute(
+            sa.text(
+                "UPDATE review_queue SET decision = :d, note = :n WHERE id = :id"
+                " AND status = 'resolved' AND claimed_by = :who AND resolved_at >= :since"
+            ),
+            {"d": decision, "n": note, "id": item_id, "who": reviewer, "since": now - window},
+        ).rowcount
+        if done == 1:
+            _record(conn, item_id, "correct", reviewer, now, decision=decision, note=note)
+    if done != 1:
+        minutes = int(window.total_seconds() // 60)
+        raise ReviewError(
+            f"item {item_id} cannot be corrected by {reviewer}: only your own decision,"
+            f" within {minutes} min of making it"
+        )
+
+
+def _check_decision(decision: str) -> None:
+    if decision not in DECISIONS:
+        raise ReviewError(f"decision must be one of {', '.join(DECISIONS)}")
 
 
 def extend(

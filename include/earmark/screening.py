@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 
 from earmark.config import Settings
+from earmark.review import sampled
 from earmark.statuses import FileStatus
 from earmark.store.db import Store
 
@@ -404,7 +405,7 @@ def classify_unit(
                 load_s, loads = time.perf_counter() - loading, 1
             scores = classifier.score(policy, [t.text for t in spoken])
             scored.extend((t.file_id, s) for t, s in zip(spoken, scores, strict=True))
-        _write_labels(store, policy, model, settings.flag_threshold, scored)
+        _write_labels(store, policy, model, settings, scored)
         items += len(todo)
     with store.begin() as conn:
         conn.execute(
@@ -440,8 +441,10 @@ def classify_unit(
 
 
 def _write_labels(
-    store: Store, policy: Any, model: str, threshold: float, scored: Sequence[tuple[int, float]]
+    store: Store, policy: Any, model: str, settings: Settings, scored: Sequence[tuple[int, float]]
 ) -> None:
+    """Labels for one policy; flags go to the review queue, and so does a sample of the
+    scores below the threshold (``EARMARK_REVIEW_SAMPLE_SHARE``), to measure what it misses."""
     rows = [
         {
             "f": f,
@@ -449,11 +452,15 @@ def _write_labels(
             "sha": policy.sha256,
             "m": model,
             "s": min(1.0, max(0.0, float(s))),
-            "l": int(s >= threshold),
+            "l": int(s >= settings.flag_threshold),
         }
         for f, s in scored
     ]
-    flagged = [r for r in rows if r["l"] == 1]
+    queued = [{**r, "k": "flag"} for r in rows if r["l"] == 1] + [
+        {**r, "k": "sample"}
+        for r in rows
+        if r["l"] == 0 and sampled(f"sample:{r['f']}:{r['p']}", settings.review_sample_share)
+    ]
     with store.begin() as conn:
         conn.execute(
             sa.text(
@@ -464,12 +471,13 @@ def _write_labels(
             ),
             rows,
         )
-        if flagged:
+        if queued:
             conn.execute(
                 sa.text(
-                    "INSERT INTO review_queue (file_id, policy, score) VALUES (:f, :p, :s)"
-                    " ON CONFLICT (file_id, policy) DO UPDATE SET score = excluded.score"
+                    "INSERT INTO review_queue (file_id, policy, score, kind)"
+                    " VALUES (:f, :p, :s, :k)"
+                    " ON CONFLICT (file_id, policy, kind) DO UPDATE SET score = excluded.score"
                     " WHERE review_queue.status = 'pending'"
                 ),
-                flagged,
+                queued,
             )

@@ -14,6 +14,10 @@ from earmark_dev.harness import GPU_ROLES, Harness
 
 
 def pytest_configure(config):
+    config.addinivalue_line("markers", "seed(rows): the review UI test's items (test_review_ui.py)")
+    config.addinivalue_line(
+        "markers", "ui_env(**env): extra environment for the review UI's api-server"
+    )
     config.addinivalue_line(
         "markers",
         "distributed: starts the whole distributed topology (api-server, scheduler, dag-processor,"

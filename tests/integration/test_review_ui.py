@@ -1,7 +1,8 @@
 """The RA review UI plugin in a real ``airflow api-server``: auth, claims, audio, decisions.
 
-Each test starts the api-server (SimpleAuthManager, users ana, ben and cleo) on a LocalEnv home
-with the results DB in a throwaway Postgres database, seeded with flagged items and tiny WAVs.
+Each test starts the api-server (SimpleAuthManager: ana and ben may review, cleo reviews and sees
+the stats, dave only views) on a LocalEnv home with the results DB in a throwaway Postgres
+database, seeded with flagged items and tiny WAVs.
 The browser test drives Debian's headless Chromium (``.ci/install-system-packages.sh``) with
 Playwright.
 """
@@ -33,7 +34,8 @@ from earmark_dev.localenv import LocalEnv
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
-USERS = ("ana", "ben", "cleo")
+# Simple auth manager roles: "user" may review, "op" also sees the stats, "viewer" neither.
+USERS = {"ana": "user", "ben": "user", "cleo": "op", "dave": "viewer"}
 CHROMIUM = Path("/usr/bin/chromium")
 # (member, policy, score, transcript): the transcripts are secrets the logs must never show.
 SEED = [
@@ -56,8 +58,11 @@ def _write_wav(path: Path, seconds: float, freq: float) -> None:
     sf.write(path, (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), 16000, subtype="PCM_16")
 
 
-def _seed(store: Store, audio_dir: Path, run_date: str) -> dict[str, int]:
-    """One archive, a classified file per SEED row, its transcript and a review item; ids."""
+def _seed(
+    store: Store, audio_dir: Path, run_date: str, seed: list[tuple[str, str, float, str]] = SEED
+) -> dict[str, int]:
+    """One archive, a classified file per ``seed`` row, its transcript, its label (flagged) and
+    its review item; the items' ids."""
     ids: dict[str, int] = {}
     with store.begin() as conn:
         archive = conn.execute(
@@ -65,9 +70,9 @@ def _seed(store: Store, audio_dir: Path, run_date: str) -> dict[str, int]:
                 "INSERT INTO archives (name, sha256, run_date, status, path, n_files)"
                 " VALUES ('day.tar', 'f00d', :d, 'unpacked', '/x/day.tar', :n) RETURNING id"
             ),
-            {"d": run_date, "n": len(SEED)},
+            {"d": run_date, "n": len(seed)},
         ).scalar_one()
-        for n, (member, policy, score, text) in enumerate(SEED):
+        for n, (member, policy, score, text) in enumerate(seed):
             path = audio_dir / member
             _write_wav(path, 2.0 + 0.5 * n, 220.0 * (n + 1))
             file_id = conn.execute(
@@ -90,6 +95,13 @@ def _seed(store: Store, audio_dir: Path, run_date: str) -> dict[str, int]:
                     " VALUES (:f, 'w', :t, :n)"
                 ),
                 {"f": file_id, "t": text, "n": len(text)},
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO labels (file_id, policy, policy_sha, model, score, label)"
+                    " VALUES (:f, :p, 'sha', 'cope', :s, 1)"
+                ),
+                {"f": file_id, "p": policy, "s": score},
             )
             ids[member] = conn.execute(
                 sa.text(
@@ -150,19 +162,27 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture
-def ui(tmp_path: Path, pg_url: str) -> Iterator[UI]:
-    """The api-server on a fresh LocalEnv home, results DB in Postgres, seeded."""
+def ui(request: pytest.FixtureRequest, tmp_path: Path, pg_url: str) -> Iterator[UI]:
+    """The api-server on a fresh LocalEnv home, results DB in Postgres, seeded (``SEED``, or
+    the test's ``@pytest.mark.seed(rows)``); no second reviews unless the test's
+    ``@pytest.mark.ui_env(...)`` sets the share."""
+    marker = request.node.get_closest_marker("seed")
+    seed = marker.args[0] if marker else SEED
+    extra_env = {"EARMARK_REVIEW_QA_SHARE": "0"}
+    if env_marker := request.node.get_closest_marker("ui_env"):
+        extra_env.update(env_marker.kwargs)
     env = LocalEnv(home=tmp_path / "home", results_db_url=pg_url)
     env.airflow_home.mkdir(parents=True)
     env.airflow("db", "migrate", capture=True)
     store = Store.from_url(pg_url)
     store.migrate()
     run_date = datetime.now(ZoneInfo(env.timezone)).date().isoformat()
-    items = _seed(store, env.data_root / "audio" / run_date, run_date)
+    items = _seed(store, env.data_root / "audio" / run_date, run_date, seed)
     port = _free_port()
     log = tmp_path / "api-server.log"
     environ = env.environ(
-        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=",".join(f"{user}:viewer" for user in USERS)
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=",".join(f"{u}:{r}" for u, r in USERS.items()),
+        **extra_env,
     )
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -201,7 +221,7 @@ def ui(tmp_path: Path, pg_url: str) -> Iterator[UI]:
         _stop(proc)
         store.dispose()
     text = log.read_text(errors="replace")
-    leaked = [t for *_, t in SEED if t.split()[0] in text]
+    leaked = [t for *_, t in seed if t.split()[0] in text]
     assert not leaked, "transcript text appeared in the api-server log"
 
 
@@ -413,6 +433,45 @@ def test_review_flow_over_http(ui: UI) -> None:
         "decide",
     ]
 
+    # Corrections: ana's own recent decision, as a new event; nobody else's.
+    page = ana.get("/earmark/review/history")
+    assert page.status_code == 200 and f'id="decided-{item_a}"' in page.text
+    assert "clear threat" in page.text  # her own note, to correct it with
+    fixed = ana.post(
+        f"/earmark/review/{item_a}/correct",
+        data={"decision": "unclear", "note": "second listen"},
+        headers={"Origin": ui.base},
+    )
+    assert fixed.status_code == 303 and fixed.headers["location"] == "/earmark/review/history"
+    assert (ui.row(item_a).decision, ui.row(item_a).note) == ("unclear", "second listen")
+    assert [e.action for e in history(ui.store, item_id=item_a)][-2:] == ["decide", "correct"]
+    assert "(corrected)" in ana.get("/earmark/review/history").text
+    assert (
+        ben.post(f"/earmark/review/{item_a}/correct", data={"decision": "violation"}).status_code
+        == 409
+    )
+
+    # Roles: a viewer sees the day page but neither reviews nor sees the stats; a reviewer
+    # does not see the stats; an op sees them.
+    dave = ui.client("dave")
+    assert dave.get("/earmark/", params={"date": ui.run_date}).status_code == 200
+    for method, path in [
+        ("GET", "/earmark/review"),
+        ("POST", "/earmark/review/claim"),
+        ("GET", f"/earmark/review/{four}"),
+        ("GET", f"/earmark/audio/{four}"),
+        ("GET", "/earmark/review/history"),
+        ("GET", "/earmark/stats"),
+    ]:
+        refused = dave.request(method, path)
+        assert refused.status_code == 403, (method, path)
+    assert "does not include Earmark Review" in dave.get("/earmark/review").text
+    assert ana.get("/earmark/stats").status_code == 403
+    stats = cleo.get("/earmark/stats", params={"from": ui.run_date, "to": ui.run_date})
+    assert stats.status_code == 200 and 'id="quality"' in stats.text
+    assert "<td>ana</td>" in stats.text and "SECRET" not in stats.text
+    assert cleo.get("/earmark/stats", params={"from": "2026-13-01"}).status_code == 400
+
 
 def _need_browser() -> None:
     """A clear failure, not a skip, when the browser is missing (`make test` installs it)."""
@@ -429,6 +488,40 @@ def _need_browser() -> None:
     ]
     if missing:
         pytest.fail(f"browser test needs {' and '.join(missing)}", pytrace=False)
+
+
+def _chromium(playwright: Any, profile: Path) -> Any:
+    """Debian's Chromium, headless, with a profile of its own (its own cookies)."""
+    return playwright.chromium.launch_persistent_context(
+        str(profile),
+        executable_path=str(CHROMIUM),
+        headless=True,
+        viewport={"width": 1366, "height": 900},
+        args=[
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ],
+    )
+
+
+def _signed_in(context: Any, ui: UI, user: str) -> Any:
+    """A page signed in as ``user`` through Airflow's login page, on the review page."""
+    from playwright.sync_api import expect
+
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    page.goto(f"{ui.base}/auth/login?next=/earmark/review")
+    page.locator("input[name=username], #username").first.fill(user)
+    page.locator("input[type=password]").first.fill(ui.passwords[user])
+    page.locator("button[type=submit]").first.click()
+    page.wait_for_url("**/earmark/review")
+    expect(page.get_by_text("Signed in as")).to_contain_text(user)
+    return page
 
 
 def _the_day_report_renders_its_plots(ui: UI, page: Any) -> None:
@@ -453,9 +546,10 @@ def _the_day_report_renders_its_plots(ui: UI, page: Any) -> None:
     )
     assert len(sizes) == 5, sizes
     assert all(w > 300 and h > 150 and marks >= 5 for w, h, marks in sizes), sizes
-    # progress and review have data here (4 files screened, 4 items); the others say "none"
-    assert sizes[0][2] > 20 and sizes[4][2] > 20, sizes
-    for empty in ("no GPU work unit finished", "nothing quarantined", "nothing scored"):
+    # progress, flags and review have data here (4 files screened and flagged, 4 items); the
+    # others say "none"
+    assert sizes[0][2] > 20 and sizes[3][2] > 20 and sizes[4][2] > 20, sizes
+    for empty in ("no GPU work unit finished", "nothing quarantined"):
         expect(page.get_by_text(empty)).to_be_visible()
     assert "SECRET-TRANSCRIPT" not in page.content()
     page.screenshot(path="/tmp/earmark-day-report.png", full_page=True)
@@ -467,30 +561,9 @@ def test_review_in_a_real_browser(ui: UI, tmp_path: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"),
-            executable_path=str(CHROMIUM),
-            headless=True,
-            viewport={"width": 1366, "height": 900},
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
+        context = _chromium(playwright, tmp_path / "chromium-profile")
         try:
-            page = context.new_page()
-            page.set_default_timeout(20_000)
-            page.goto(f"{ui.base}/auth/login?next=/earmark/review")
-            page.locator("input[name=username], #username").first.fill("cleo")
-            page.locator("input[type=password]").first.fill(ui.passwords["cleo"])
-            page.locator("button[type=submit]").first.click()
-            page.wait_for_url("**/earmark/review")
-            expect(page.get_by_text("Signed in as")).to_contain_text("cleo")
+            page = _signed_in(context, ui, "cleo")
 
             page.get_by_role("button", name="Claim next").click()
             page.wait_for_url("**/earmark/review/*")
@@ -538,3 +611,99 @@ def test_review_in_a_real_browser(ui: UI, tmp_path: Path) -> None:
         "cleo",
         "benign, checked by ear",
     )
+
+
+# Eight flags for the two-reviewer test, the scores apart so the order is known.
+QUEUE = [
+    (f"q/{n}.wav", ("harassment", "self_harm")[n % 2], 0.95 - 0.05 * n, f"SECRET-QUEUE-{n} words")
+    for n in range(8)
+]
+
+
+@pytest.mark.seed(QUEUE)
+@pytest.mark.ui_env(EARMARK_REVIEW_QA_SHARE="1")
+def test_two_reviewers_share_the_queue_and_second_reviews_are_blind(ui: UI, tmp_path: Path):
+    """ana and ben, each in a browser of their own, work the queue in turns by keyboard until
+    neither has anything left: every flag decided once, and (share 1) every one reviewed again
+    by the other, blind: no score, no first decision, no first note. Then ana corrects one
+    decision on her history page and cleo reads the stats."""
+    _need_browser()
+    from playwright.sync_api import expect, sync_playwright
+
+    flags = set(ui.items.values())
+    with sync_playwright() as playwright:
+        contexts = {who: _chromium(playwright, tmp_path / who) for who in ("ana", "ben")}
+        try:
+            pages = {who: _signed_in(contexts[who], ui, who) for who in contexts}
+            done: dict[str, list[int]] = {"ana": [], "ben": []}
+            blind_seen, worked = 0, True
+            while worked:  # until a round in which neither found anything to claim
+                worked = False
+                for who, page in pages.items():
+                    if "/earmark/review/" not in page.url:
+                        with page.expect_navigation():
+                            page.get_by_role("button", name="Claim next").click()
+                        if "/earmark/review/" not in page.url:
+                            continue
+                    worked = True
+                    item_id = int(page.url.rsplit("/", 1)[1])
+                    text = page.content()
+                    if item_id in flags:
+                        assert "flagged at" in text and not page.locator("#blind").count()
+                    else:  # a second review: nothing of the first one shows
+                        expect(page.locator("#blind")).to_contain_text("Blind review")
+                        assert "flagged at" not in text and "NOTE-" not in text
+                        blind_seen += 1
+                    page.keyboard.press("1" if item_id % 2 else "2")
+                    page.keyboard.press("n")
+                    page.keyboard.type(f"NOTE-{item_id}-{who}")
+                    page.keyboard.press("Escape")
+                    with page.expect_navigation():
+                        page.keyboard.press("Enter")
+                    done[who].append(item_id)
+            for page in pages.values():
+                expect(page.get_by_text("The queue is empty")).to_be_visible()
+            assert blind_seen == len(flags)
+            assert done["ana"] and done["ben"]
+
+            # ana corrects her latest decision on her history page.
+            history_page = pages["ana"]
+            history_page.get_by_role("link", name="Your decisions").first.click()
+            latest = done["ana"][-1]
+            row = history_page.locator(f"#decided-{latest}")
+            row.get_by_label(f"New decision for item {latest}").select_option("unclear")
+            row.get_by_role("button", name="Correct").click()
+            history_page.wait_for_url("**/earmark/review/history")
+            expect(history_page.locator(f"#decided-{latest}")).to_contain_text("(corrected)")
+            history_page.screenshot(path="/tmp/earmark-history.png", full_page=True)
+        finally:
+            for context in contexts.values():
+                context.close()
+        stats_context = _chromium(playwright, tmp_path / "cleo")
+        try:
+            page = _signed_in(stats_context, ui, "cleo")
+            page.get_by_role("link", name="Review stats").click()
+            page.wait_for_url("**/earmark/stats")
+            expect(page.locator("#quality")).to_contain_text("harassment")
+            expect(page.locator("#reviewers")).to_contain_text("ana")
+            assert "SECRET" not in page.content() and "NOTE-" not in page.content()
+            page.screenshot(path="/tmp/earmark-stats.png", full_page=True)
+        finally:
+            stats_context.close()
+
+    # Every item decided exactly once; the second review by the other reviewer, never the
+    # first's; both kinds all resolved.
+    rows = ui.store.rows(
+        "SELECT q.id, q.kind, q.status, q.claimed_by, f.claimed_by AS first_by,"
+        " (SELECT count(*) FROM review_events e WHERE e.item_id = q.id"
+        "  AND e.action = 'decide') AS decided"
+        " FROM review_queue q LEFT JOIN review_queue f ON f.id = q.first_item_id"
+    )
+    assert len(rows) == 2 * len(flags)
+    assert {(r.kind, r.status, int(r.decided)) for r in rows} == {
+        ("flag", "resolved", 1),
+        ("qa", "resolved", 1),
+    }
+    assert all(r.claimed_by != r.first_by for r in rows if r.kind == "qa")
+    assert sorted(done["ana"] + done["ben"]) == sorted(r.id for r in rows)
+    assert ui.row(latest).decision == "unclear"

@@ -60,6 +60,9 @@ def test_the_report_of_a_constructed_day(settings, store):
     assert html.index("b.tar") < html.index("c.tar") < html.index("a.tar")  # incomplete first
     assert "checksum_mismatch: marker says 1234" in html
     assert SECRET not in html
+    harassment = next(q for q in figures.quality if q.policy == "harassment")
+    assert (harassment.decided, harassment.violations, harassment.precision) == (1, 1, 1.0)
+    assert 'id="flag-quality"' in html and "100% (21–100%)" in html
 
     again = write_day_report(settings, store, DAY, "r2", now=at(12, 30))
     assert store.scalar("SELECT count(*) FROM day_reports") == 1

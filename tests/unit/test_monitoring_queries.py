@@ -11,7 +11,7 @@ from earmark.config import PROJECT_ROOT
 from earmark.day_status import named_queries
 from earmark_dev.constructed_day import DAY, at, build
 
-FILES = ("monitoring", "day_report", "alerts")
+FILES = ("monitoring", "day_report", "alerts", "review_stats")
 
 
 def _rows(store, file: str, name: str, **params) -> list[dict]:

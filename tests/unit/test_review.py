@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
-from earmark.review import ReviewError, claim_next, release_expired, resolve
+from earmark.review import ReviewError, claim_next, release_expired, resolve, sampled
 
 NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 
@@ -130,3 +130,29 @@ def test_a_policy_is_rendered_from_markdown_and_nothing_raw_gets_through():
     assert "<table>" in html
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert 'href="javascript' not in html and "<img" not in html
+
+
+def test_second_reviews_are_blind_and_never_offered_to_the_first_reviewer(queue):
+    decided = []
+    while (item := claim_next(queue, "ana", now=NOW)) is not None:
+        assert item.kind == "flag" and not item.blind
+        resolve(queue, item.id, "ana", "violation", now=NOW, qa_share=0.5)
+        decided.append(item.id)
+    chosen = [i for i in decided if sampled(f"qa:{i}", 0.5)]
+    assert 0 < len(chosen) < len(decided)  # the stable hash picks some, not all
+    qa = queue.rows("SELECT first_item_id, kind, status FROM review_queue WHERE kind = 'qa'")
+    assert sorted(r.first_item_id for r in qa) == sorted(chosen)
+    assert {(r.kind, r.status) for r in qa} == {("qa", "pending")}
+    second = claim_next(queue, "ben", now=NOW)
+    assert second.kind == "qa" and second.blind and second.claimed_by == "ben"
+    resolve(queue, second.id, "ben", "no_violation", now=NOW)
+    assert claim_next(queue, "ana", now=NOW) is None  # the rest are ana's own decisions
+
+
+def test_sampled_is_stable_and_near_its_share():
+    keys = [f"qa:{i}" for i in range(10_000)]
+    picked = [k for k in keys if sampled(k, 0.1)]
+    assert picked == [k for k in keys if sampled(k, 0.1)]
+    assert 900 < len(picked) < 1100
+    assert not any(sampled(k, 0.0) for k in keys[:100])
+    assert all(sampled(k, 1.0) for k in keys[:100])

@@ -151,3 +151,16 @@ def test_silence_is_not_decoded_or_scored_and_the_unit_records_its_figures(day, 
     assert len(scores) == 2 and all((r.score, r.label) == (0.0, 0) for r in scores)
     assert not store.scalar("SELECT count(*) FROM review_queue WHERE file_id = :f", f=silent)
     assert store.scalar("SELECT classify_host FROM gpu_batches WHERE id = :b", b=batch_id)
+
+
+def test_a_share_of_scores_below_the_threshold_is_queued_as_samples(day, models):
+    settings, store, batch_id = day
+    transcribe(settings, store, batch_id, models)
+    classify(replace(settings, review_sample_share=1.0), store, batch_id, models)
+    below = store.scalar("SELECT count(*) FROM labels WHERE label = 0")
+    flagged = store.scalar("SELECT count(*) FROM labels WHERE label = 1")
+    kinds = dict(store.rows("SELECT kind, count(*) FROM review_queue GROUP BY kind ORDER BY kind"))
+    assert kinds == {k: n for k, n in (("flag", flagged), ("sample", below)) if n}
+    assert below + flagged == 8
+    classify(replace(settings, review_sample_share=0.0), store, batch_id, models, reprocess=True)
+    assert store.scalar("SELECT count(*) FROM review_queue WHERE kind = 'sample'") == below

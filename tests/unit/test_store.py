@@ -190,3 +190,82 @@ def test_0005_keeps_every_row_and_constraint_while_the_digest_becomes_optional(
     with pytest.raises(sa.exc.IntegrityError), store.begin() as conn:
         conn.execute(sa.text("DELETE FROM archives WHERE id = 7"))
     store.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_0008_keeps_the_queue_and_its_trail_and_adds_kinds_and_corrections(
+    backend, tmp_path, request, monkeypatch
+):
+    """Existing items become flags with their ids and events; a second review needs its first;
+    one item per file, policy and kind; a correction is an event with a decision."""
+    from earmark.store import db
+
+    url = (
+        request.getfixturevalue("pg_url")
+        if backend == "postgres"
+        else f"sqlite:///{tmp_path / 'r.db'}"
+    )
+    store = Store.from_url(url)
+    monkeypatch.setattr(
+        db, "migrations", lambda dialect: [m for m in migrations(dialect) if m[0] < "0008"]
+    )
+    store.migrate()
+    with store.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO archives (id, name, sha256, run_date, status, path)"
+                " VALUES (7, 'day.tar', 'd7', '2026-11-29', 'unpacked', '/p')"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO audio_files (id, archive_id, member_path, path, status)"
+                " VALUES (3, 7, 'a.wav', '/a', 'classified')"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO review_queue (id, file_id, policy, score, status, claimed_by,"
+                " decision) VALUES (5, 3, 'harassment', 0.9, 'resolved', 'ana', 'violation')"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO review_events (item_id, action, reviewer, decision)"
+                " VALUES (5, 'decide', 'ana', 'violation')"
+            )
+        )
+    monkeypatch.undo()
+    assert store.migrate()[0] == "0008_review_qa_and_corrections"
+    assert tuple(store.rows("SELECT id, kind, first_item_id, decision FROM review_queue")[0]) == (
+        5,
+        "flag",
+        None,
+        "violation",
+    )
+    assert store.scalar("SELECT count(*) FROM review_events WHERE item_id = 5") == 1
+    insert = sa.text(
+        "INSERT INTO review_queue (file_id, policy, score, kind, first_item_id)"
+        " VALUES (3, 'harassment', 0.9, :k, :f)"
+    )
+    with store.begin() as conn:
+        conn.execute(insert, {"k": "qa", "f": 5})
+        conn.execute(insert, {"k": "sample", "f": None})
+        conn.execute(
+            sa.text(
+                "INSERT INTO review_events (item_id, action, reviewer, decision)"
+                " VALUES (5, 'correct', 'ana', 'unclear')"
+            )
+        )
+    for bad in ({"k": "qa", "f": None}, {"k": "flag", "f": 5}, {"k": "qa", "f": 5}):
+        with pytest.raises(sa.exc.IntegrityError), store.begin() as conn:
+            conn.execute(insert, bad)
+    with pytest.raises(sa.exc.IntegrityError), store.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO review_events (item_id, action, reviewer) VALUES (5, 'correct', 'ana')"
+            )
+        )
+    with pytest.raises(sa.exc.IntegrityError), store.begin() as conn:
+        conn.execute(sa.text("DELETE FROM review_queue WHERE id = 5"))
+    store.dispose()

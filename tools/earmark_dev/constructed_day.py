@@ -120,7 +120,15 @@ def build(store: Store) -> dict[str, int]:
             ("x2.wav", "harassment", "resolved"),
             ("y1.wav", "self_harm", "claimed"),
         ):
-            insert("review_queue", file_id=ids[member], policy=policy, score=0.9, status=status)
+            decision = "violation" if status == "resolved" else None
+            insert(
+                "review_queue",
+                file_id=ids[member],
+                policy=policy,
+                score=0.9,
+                status=status,
+                decision=decision,
+            )
         units = (
             ("r1", 1, ("x1.wav", "x2.wav"), 180.0, 2.0, 1.0),
             ("r1", 2, ("y1.wav", "y2.wav"), 120.0, 3.0, None),

@@ -1,17 +1,18 @@
-"""The RA review FastAPI app: day status, claim, listen and read, decide.
+"""The RA review FastAPI app: day status, claim, listen and read, decide, history, stats.
 
 Airflow mounts it at ``/earmark`` (``plugins/earmark_review.py``). Mounted apps are not
 authenticated by Airflow, so every route depends on ``requires_access_view(PLUGINS)``; the
-reviewer is the authenticated Airflow user. Routes stay thin: the queue is ``earmark.review``,
-the counts ``earmark.day_status``. Transcript text goes into the item page only, never into a
-title, URL or log line.
+review pages also need the ``Earmark Review`` capability and the stats ``Earmark Stats``
+(``earmark.web.roles``). The reviewer is the authenticated Airflow user. Routes stay thin: the
+queue is ``earmark.review``, the counts ``earmark.day_status``. Transcript text goes into the
+item page only, never into a title, URL or log line.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -32,11 +33,11 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from earmark import day_report, day_status, review
+from earmark import day_report, day_status, review, review_stats
 from earmark.config import Settings
 from earmark.names import printable
 from earmark.store.db import Store
-from earmark.web import queries
+from earmark.web import queries, roles
 
 log = logging.getLogger(__name__)
 
@@ -104,12 +105,31 @@ def get_store(settings: SettingsDep) -> Iterator[Store]:
 StoreDep = Annotated[Store, Depends(get_store)]
 
 
-def get_reviewer(user: GetUserDep) -> str:
-    """The authenticated Airflow user's name: who claims and decides."""
+def get_user_name(user: GetUserDep) -> str:
+    """The authenticated Airflow user's name."""
     return user.get_name()
 
 
-ReviewerDep = Annotated[str, Depends(get_reviewer)]
+UserNameDep = Annotated[str, Depends(get_user_name)]
+
+
+def _requires(capability: str) -> Any:
+    def check(user: GetUserDep) -> str:
+        if not roles.allowed(user, capability):
+            raise HTTPException(
+                403,
+                f"Your Airflow role does not include {capability}. An Airflow admin can grant it"
+                " (see the README, Roles).",
+            )
+        return user.get_name()
+
+    check.__doc__ = f"The signed-in user's name, when they hold {capability}; 403 otherwise."
+    return check
+
+
+#: The reviewer: a signed-in user who may review (claims and decides under this name).
+ReviewerDep = Annotated[str, Depends(_requires(roles.REVIEW))]
+StatsViewerDep = Annotated[str, Depends(_requires(roles.STATS))]
 
 
 def _own_hosts(request: Request) -> set[str]:
@@ -296,6 +316,45 @@ def _error_pages(app: FastAPI) -> None:
         return message(request, error.status_code, "That didn't work", str(error.detail))
 
 
+def _history_routes(app: FastAPI) -> None:
+    """A reviewer's own decisions and their corrections (before ``/review/{item_id}``)."""
+
+    @app.get("/review/history", response_class=HTMLResponse, name="history")
+    def history_page(
+        request: Request, settings: SettingsDep, store: StoreDep, reviewer: ReviewerDep
+    ) -> Response:
+        """The reviewer's own decisions, newest first; recent ones can still be corrected."""
+        window = timedelta(minutes=settings.review_correct_minutes)
+        return render(
+            request,
+            "history.html",
+            page="history",
+            title="Your decisions",
+            reviewer=reviewer,
+            past=queries.reviewer_history(store, reviewer, window),
+            window_minutes=int(settings.review_correct_minutes),
+            decisions=list(DECISION_LABELS.items()),
+            labels=DECISION_LABELS,
+            note_max=NOTE_MAX,
+        )
+
+    @app.post("/review/{item_id}/correct", dependencies=[Depends(same_origin)])
+    def correct(
+        request: Request,
+        item_id: int,
+        settings: SettingsDep,
+        store: StoreDep,
+        reviewer: ReviewerDep,
+        decision: Annotated[str, Form()],
+        note: Annotated[str, Form(max_length=NOTE_MAX)] = "",
+    ) -> Response:
+        """Change the reviewer's own recent decision (a new event; the first one stays)."""
+        window = timedelta(minutes=settings.review_correct_minutes)
+        review.correct(store, item_id, reviewer, decision, note.strip(), window=window)
+        log.info("review item %s corrected by %s: %s", item_id, reviewer, decision)
+        return RedirectResponse(f"{_base(request)}/review/history", status_code=303)
+
+
 def _review_routes(app: FastAPI) -> None:
     """The review pages: queue, item, decide, extend, release, skip, audio, script."""
 
@@ -312,9 +371,7 @@ def _review_routes(app: FastAPI) -> None:
             reviewer=reviewer,
             held=queries.held_item(store, reviewer),
             queue=queries.queue_counts(store),
-            recent=[e for e in review.history(store, reviewer=reviewer) if e.action == "decide"][
-                -10:
-            ][::-1],
+            recent=queries.reviewer_history(store, reviewer, timedelta(0), limit=5),
             empty=empty,
             lease_minutes=int(review.DEFAULT_LEASE.total_seconds() // 60),
         )
@@ -359,6 +416,7 @@ def _review_routes(app: FastAPI) -> None:
         item_id: int,
         store: StoreDep,
         reviewer: ReviewerDep,
+        settings: SettingsDep,
         decision: Annotated[str, Form()],
         note: Annotated[str, Form(max_length=NOTE_MAX)] = "",
         then: Annotated[str, Form()] = "stop",
@@ -367,8 +425,9 @@ def _review_routes(app: FastAPI) -> None:
         page's main button) or back to the review page. After a lapsed lease the item is
         claimed again first when it is still free, so nothing typed is lost; when someone else
         took it, the page says so and shows the note back to its writer."""
+        qa = settings.review_qa_share
         try:
-            review.resolve(store, item_id, reviewer, decision, note.strip())
+            review.resolve(store, item_id, reviewer, decision, note.strip(), qa_share=qa)
         except review.ReviewError:
             if decision not in review.DECISIONS or not review.reclaim(store, item_id, reviewer):
                 taken = review.holder(store, item_id)
@@ -381,7 +440,7 @@ def _review_routes(app: FastAPI) -> None:
                     f"Item {item_id} is now held by {taken}; your decision was not recorded."
                     + (f" Your note, to copy: {note.strip()}" if note.strip() else ""),
                 )
-            review.resolve(store, item_id, reviewer, decision, note.strip())
+            review.resolve(store, item_id, reviewer, decision, note.strip(), qa_share=qa)
         log.info("review item %s resolved by %s: %s", item_id, reviewer, decision)
         return _next_or_back(request, store, reviewer, then == "next")
 
@@ -445,7 +504,7 @@ def create_app() -> FastAPI:
         request: Request,
         settings: SettingsDep,
         store: StoreDep,
-        reviewer: ReviewerDep,
+        reviewer: UserNameDep,
         day: Annotated[str | None, Query(alias="date")] = None,
     ) -> Response:
         """Where a day stands (default: today in EARMARK_TIMEZONE)."""
@@ -480,8 +539,42 @@ def create_app() -> FastAPI:
             )
         return HTMLResponse(html, headers=SECURITY_HEADERS)
 
+    @app.get("/stats", response_class=HTMLResponse, name="stats")
+    def stats_page(
+        request: Request,
+        settings: SettingsDep,
+        store: StoreDep,
+        viewer: StatsViewerDep,
+        first: Annotated[str | None, Query(alias="from")] = None,
+        last: Annotated[str | None, Query(alias="to")] = None,
+    ) -> Response:
+        """Flag quality per policy and day, suggested thresholds, reviewers' counts and times
+        (default: the last 7 days)."""
+        last = _run_date(last, settings)
+        first = _run_date(first, settings) if first else _days_before(last, 6)
+        if first > last:
+            raise HTTPException(400, f"the first day {first} is after the last {last}")
+        stats = review_stats.review_stats(
+            store, first, last, settings.flag_threshold, settings.timezone
+        )
+        return render(
+            request,
+            "stats.html",
+            page="stats",
+            title=f"Review stats {first} to {last}",
+            reviewer=viewer,
+            stats=stats,
+            qa_share=settings.review_qa_share,
+            sample_share=settings.review_sample_share,
+        )
+
+    _history_routes(app)
     _review_routes(app)
     return app
+
+
+def _days_before(day: str, days: int) -> str:
+    return (date.fromisoformat(day) - timedelta(days=days)).isoformat()
 
 
 def _run_date(value: str | None, settings: Settings) -> str:

@@ -6,16 +6,18 @@ The transcript is returned to the caller only; nothing here logs it.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
 
+from earmark.day_status import as_utc
 from earmark.review import ReviewItem, not_held
 from earmark.store.db import Store
 
 _ITEM_SQL = (
-    "SELECT r.id, r.file_id, r.policy, r.score, r.claimed_by, r.claimed_until, f.path, f.format,"
+    "SELECT r.id, r.file_id, r.policy, r.score, r.kind, r.claimed_by, r.claimed_until, f.path,"
+    " f.format,"
     " f.duration_s, f.member_path, a.name AS archive, a.run_date"
     " FROM review_queue r JOIN audio_files f ON f.id = r.file_id"
     " JOIN archives a ON a.id = f.archive_id"
@@ -43,6 +45,7 @@ def _held(row: sa.Row) -> HeldItem:
         row.claimed_by,
         row.claimed_until,
         row.path,
+        row.kind,
     )
     return HeldItem(
         item,
@@ -127,3 +130,57 @@ def queue_counts(store: Store) -> dict[str, int]:
         r.status: int(r.n)
         for r in store.rows("SELECT status, count(*) AS n FROM review_queue GROUP BY status")
     }
+
+
+@dataclass(frozen=True)
+class PastDecision:
+    """One item a reviewer decided, as their history page shows it."""
+
+    item_id: int
+    policy: str
+    run_date: str
+    decided_at: datetime
+    decision: str
+    note: str
+    corrected: bool
+    correctable_until: datetime | None
+
+
+def reviewer_history(
+    store: Store,
+    reviewer: str,
+    window: timedelta,
+    limit: int = 50,
+    now: datetime | None = None,
+) -> list[PastDecision]:
+    """``reviewer``'s decided items, newest first, each with its current decision and until
+    when they may still correct it (None once the window has passed)."""
+    now = now or _now()
+    rows = store.rows(
+        "SELECT r.id, r.policy, a.run_date, r.decision, r.note, r.resolved_at,"
+        " (SELECT count(*) FROM review_events c WHERE c.item_id = r.id"
+        "  AND c.action = 'correct') AS corrections"
+        " FROM review_queue r JOIN audio_files f ON f.id = r.file_id"
+        " JOIN archives a ON a.id = f.archive_id"
+        " WHERE r.status = 'resolved' AND r.claimed_by = :who"
+        " ORDER BY r.resolved_at DESC, r.id DESC LIMIT :limit",
+        who=reviewer,
+        limit=limit,
+    )
+    history = []
+    for row in rows:
+        decided_at = as_utc(row.resolved_at)
+        until = decided_at + window
+        history.append(
+            PastDecision(
+                row.id,
+                row.policy,
+                str(row.run_date)[:10],
+                decided_at,
+                row.decision,
+                row.note or "",
+                int(row.corrections) > 0,
+                until if until > now else None,
+            )
+        )
+    return history
