@@ -91,7 +91,7 @@ def test_daily_dag_end_to_end_then_rerun(tmp_path, pg_url):
     env.prepare()
     incoming = env.data_root / "incoming"
     generate_day(
-        incoming, date.fromisoformat(DAY), archives=2, files_per_archive=3, minutes=1.5, seed=7
+        incoming, date.fromisoformat(DAY), archives=2, files_per_archive=3, minutes=0.5, seed=7
     )
     _add_bad_archive(incoming)
 
@@ -147,7 +147,7 @@ def test_daily_dag_end_to_end_then_rerun(tmp_path, pg_url):
 
     # The same day again, the same archives delivered again: nothing new.
     generate_day(
-        incoming, date.fromisoformat(DAY), archives=2, files_per_archive=3, minutes=1.5, seed=7
+        incoming, date.fromisoformat(DAY), archives=2, files_per_archive=3, minutes=0.5, seed=7
     )
     run_day(env, DAY)
     assert _snapshot(store) == first

@@ -22,7 +22,6 @@ import pytest
 from distributed_kit import (
     DAY,
     LONDON,
-    REFERENCE,
     RUN_TIMEOUT,
     assert_complete,
     assert_placement,
@@ -31,6 +30,7 @@ from distributed_kit import (
     deadline_rows,
     deliver,
     deliver_late,
+    keep_reference,
     reference_state,
     run,
 )
@@ -56,7 +56,7 @@ def test_manual_trigger_then_rerun_then_a_late_archive(fresh):
     assert_placement(h, "manual", each_gpu=True)
     state = contract_state(h)
     assert_complete(state)
-    REFERENCE["state"] = state
+    keep_reference(state)
 
     store = h.results_store()
     created = store.scalar("SELECT max(created_at) FROM transcripts")

@@ -1,0 +1,64 @@
+"""The README's picture of the review stats page: the constructed decisions
+(``constructed_reviews``) through the production figures and the page's own template, shown in
+headless Chromium and saved as a PNG. (The item and history pages are pictured by the browser
+tests, against a running api-server: ``/tmp/earmark-review.png``, ``/tmp/earmark-history.png``.)
+
+    python -m earmark_dev.review_screenshot --out docs/review-stats.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from earmark.review_stats import review_stats  # noqa: PLC0415
+    from earmark.store.db import Store  # noqa: PLC0415
+    from earmark.web.app import TEMPLATES  # noqa: PLC0415
+    from earmark_dev.constructed_reviews import (  # noqa: PLC0415
+        DAY,
+        SELF_HARM_BELOW,
+        SELF_HARM_SAMPLES,
+        THRESHOLD,
+        build,
+    )
+    from playwright.sync_api import sync_playwright  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("docs/review-stats.png"))
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as scratch:
+        store = Store.from_url(f"sqlite:///{scratch}/results.db")
+        store.migrate()
+        build(store)
+        stats = review_stats(store, DAY, "2026-11-30", THRESHOLD, "Europe/London")
+        store.dispose()
+        html = TEMPLATES.env.get_template("stats.html").render(
+            base="",
+            page="stats",
+            title="Review stats",
+            reviewer="cleo",
+            stats=stats,
+            qa_share=1.0,
+            sample_share=len(SELF_HARM_SAMPLES) / len(SELF_HARM_BELOW),
+        )
+        page_file = Path(scratch) / "stats.html"
+        page_file.write_text(html, encoding="utf-8")
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"]
+            )
+            page = browser.new_page(viewport={"width": 1300, "height": 900})
+            page.goto(page_file.as_uri())
+            page.screenshot(path=str(args.out), full_page=True)
+            browser.close()
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
