@@ -556,7 +556,9 @@ def _the_day_report_renders_its_plots(ui: UI, page: Any) -> None:
 
 
 def test_review_in_a_real_browser(ui: UI, tmp_path: Path) -> None:
-    """Log in through Airflow's page, claim, hear the audio load, decide, back on the queue."""
+    """Log in through Airflow's page; then by keyboard only: claim, hear the audio load, play and
+    pause, decide with a note and go to the next, skip, decide after a lapsed lease without
+    losing what was typed, release; then the day's report."""
     _need_browser()
     from playwright.sync_api import expect, sync_playwright
 
@@ -565,8 +567,13 @@ def test_review_in_a_real_browser(ui: UI, tmp_path: Path) -> None:
         try:
             page = _signed_in(context, ui, "cleo")
 
-            page.get_by_role("button", name="Claim next").click()
-            page.wait_for_url("**/earmark/review/*")
+            # By keyboard only from here: claim, play and pause, choose, write a note, record
+            # and go to the next item; skip that one; on the third, type a decision and a note,
+            # let the lease lapse, record anyway (the item is claimed again, nothing typed is
+            # lost); release the fourth.
+            expect(page.locator("#claim-form")).to_contain_text("press c")
+            with page.expect_navigation():
+                page.keyboard.press("c")
             item_id = int(page.url.rsplit("/", 1)[1])
             expect(page.locator("#transcript")).to_contain_text("SECRET-TRANSCRIPT")
             duration = page.evaluate("""() => new Promise((ok, fail) => {
@@ -580,8 +587,6 @@ def test_review_in_a_real_browser(ui: UI, tmp_path: Path) -> None:
             page.wait_for_timeout(200)  # let the controls paint the duration
             page.screenshot(path="/tmp/earmark-review.png", full_page=True)
 
-            # By keyboard only: play and pause, choose, write a note, record and go to the
-            # next item, release that one.
             expect(page.locator("#countdown")).to_contain_text(":")
             page.keyboard.press("k")
             page.wait_for_function("() => !document.querySelector('audio').paused")
@@ -592,12 +597,31 @@ def test_review_in_a_real_browser(ui: UI, tmp_path: Path) -> None:
             page.keyboard.press("n")
             page.keyboard.type("benign, checked by ear")
             page.keyboard.press("Escape")
-            page.keyboard.press("Enter")
-            page.wait_for_url(lambda url: url.rstrip("/").rsplit("/", 1)[1] != str(item_id))
+            with page.expect_navigation():
+                page.keyboard.press("Enter")
+            skipped_id = int(page.url.rsplit("/", 1)[1])
+            assert skipped_id != item_id
+            with page.expect_navigation():
+                page.keyboard.press("s")
+            lapsed_id = int(page.url.rsplit("/", 1)[1])
+            assert lapsed_id not in (item_id, skipped_id)
+            page.keyboard.press("1")
+            page.keyboard.press("n")
+            page.keyboard.type("typed before the lapse")
+            page.keyboard.press("Escape")
+            with ui.store.begin() as conn:
+                conn.execute(
+                    sa.text("UPDATE review_queue SET claimed_until = :t WHERE id = :i"),
+                    {"t": datetime.now(UTC) - timedelta(minutes=1), "i": lapsed_id},
+                )
+            with page.expect_navigation():
+                page.keyboard.press("Enter")
             next_id = int(page.url.rsplit("/", 1)[1])
+            assert next_id not in (item_id, skipped_id, lapsed_id)
             expect(page.locator("#keys")).to_contain_text("release and stop")
-            page.keyboard.press("r")
-            page.wait_for_url("**/earmark/review")
+            with page.expect_navigation():
+                page.keyboard.press("r")
+            assert page.url.endswith("/earmark/review")
             expect(page.get_by_role("button", name="Claim next")).to_be_visible()
             assert ui.row(next_id).status == "pending"
 
@@ -611,6 +635,27 @@ def test_review_in_a_real_browser(ui: UI, tmp_path: Path) -> None:
         "cleo",
         "benign, checked by ear",
     )
+    lapsed = ui.row(lapsed_id)
+    assert (lapsed.status, lapsed.decision, lapsed.claimed_by, lapsed.note) == (
+        "resolved",
+        "violation",
+        "cleo",
+        "typed before the lapse",
+    )
+    assert (ui.row(skipped_id).status, ui.row(skipped_id).claimed_by) == ("pending", None)
+    from earmark.review import history
+
+    assert [e.action for e in history(ui.store, reviewer="cleo")] == [
+        "claim",
+        "decide",
+        "claim",
+        "skip",
+        "claim",
+        "claim",  # the lapsed lease taken again when the decision came
+        "decide",
+        "claim",
+        "release",
+    ]
 
 
 # Eight flags for the two-reviewer test, the scores apart so the order is known.

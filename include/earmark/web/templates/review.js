@@ -1,7 +1,21 @@
-// The item page, keyboard first: shortcuts, playback speed, the lease's countdown (extended
-// while the page is in use) and the typed note kept in this tab until the decision is recorded.
+// The review pages, keyboard first. The item page: shortcuts, playback speed, the lease's
+// countdown (extended while the page is in use) and the typed note kept in this tab until the
+// decision is recorded.
 (function () {
   "use strict";
+  // The review page: c claims the next item (or opens the one already held).
+  const claimForm = document.getElementById("claim-form");
+  const openHeld = document.getElementById("open-held");
+  if (claimForm || openHeld) {
+    document.addEventListener("keydown", function (ev) {
+      if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
+      if (ev.target.closest("input, textarea, select")) return;
+      if (ev.key === "c") {
+        ev.preventDefault();
+        if (openHeld) openHeld.click(); else claimForm.requestSubmit();
+      }
+    });
+  }
   const page = document.getElementById("item-page");
   if (!page) return;
   const audio = document.getElementById("recording");
