@@ -380,6 +380,10 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.0f}%"
 
 
+def _agreement(q: FlagQuality) -> str:
+    return "-" if q.agreement is None else f"{_pct(q.agreement)} of {q.qa_pairs}"
+
+
 def _interval(ci: tuple[float, float] | None, scale: str = "pct") -> str:
     if ci is None:
         return ""
@@ -401,7 +405,7 @@ def format_stats(stats: ReviewStats) -> str:
         lines.append(
             f"  {q.run_date:<10} {q.policy:<20} {q.flagged:>5} {q.decided:>7}"
             f" {_pct(q.precision) + _interval(q.precision_ci):>16}"
-            f" {_pct(q.agreement) + f' of {q.qa_pairs}':>13} {q.below:>6} {q.sample_decided:>7}"
+            f" {_agreement(q):>13} {q.below:>6} {q.sample_decided:>7}"
             f" {('-' if missed is None else f'{missed:.1f}') + _interval(q.missed_ci, 'n'):>16}"
         )
     lines.append("Suggested thresholds")
@@ -415,6 +419,8 @@ def format_stats(stats: ReviewStats) -> str:
             f", recall {_pct(s.recall)}, {s.decisions} decisions; {s.reason}"
         )
     lines.append("Reviewers")
+    if not stats.reviewers:
+        lines.append("  no review work on these days")
     for r in stats.reviewers:
         median = "-" if r.median_seconds is None else f"{r.median_seconds:.0f}s"
         lines.append(
