@@ -9,6 +9,9 @@
                                     flag quality per policy and day (precision, agreement of
                                     blind second reviews, estimated misses), a suggested
                                     threshold, and each reviewer's counts and times
+    earmark capacity --hours H [--date D]
+                                    GPUs needed for H hours of audio a day by the deadline, at
+                                    the throughput the GPU work units measured
     earmark report [--date D] [--out F]
                                     write the day's HTML report with plots now (stored with the
                                     day, served at /earmark/report/D; --out also saves a copy)
@@ -75,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     stats.add_argument("--from", dest="first", type=_day, help="first day (default: --to - 6)")
     stats.add_argument("--to", dest="last", type=_day, help="last day (default: today, local)")
     stats.add_argument("--json", action="store_true", help="machine-readable output")
+    sizing = commands.add_parser("capacity", help="GPUs needed for H hours of audio a day")
+    sizing.add_argument("--hours", type=float, required=True, help="hours of audio a day")
+    sizing.add_argument("--date", type=_day, help="measured up to this day (default: today)")
     report = commands.add_parser("report", help="write the day's HTML report now")
     report.add_argument("--date", type=_day, help="YYYY-MM-DD (default: today, local)")
     report.add_argument("--out", type=Path, help="also save the page to this file")
@@ -113,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
     store = _store(args, settings)
     try:
-        own_exit_code = {"health": _health, "review-stats": _review_stats}
+        own_exit_code = {"health": _health, "review-stats": _review_stats, "capacity": _capacity}
         if args.command in own_exit_code:
             return own_exit_code[args.command](args, settings, store)
         if args.command == "metrics":
@@ -176,6 +182,16 @@ def _review_stats(args: argparse.Namespace, settings: Settings, store: Store) ->
     print(
         json.dumps(review_stats.as_json(stats)) if args.json else review_stats.format_stats(stats)
     )
+    return 0
+
+
+def _capacity(args: argparse.Namespace, settings: Settings, store: Store) -> int:
+    from earmark.capacity import capacity  # noqa: PLC0415
+
+    if args.hours <= 0:
+        print("--hours must be more than 0")
+        return 2
+    print(capacity(settings, store, args.hours, args.date).describe())
     return 0
 
 
