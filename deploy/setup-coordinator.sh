@@ -7,7 +7,10 @@ set -euo pipefail
 PROJECT=${PROJECT:-/opt/earmark}
 VALUES=${VALUES:-/etc/earmark/values.env}
 [ -f "$VALUES" ] || { echo "copy deploy/values.env to $VALUES and fill it in" >&2; exit 1; }
-set -a; . "$VALUES"; set +a
+set -a
+# shellcheck source=/dev/null
+. "$VALUES"
+set +a
 
 apt-get install -y postgresql redis-server python3.11 python3.11-venv
 id earmark >/dev/null 2>&1 || useradd --system --create-home --home-dir /var/lib/earmark earmark
@@ -42,9 +45,12 @@ sudo -u earmark bash -c "set -a; . /etc/earmark/airflow.env; set +a
   $PROJECT/.venv/bin/airflow pools set gpu $((EARMARK_GPU_SLOTS * EARMARK_GPU_VMS)) 'GPU slots (sum of gpu worker concurrency)'"
 
 install -m 644 "$PROJECT"/deploy/systemd/earmark.target \
-  "$PROJECT"/deploy/systemd/earmark-{api-server,scheduler,dag-processor,triggerer,worker-default,metrics}.service \
+  "$PROJECT"/deploy/systemd/earmark-{api-server,scheduler,dag-processor,triggerer,worker-default,metrics,backup}.service \
+  "$PROJECT"/deploy/systemd/earmark-backup.timer \
   /etc/systemd/system/
+# Daily pg_dump of the results DB (deploy/backup-results.sh), kept 14 days: private to earmark.
+install -d -m 700 -o earmark -g earmark /var/backups/earmark
 systemctl daemon-reload
 systemctl enable --now earmark.target earmark-api-server earmark-scheduler earmark-dag-processor \
-  earmark-triggerer earmark-worker-default earmark-metrics
+  earmark-triggerer earmark-worker-default earmark-metrics earmark-backup.timer
 systemctl --no-pager status 'earmark-*' | grep -E '^(●|   Active)'

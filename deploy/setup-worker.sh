@@ -8,7 +8,10 @@ set -euo pipefail
 ROLE=${1:?usage: setup-worker.sh transfer|gpu}
 PROJECT=${PROJECT:-/opt/earmark}
 [ -f /etc/earmark/airflow.env ] || { echo "copy /etc/earmark/airflow.env from the coordinator" >&2; exit 1; }
-set -a; . /etc/earmark/airflow.env; set +a
+set -a
+# shellcheck source=/dev/null
+. /etc/earmark/airflow.env
+set +a
 
 apt-get install -y python3.11 python3.11-venv
 id earmark >/dev/null 2>&1 || useradd --system --create-home --home-dir /var/lib/earmark earmark
