@@ -1,56 +1,251 @@
 #!/usr/bin/env bash
-# Sketch: set up the coordinator (Debian/Ubuntu, systemd). Read it before running it as root.
-# Runs: Postgres (metadata + results DB), Redis (AOF), api-server, scheduler, dag-processor,
-# triggerer and the `default` Celery worker. Re-running is safe.
-#   sudo VALUES=/etc/earmark/values.env ./deploy/setup-coordinator.sh
+# Set up the coordinator (Debian/Ubuntu, systemd): Postgres (Airflow's metadata DB and the
+# results DB, a role each, least privilege), Redis (password, AOF), the rendered airflow.env,
+# Airflow's schema and gpu pool, and the units (api-server, scheduler, dag-processor,
+# triggerer, the default worker, metrics, the daily backup).
+#   sudo deploy/setup-coordinator.sh [--dry-run] [--skip-system]
+# Idempotent: a second run changes nothing and says so. --dry-run prints every action and does
+# none. --skip-system leaves out what needs root and systemd (packages, the earmark user, file
+# owners, Airflow's schema, units): what is left runs as any user who may create roles.
+# Secrets are generated on this host into $ETC/secrets.env (mode 600) the first time and never
+# written anywhere else; values.env keeps CHANGE-ME where they go.
+# Environment: VALUES ($ETC/values.env), ETC (/etc/earmark), PROJECT (/opt/earmark),
+# PSQL_ADMIN ("runuser -u postgres -- psql": how to reach Postgres as a superuser),
+# REDIS_CONF (/etc/redis/earmark-redis.conf), REDIS_MAIN_CONF (/etc/redis/redis.conf).
 set -euo pipefail
+
+usage() {
+    sed -n '2,16s/^# \{0,1\}//p' "$0"
+    exit "${1:-0}"
+}
+
+dry_run=false
+skip_system=false
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --dry-run) dry_run=true ;;
+        --skip-system) skip_system=true ;;
+        -h | --help) usage 0 ;;
+        *) echo "setup-coordinator: unknown argument $1" >&2; usage 2 ;;
+    esac
+    shift
+done
+
+ETC=${ETC:-/etc/earmark}
+VALUES=${VALUES:-$ETC/values.env}
 PROJECT=${PROJECT:-/opt/earmark}
-VALUES=${VALUES:-/etc/earmark/values.env}
-[ -f "$VALUES" ] || { echo "copy deploy/values.env to $VALUES and fill it in" >&2; exit 1; }
+PSQL_ADMIN=${PSQL_ADMIN:-runuser -u postgres -- psql}
+REDIS_CONF=${REDIS_CONF:-/etc/redis/earmark-redis.conf}
+REDIS_MAIN_CONF=${REDIS_MAIN_CONF:-/etc/redis/redis.conf}
+SECRETS=$ETC/secrets.env
+
+die() { echo "setup-coordinator: $*" >&2; exit 1; }
+step() { echo "== $*"; }
+changed() { echo "   changed: $*"; }
+unchanged() { echo "   unchanged: $*"; }
+run() {
+    echo "+ $*"
+    if ! $dry_run; then "$@"; fi
+}
+# psql as the superuser, quiet, stopping at the first error; extra arguments are -v settings.
+admin_sql() {
+    local sql=$1
+    shift
+    # shellcheck disable=SC2086 # PSQL_ADMIN is a command line on purpose
+    $PSQL_ADMIN --no-psqlrc --quiet --tuples-only --no-align -v ON_ERROR_STOP=1 "$@" <<<"$sql"
+}
+# Replace $2 with the file $1 when they differ; say which.
+install_if_changed() {
+    local new=$1 target=$2 mode=$3
+    if [ -f "$target" ] && cmp -s "$new" "$target"; then
+        unchanged "$target"
+        rm -f "$new"
+    else
+        run install -m "$mode" "$new" "$target"
+        rm -f "$new"
+        changed "$target"
+    fi
+}
+
+# ---- prerequisites ---------------------------------------------------------------------------
+step "prerequisites"
+[ -f "$VALUES" ] || die "no $VALUES: copy deploy/values.env there and fill it in (leave the CHANGE-ME secrets: they are generated here)"
+for tool in psql openssl cmp; do
+    command -v "$tool" >/dev/null 2>&1 || die "$tool is missing (apt-get install postgresql-client openssl diffutils)"
+done
+if ! $skip_system; then
+    [ "$(id -u)" -eq 0 ] || die "run as root (sudo), or with --skip-system for the steps that need no root"
+    for tool in systemctl apt-get runuser; do
+        command -v "$tool" >/dev/null 2>&1 || die "$tool is missing: this script sets up a Debian/Ubuntu host with systemd"
+    done
+fi
+echo "   values $VALUES, secrets $SECRETS, project $PROJECT"
+
+# ---- packages, user, code --------------------------------------------------------------------
+if ! $skip_system; then
+    step "packages, the earmark user, the pinned environment"
+    run apt-get install -y -qq postgresql postgresql-client redis-server python3.11 python3.11-venv openssl
+    if id earmark >/dev/null 2>&1; then
+        unchanged "user earmark"
+    else
+        run useradd --system --create-home --home-dir /var/lib/earmark earmark
+        changed "user earmark"
+    fi
+    run make -C "$PROJECT" venv # same commit and pinned versions on every host
+fi
+[ -x "$PROJECT/.venv/bin/earmark" ] || $dry_run || die "no $PROJECT/.venv/bin/earmark: make -C $PROJECT venv"
+
+# ---- secrets ---------------------------------------------------------------------------------
+step "secrets (generated on this host, kept in $SECRETS)"
+secret() {
+    local raw
+    raw=$(openssl rand -base64 48 | tr -dc 'A-Za-z0-9')
+    echo "${raw:0:40}"
+}
+fernet() { openssl rand -base64 32 | tr '+/' '-_'; }
+SECRET_NAMES=(AIRFLOW_FERNET_KEY AIRFLOW_API_SECRET_KEY AIRFLOW_JWT_SECRET AIRFLOW_DB_PASSWORD EARMARK_DB_PASSWORD REDIS_PASSWORD)
+if [ -f "$SECRETS" ]; then
+    unchanged "$SECRETS"
+else
+    run install -d -m 750 "$ETC"
+    if $dry_run; then
+        echo "+ write ${SECRET_NAMES[*]} to $SECRETS (mode 600)"
+    else
+        umask 077
+        {
+            echo "# Generated by setup-coordinator.sh on $(hostname) at $(date -u +%FT%TZ). Never commit."
+            echo "AIRFLOW_FERNET_KEY=$(fernet)"
+            for name in "${SECRET_NAMES[@]:1}"; do echo "$name=$(secret)"; done
+        } >"$SECRETS.partial"
+        mv "$SECRETS.partial" "$SECRETS"
+    fi
+    changed "$SECRETS"
+fi
+if [ -f "$SECRETS" ]; then
+    set -a
+    # shellcheck source=/dev/null
+    . "$SECRETS"
+    set +a
+else # only in a dry run: stand-ins, never written
+    for name in "${SECRET_NAMES[@]}"; do export "$name=DRY-RUN"; done
+fi
+
+# values.env with the secrets in place of CHANGE-ME, for render-config.
+merged=$(mktemp)
+trap 'rm -f "$merged"' EXIT
+while IFS= read -r line || [ -n "$line" ]; do
+    key=${line%%=*}
+    case "$key" in
+        AIRFLOW_FERNET_KEY | AIRFLOW_API_SECRET_KEY | AIRFLOW_JWT_SECRET)
+            [ "${line#*=}" = CHANGE-ME ] && line="$key=${!key}" ;;
+        AIRFLOW_METADATA_DB_URL) line=${line//CHANGE-ME/$AIRFLOW_DB_PASSWORD} ;;
+        EARMARK_RESULTS_DB_URI) line=${line//CHANGE-ME/$EARMARK_DB_PASSWORD} ;;
+        AIRFLOW_BROKER_URL) line=${line//CHANGE-ME/$REDIS_PASSWORD} ;;
+    esac
+    case "$line" in \#*) ;; *CHANGE-ME*) die "$VALUES: ${line%%=*} still says CHANGE-ME" ;; esac
+    printf '%s\n' "$line"
+done <"$VALUES" >"$merged"
 set -a
 # shellcheck source=/dev/null
-. "$VALUES"
+. "$merged"
 set +a
 
-apt-get install -y postgresql redis-server python3.11 python3.11-venv
-id earmark >/dev/null 2>&1 || useradd --system --create-home --home-dir /var/lib/earmark earmark
-install -d -o earmark -g earmark "$AIRFLOW_HOME" /etc/earmark
+# role and database of a postgres URL: scheme://role:password@host:port/database
+db_role() { local rest=${1#*://}; echo "${rest%%:*}"; }
+db_name() { local rest=${1##*/}; echo "${rest%%\?*}"; }
 
-# Code and pinned environment (same commit and versions on every host).
-make -C "$PROJECT" venv
+# ---- Postgres --------------------------------------------------------------------------------
+step "Postgres: a role and a database each for Airflow's metadata and Earmark's results"
+ensure_db() { # role password database
+    local role=$1 password=$2 db=$3
+    if [ "$(admin_sql "SELECT 1 FROM pg_roles WHERE rolname = :'role'" -v role="$role")" = 1 ]; then
+        unchanged "role $role"
+    else
+        if $dry_run; then
+            echo "+ CREATE ROLE $role LOGIN PASSWORD '…' NOSUPERUSER NOCREATEDB NOCREATEROLE"
+        else
+            admin_sql "SELECT format('CREATE ROLE %I LOGIN PASSWORD %L NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION', :'role', :'pw') \gexec" \
+                -v role="$role" -v pw="$password" >/dev/null
+        fi
+        changed "role $role"
+    fi
+    local existed=false
+    if [ "$(admin_sql "SELECT 1 FROM pg_database WHERE datname = :'db'" -v db="$db")" = 1 ]; then
+        existed=true
+        unchanged "database $db"
+    else
+        if $dry_run; then
+            echo "+ CREATE DATABASE $db OWNER $role"
+        else
+            admin_sql "SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'role') \gexec" \
+                -v db="$db" -v role="$role" >/dev/null
+        fi
+        changed "database $db"
+    fi
+    # Least privilege: only the owner connects; nobody else gets in by PUBLIC's default grants.
+    local public
+    public=$(admin_sql "SELECT count(*) FROM pg_database, aclexplode(coalesce(datacl, acldefault('d', datdba))) a WHERE datname = :'db' AND a.grantee = 0" -v db="$db")
+    if [ "$public" = 0 ] && { $existed || ! $dry_run; }; then
+        unchanged "database $db: no rights for PUBLIC"
+    else
+        if $dry_run; then
+            echo "+ REVOKE ALL ON DATABASE $db FROM PUBLIC"
+        else
+            admin_sql "SELECT format('REVOKE ALL ON DATABASE %I FROM PUBLIC', :'db') \gexec" -v db="$db" >/dev/null
+        fi
+        changed "database $db: PUBLIC's rights revoked"
+    fi
+}
+airflow_role=$(db_role "$AIRFLOW_METADATA_DB_URL")
+airflow_db=$(db_name "$AIRFLOW_METADATA_DB_URL")
+earmark_role=$(db_role "$EARMARK_RESULTS_DB_URI")
+earmark_db=$(db_name "$EARMARK_RESULTS_DB_URI")
+[ "$airflow_role" != "$earmark_role" ] || die "the metadata and results DBs need roles of their own (both $airflow_role)"
+ensure_db "$airflow_role" "$AIRFLOW_DB_PASSWORD" "$airflow_db"
+ensure_db "$earmark_role" "$EARMARK_DB_PASSWORD" "$earmark_db"
 
-# Postgres: one role and one database each for Airflow metadata and Earmark results.
-# Passwords: the ones in AIRFLOW_METADATA_DB_URL / EARMARK_RESULTS_DB_URI.
-sudo -u postgres psql -v ON_ERROR_STOP=1 <<SQL
-SELECT 'CREATE ROLE airflow LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname='airflow')\gexec
-SELECT 'CREATE ROLE earmark LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname='earmark')\gexec
-SELECT 'CREATE DATABASE airflow OWNER airflow' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname='airflow')\gexec
-SELECT 'CREATE DATABASE earmark OWNER earmark' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname='earmark')\gexec
-SQL
-echo "set the roles' passwords (\\password airflow, \\password earmark) and allow the worker"
-echo "hosts in pg_hba.conf (scram-sha-256) before starting the workers"
+# ---- Redis -----------------------------------------------------------------------------------
+step "Redis: the broker, with a password and AOF"
+redis_new=$(mktemp)
+sed "s/^requirepass .*/requirepass $REDIS_PASSWORD/" "$PROJECT/deploy/redis/earmark-redis.conf" >"$redis_new"
+install_if_changed "$redis_new" "$REDIS_CONF" 640
+if [ -f "$REDIS_MAIN_CONF" ] && grep -qF "include $REDIS_CONF" "$REDIS_MAIN_CONF"; then
+    unchanged "$REDIS_MAIN_CONF includes $REDIS_CONF"
+elif [ -f "$REDIS_MAIN_CONF" ]; then
+    if $dry_run; then echo "+ echo 'include $REDIS_CONF' >> $REDIS_MAIN_CONF"; else echo "include $REDIS_CONF" >>"$REDIS_MAIN_CONF"; fi
+    changed "$REDIS_MAIN_CONF includes $REDIS_CONF"
+else
+    echo "   $REDIS_MAIN_CONF missing: start redis-server with $REDIS_CONF directly"
+fi
 
-# Redis: the broker, with AOF (appendfsync everysec) so queued tasks survive a restart.
-install -m 640 -o redis -g redis "$PROJECT/deploy/redis/earmark-redis.conf" /etc/redis/earmark-redis.conf
-grep -q earmark-redis.conf /etc/redis/redis.conf || echo "include /etc/redis/earmark-redis.conf" >> /etc/redis/redis.conf
-systemctl restart redis-server
+# ---- the one configuration -------------------------------------------------------------------
+step "airflow.env: rendered from values.env and the secrets (copy THIS file to every host)"
+env_new=$(mktemp)
+if $dry_run; then
+    echo "+ $PROJECT/.venv/bin/earmark render-config --values <values + secrets> --out $ETC/airflow.env"
+    rm -f "$env_new"
+else
+    "$PROJECT/.venv/bin/earmark" render-config --values "$merged" --out "$env_new" >/dev/null
+    install_if_changed "$env_new" "$ETC/airflow.env" 640
+fi
 
-# The shared configuration. Copy THIS file to every worker host (same secrets everywhere).
-"$PROJECT/.venv/bin/earmark" render-config --values "$VALUES" --out /etc/earmark/airflow.env
-chown root:earmark /etc/earmark/airflow.env
-
-# Airflow metadata schema and the gpu pool (= the sum of the GPU workers' concurrency).
-sudo -u earmark bash -c "set -a; . /etc/earmark/airflow.env; set +a
-  $PROJECT/.venv/bin/airflow db migrate
-  $PROJECT/.venv/bin/airflow pools set gpu $((EARMARK_GPU_SLOTS * EARMARK_GPU_VMS)) 'GPU slots (sum of gpu worker concurrency)'"
-
-install -m 644 "$PROJECT"/deploy/systemd/earmark.target \
-  "$PROJECT"/deploy/systemd/earmark-{api-server,scheduler,dag-processor,triggerer,worker-default,metrics,backup}.service \
-  "$PROJECT"/deploy/systemd/earmark-backup.timer \
-  /etc/systemd/system/
-# Daily pg_dump of the results DB (deploy/backup-results.sh), kept 14 days: private to earmark.
-install -d -m 700 -o earmark -g earmark /var/backups/earmark
-systemctl daemon-reload
-systemctl enable --now earmark.target earmark-api-server earmark-scheduler earmark-dag-processor \
-  earmark-triggerer earmark-worker-default earmark-metrics earmark-backup.timer
-systemctl --no-pager status 'earmark-*' | grep -E '^(●|   Active)'
+# ---- owners, Airflow's schema, units ----------------------------------------------------------
+if ! $skip_system; then
+    step "owners, Airflow's schema and gpu pool, units"
+    run chown root:earmark "$ETC/airflow.env"
+    run chown redis:redis "$REDIS_CONF"
+    run install -d -o earmark -g earmark "$AIRFLOW_HOME"
+    run install -d -m 700 -o earmark -g earmark /var/backups/earmark
+    run systemctl restart redis-server
+    run runuser -u earmark -- bash -c "set -a; . '$ETC/airflow.env'; set +a
+      '$PROJECT/.venv/bin/airflow' db migrate
+      '$PROJECT/.venv/bin/earmark' migrate
+      '$PROJECT/.venv/bin/airflow' pools set gpu \$EARMARK_GPU_SLOTS 'GPU slots (sum of gpu worker concurrency)'"
+    for unit in earmark.target earmark-{api-server,scheduler,dag-processor,triggerer,worker-default,metrics,backup}.service earmark-backup.timer; do
+        run install -m 644 "$PROJECT/deploy/systemd/$unit" /etc/systemd/system/
+    done
+    run systemctl daemon-reload
+    run systemctl enable --now earmark.target earmark-api-server earmark-scheduler earmark-dag-processor \
+        earmark-triggerer earmark-worker-default earmark-metrics earmark-backup.timer
+fi
+echo "setup-coordinator: done$($dry_run && echo ' (dry run: nothing was changed)')"
