@@ -238,6 +238,18 @@ SETTINGS: tuple[Setting, ...] = (
         "A source archive without a companion NAME.sha256 is copied only once its size and "
         "mtime have not changed for this long.",
     ),
+    Setting(
+        "EARMARK_TRANSFER_KNOWN_HOSTS",
+        "/etc/earmark/known_hosts",
+        "OpenSSH known_hosts file the SFTP source's host key is checked against (required for "
+        "sftp:// sources; `ssh-keyscan -p PORT HOST`, then compare the fingerprint).",
+    ),
+    Setting(
+        "EARMARK_TRANSFER_DELETE_SOURCE",
+        "false",
+        "Delete a source archive (and its NAME.sha256) once copied, only when its companion "
+        "digest matched the copied bytes. Off: sources are never deleted.",
+    ),
 )
 
 _DEFAULTS = {s.env: s.default for s in SETTINGS}
@@ -318,6 +330,8 @@ class Settings:
     processed_retention_days: int
     transfer_source: str
     transfer_settle_seconds: int
+    transfer_known_hosts: Path
+    transfer_delete_source: bool
     metrics_bind: str
     metrics_port: int
     health_disk_warn_gib: float
@@ -371,6 +385,8 @@ class Settings:
             processed_retention_days=int(_get("EARMARK_PROCESSED_RETENTION_DAYS")),
             transfer_source=_get("EARMARK_TRANSFER_SOURCE"),
             transfer_settle_seconds=int(_get("EARMARK_TRANSFER_SETTLE_SECONDS")),
+            transfer_known_hosts=Path(_get("EARMARK_TRANSFER_KNOWN_HOSTS")),
+            transfer_delete_source=_bool(_get("EARMARK_TRANSFER_DELETE_SOURCE")),
             metrics_bind=_get("EARMARK_METRICS_BIND"),
             metrics_port=int(_get("EARMARK_METRICS_PORT")),
             health_disk_warn_gib=float(_get("EARMARK_HEALTH_DISK_WARN_GIB")),

@@ -94,6 +94,13 @@ REASONS: tuple[Reason, ...] = (
     # Transfers.
     Reason("bad_companion", ("transfer",), "The source's NAME.sha256 holds no sha256 digest."),
     Reason("source_vanished", ("transfer",), "The source file disappeared before it was copied."),
+    Reason(
+        "source_changed",
+        ("transfer",),
+        "The source file changed while it was copied (still uploading): copied again once it"
+        " settles.",
+    ),
+    Reason("source_unreadable", ("transfer",), "The source refused to let the file be read."),
 )
 
 BY_CODE: dict[str, Reason] = {reason.code: reason for reason in REASONS}

@@ -1,17 +1,23 @@
 """Archive transfer: copy settled archives from a source into ``incoming/``, marker last.
 
-The source is an Airflow ``ObjectStoragePath`` URL (``file:///srv/dropbox``, or
-``sftp://conn_id@host/path`` where an SFTP connection is configured). A source archive is complete
-when a companion ``NAME.sha256`` sits beside it, or else once its size and mtime have not changed
-for ``EARMARK_TRANSFER_SETTLE_SECONDS``; a file still being uploaded is never copied.
+The source is an Airflow ``ObjectStoragePath`` URL: ``file:///srv/dropbox``, or
+``sftp://conn_id@host/path`` read through Airflow's SFTP provider (``sshfs``) with the connection
+``conn_id`` (host, port, login, ``key_file``), its host key always checked against
+``EARMARK_TRANSFER_KNOWN_HOSTS`` (the provider alone would not check it). A source archive is
+complete when a companion ``NAME.sha256`` sits beside it, or else once its size and mtime have not
+changed for ``EARMARK_TRANSFER_SETTLE_SECONDS``; a file still being uploaded is never copied.
 
 Every settled source archive gets one row in the ``transfers`` ledger (keyed by its URI) and ends
 ``copied`` or ``failed`` (reason in ``error``), so a rerun or a redelivered task never copies a file
 twice, even after the daily DAG has moved it on from ``incoming/``. A copy streams to
 ``incoming/.NAME.partial`` while hashing, checks the companion digest, fsyncs, renames to
 ``incoming/NAME`` and only then writes ``incoming/NAME.sha256`` (write-then-rename): the daily
-DAG's ready marker. Input problems (digest mismatch, vanished source file) are recorded, not
-raised; infrastructure problems (source unreachable, disk full, DB down) raise so Airflow retries.
+DAG's ready marker. Input problems (digest mismatch, vanished source file, a file that changed
+while it was copied, one the source refuses to let be read) are recorded, not raised;
+infrastructure problems (source unreachable or untrusted, a connection lost mid-copy, disk full,
+DB down) raise so Airflow retries, and the next try starts the copy again from nothing. A source
+file is deleted only when ``EARMARK_TRANSFER_DELETE_SOURCE`` is on, and then only after its
+companion digest matched the copied bytes.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
@@ -63,10 +70,62 @@ class CopyResult:
     error: str | None = None
 
 
+SFTP_SCHEMES = ("sftp", "ssh")
+
+
+class TransferSourceError(RuntimeError):
+    """The source cannot be reached, or not trusted: the task fails and Airflow retries it."""
+
+
 def _source_path(uri: str) -> Any:
     from airflow.sdk import ObjectStoragePath  # noqa: PLC0415 - Airflow only when transferring
 
     return ObjectStoragePath(uri)
+
+
+def _redacted(uri: str) -> str:
+    parts = urlsplit(uri)
+    return f"{parts.scheme}://{parts.hostname or ''}{parts.path}" if parts.scheme else uri
+
+
+def connect_source(settings: Settings, uri: str) -> None:
+    """For an SFTP source, bind Airflow's store for its connection to an SFTP filesystem that
+    checks the server's host key against ``EARMARK_TRANSFER_KNOWN_HOSTS`` (once per process,
+    again after ``connect_source_lost``). Other schemes need nothing."""
+    parts = urlsplit(uri)
+    if parts.scheme not in SFTP_SCHEMES:
+        return
+    conn_id = parts.username
+    if not conn_id:
+        raise TransferSourceError(
+            f"an SFTP source names its Airflow connection: {parts.scheme}://<conn_id>@host/path"
+        )
+    key = (parts.scheme, conn_id)
+    if key in _CONNECTED:
+        return
+    known_hosts = settings.transfer_known_hosts
+    if not known_hosts.is_file():
+        raise TransferSourceError(
+            f"no known_hosts file at {known_hosts} (EARMARK_TRANSFER_KNOWN_HOSTS): the SFTP"
+            f" server's host key must be checked; add it with ssh-keyscan -p <port>"
+            f" {parts.hostname} >> {known_hosts} and compare the fingerprint with the vendor's"
+        )
+    from airflow.providers.sftp.fs.sftp import get_fs  # noqa: PLC0415
+    from airflow.sdk.io import attach  # noqa: PLC0415
+
+    try:
+        fs = get_fs(conn_id, {"known_hosts": str(known_hosts), "skip_instance_cache": True})
+    except Exception as exc:
+        _CONNECTED.discard(key)
+        raise TransferSourceError(
+            f"cannot connect to the transfer source {_redacted(uri)} (connection {conn_id}):"
+            f" {type(exc).__name__}: {exc}"
+        ) from exc
+    attach(parts.scheme, conn_id).fs = fs  # what ObjectStoragePath(uri) then uses
+    _CONNECTED.add(key)
+
+
+_CONNECTED: set[tuple[str, str]] = set()
 
 
 def _stat(path: Any) -> tuple[int, float]:
@@ -118,7 +177,15 @@ def discover(settings: Settings, store: Store, now: float | None = None) -> list
         log.info("EARMARK_TRANSFER_SOURCE is empty: nothing to transfer")
         return []
     now = time.time() if now is None else now
-    archives, ignored = list_source(settings.transfer_source)
+    connect_source(settings, settings.transfer_source)
+    try:
+        archives, ignored = list_source(settings.transfer_source)
+    except (OSError, TransferSourceError) as exc:
+        connect_source_lost(settings.transfer_source)
+        raise TransferSourceError(
+            f"cannot list the transfer source {_redacted(settings.transfer_source)}:"
+            f" {type(exc).__name__}: {exc}"
+        ) from exc
     if ignored:
         log.info(
             "ignoring %d non-archive file(s) at the source: %s",
@@ -165,6 +232,13 @@ def discover(settings: Settings, store: Store, now: float | None = None) -> list
         len(ids),
     )
     return [int(i) for i in ids]
+
+
+def connect_source_lost(uri: str) -> None:
+    """Forget an SFTP connection that failed: the next use connects again."""
+    parts = urlsplit(uri)
+    if parts.scheme in SFTP_SCHEMES and parts.username:
+        _CONNECTED.discard((parts.scheme, parts.username))
 
 
 def _fail_vanished(conn: sa.Connection, source: str, present: set[str]) -> None:
@@ -304,14 +378,9 @@ def copy_one(settings: Settings, store: Store, transfer_id: int) -> CopyResult:
                 "retrying once the daily DAG has taken it"
             )
         partial = incoming / f".{name}.partial"
+        connect_source(settings, uri)
         try:
-            digest, size = stream_to_partial(uri, partial)
-            has_companion, expected = _companion_digest(uri)
-            problem = None
-            if has_companion and expected is None:
-                problem = "bad_companion: the source's .sha256 holds no sha256 hex digest"
-            elif has_companion and expected != digest:
-                problem = f"checksum_mismatch: source says {expected}, copied bytes are {digest}"
+            problem, digest, size, has_companion, expected = _copy_checked(uri, partial, name)
             if problem:
                 partial.unlink(missing_ok=True)
                 _set(store, transfer_id, TransferStatus.FAILED, error=problem, sha256=digest)
@@ -323,7 +392,93 @@ def copy_one(settings: Settings, store: Store, transfer_id: int) -> CopyResult:
             partial.unlink(missing_ok=True)
         _set(store, transfer_id, TransferStatus.COPIED)
         log.info("%s copied to incoming/ (%d bytes, sha256 %s)", name, size, digest)
+        if settings.transfer_delete_source:
+            _delete_source(uri, name, has_companion and expected == digest)
         return CopyResult(transfer_id, name, TransferStatus.COPIED, "copied")
+
+
+def _copy_checked(
+    uri: str, partial: Path, name: str
+) -> tuple[str | None, str | None, int, bool, str | None]:
+    """Stream the source into ``partial`` and check it: (problem or None, sha256, bytes,
+    has companion, companion digest). A problem with the file itself is returned; a lost
+    connection raises (the partial file is removed by the caller, the next try starts over)."""
+    try:
+        before = _stat(_source_path(uri))
+        digest, size = stream_to_partial(uri, partial)
+        after = _stat(_source_path(uri))
+        has_companion, expected = _companion_digest(uri)
+    except Exception as exc:
+        kind = _source_error(exc)
+        if kind is None:
+            raise
+        if kind == "vanished":
+            return (
+                "source_vanished: the source file disappeared during the copy",
+                None,
+                0,
+                False,
+                None,
+            )
+        if kind == "unreadable":
+            return f"source_unreadable: the source refused the read ({exc})", None, 0, False, None
+        connect_source_lost(uri)
+        log.warning(
+            "copy of %s interrupted (%s: %s): the partial file is removed; the next try copies"
+            " it again from the start",
+            name,
+            type(exc).__name__,
+            exc,
+        )
+        raise TransferSourceError(
+            f"copy of {name} interrupted: {type(exc).__name__}: {exc}"
+        ) from exc
+    if after != before or size != before[0]:
+        return (
+            f"source_changed: {before[0]} bytes when the copy started, {after[0]} when it ended,"
+            f" {size} read: still being uploaded",
+            digest,
+            size,
+            has_companion,
+            expected,
+        )
+    if has_companion and expected is None:
+        problem = "bad_companion: the source's .sha256 holds no sha256 hex digest"
+    elif has_companion and expected != digest:
+        problem = f"checksum_mismatch: source says {expected}, copied bytes are {digest}"
+    else:
+        problem = None
+    return problem, digest, size, has_companion, expected
+
+
+def _source_error(exc: Exception) -> str | None:
+    """What a source error means: the file is gone, it may not be read, or the connection was
+    lost (an SFTP client raises its own errors, not always OSError); None for anything else."""
+    name = type(exc).__name__
+    if isinstance(exc, FileNotFoundError) or name == "SFTPNoSuchFile":
+        return "vanished"
+    if isinstance(exc, PermissionError) or name == "SFTPPermissionDenied":
+        return "unreadable"
+    if isinstance(exc, OSError) or type(exc).__module__.startswith("asyncssh"):
+        return "lost"
+    return None
+
+
+def _delete_source(uri: str, name: str, verified: bool) -> None:
+    """EARMARK_TRANSFER_DELETE_SOURCE: remove the source archive and its companion, only when
+    the companion's digest matched what was copied."""
+    if not verified:
+        log.info("%s kept at the source: no companion digest confirmed the copy", name)
+        return
+    try:
+        _source_path(f"{uri}{MARKER_SUFFIX}").unlink()
+        _source_path(uri).unlink()
+    except OSError as exc:
+        log.warning(
+            "%s copied but not deleted at the source: %s: %s", name, type(exc).__name__, exc
+        )
+        return
+    log.info("%s deleted at the source (its digest matched the copy)", name)
 
 
 def ledger_counts(store: Store) -> dict[str, int]:

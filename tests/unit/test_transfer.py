@@ -237,8 +237,9 @@ def test_occupied_incoming_name_raises_for_retry(store, dirs):
 
 def test_source_unreachable_raises(store, tmp_path):
     settings = make_settings(tmp_path / "missing", tmp_path / "data")
-    with pytest.raises(OSError):
+    with pytest.raises(transfer.TransferSourceError, match="cannot list the transfer source"):
         transfer.discover(settings, store, now=NOW)
+    assert transfer.ledger_counts(store) == {}
 
 
 def test_empty_source_does_nothing(store, tmp_path, caplog):
