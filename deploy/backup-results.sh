@@ -37,6 +37,11 @@ run() {
 
 db_url=${EARMARK_BACKUP_DB_URL:-${AIRFLOW_CONN_EARMARK_DB:-}}
 [ -n "$db_url" ] || die "no database: set EARMARK_BACKUP_DB_URL or AIRFLOW_CONN_EARMARK_DB (load /etc/earmark/airflow.env)"
+# The password goes to libpq through the environment, never on a command line or in the log.
+if [[ $db_url =~ ^([a-z+]+://[^:/@]+):([^@]*)@(.*)$ ]]; then
+    export PGPASSWORD=${BASH_REMATCH[2]}
+    db_url="${BASH_REMATCH[1]}@${BASH_REMATCH[3]}"
+fi
 case "$keep_days" in '' | *[!0-9]*) die "--keep-days must be a whole number of days, got '$keep_days'" ;; esac
 [ "$keep_days" -ge 1 ] || die "--keep-days must be at least 1"
 for tool in pg_dump pg_restore sha256sum; do
@@ -47,11 +52,13 @@ stamp=$(date -u +%Y%m%dT%H%M%SZ)
 dump="$dir/earmark-results-$stamp.dump"
 echo "backing up the results DB to $dump (keeping $keep_days days)"
 run install -d -m 700 "$dir"
+$dry_run || trap 'rm -f "$dump.partial"' EXIT # a failed dump leaves nothing behind
 run pg_dump --format=custom --compress=6 --no-owner --file="$dump.partial" --dbname="$db_url"
 if ! $dry_run; then
     pg_restore --list "$dump.partial" >/dev/null || { rm -f "$dump.partial"; die "the new dump is unreadable; nothing kept"; }
 fi
 run mv "$dump.partial" "$dump"
+trap - EXIT
 if $dry_run; then
     echo "+ sha256sum $dump > $dump.sha256"
 else

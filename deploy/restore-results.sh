@@ -39,6 +39,11 @@ run() {
 [ -f "$dump.sha256" ] || die "no checksum beside the dump: $dump.sha256"
 db_url=${EARMARK_BACKUP_DB_URL:-${AIRFLOW_CONN_EARMARK_DB:-}}
 [ -n "$db_url" ] || die "no database: set EARMARK_BACKUP_DB_URL or AIRFLOW_CONN_EARMARK_DB (load /etc/earmark/airflow.env)"
+# The password goes to libpq through the environment, never on a command line or in the log.
+if [[ $db_url =~ ^([a-z+]+://[^:/@]+):([^@]*)@(.*)$ ]]; then
+    export PGPASSWORD=${BASH_REMATCH[2]}
+    db_url="${BASH_REMATCH[1]}@${BASH_REMATCH[3]}"
+fi
 for tool in pg_restore psql sha256sum; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool is missing (apt-get install postgresql-client coreutils)"
 done

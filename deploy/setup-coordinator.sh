@@ -54,17 +54,17 @@ admin_sql() {
     # shellcheck disable=SC2086 # PSQL_ADMIN is a command line on purpose
     $PSQL_ADMIN --no-psqlrc --quiet --tuples-only --no-align -v ON_ERROR_STOP=1 "$@" <<<"$sql"
 }
-# Replace $2 with the file $1 when they differ; say which.
+# Replace $2 with the file $1 when they differ; say which. Status 0 when it changed.
 install_if_changed() {
     local new=$1 target=$2 mode=$3
     if [ -f "$target" ] && cmp -s "$new" "$target"; then
         unchanged "$target"
         rm -f "$new"
-    else
-        run install -m "$mode" "$new" "$target"
-        rm -f "$new"
-        changed "$target"
+        return 1
     fi
+    run install -m "$mode" "$new" "$target"
+    rm -f "$new"
+    changed "$target"
 }
 
 # ---- prerequisites ---------------------------------------------------------------------------
@@ -107,7 +107,7 @@ SECRET_NAMES=(AIRFLOW_FERNET_KEY AIRFLOW_API_SECRET_KEY AIRFLOW_JWT_SECRET AIRFL
 if [ -f "$SECRETS" ]; then
     unchanged "$SECRETS"
 else
-    run install -d -m 750 "$ETC"
+    [ -d "$ETC" ] || run install -d -m 750 "$ETC"
     if $dry_run; then
         echo "+ write ${SECRET_NAMES[*]} to $SECRETS (mode 600)"
     else
@@ -164,8 +164,10 @@ ensure_db() { # role password database
         if $dry_run; then
             echo "+ CREATE ROLE $role LOGIN PASSWORD '…' NOSUPERUSER NOCREATEDB NOCREATEROLE"
         else
-            admin_sql "SELECT format('CREATE ROLE %I LOGIN PASSWORD %L NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION', :'role', :'pw') \gexec" \
-                -v role="$role" -v pw="$password" >/dev/null
+            # The password reaches psql on stdin, never on its command line.
+            admin_sql "\\set pw '$password'
+SELECT format('CREATE ROLE %I LOGIN PASSWORD %L NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION', :'role', :'pw') \gexec" \
+                -v role="$role" >/dev/null
         fi
         changed "role $role"
     fi
@@ -207,13 +209,17 @@ ensure_db "$earmark_role" "$EARMARK_DB_PASSWORD" "$earmark_db"
 # ---- Redis -----------------------------------------------------------------------------------
 step "Redis: the broker, with a password and AOF"
 redis_new=$(mktemp)
-sed "s/^requirepass .*/requirepass $REDIS_PASSWORD/" "$PROJECT/deploy/redis/earmark-redis.conf" >"$redis_new"
-install_if_changed "$redis_new" "$REDIS_CONF" 640
+# The password comes from the environment (secrets.env), never from a command line.
+awk '/^requirepass / { print "requirepass " ENVIRON["REDIS_PASSWORD"]; next } { print }' \
+    "$PROJECT/deploy/redis/earmark-redis.conf" >"$redis_new"
+redis_changed=false
+install_if_changed "$redis_new" "$REDIS_CONF" 640 && redis_changed=true
 if [ -f "$REDIS_MAIN_CONF" ] && grep -qF "include $REDIS_CONF" "$REDIS_MAIN_CONF"; then
     unchanged "$REDIS_MAIN_CONF includes $REDIS_CONF"
 elif [ -f "$REDIS_MAIN_CONF" ]; then
     if $dry_run; then echo "+ echo 'include $REDIS_CONF' >> $REDIS_MAIN_CONF"; else echo "include $REDIS_CONF" >>"$REDIS_MAIN_CONF"; fi
     changed "$REDIS_MAIN_CONF includes $REDIS_CONF"
+    redis_changed=true
 else
     echo "   $REDIS_MAIN_CONF missing: start redis-server with $REDIS_CONF directly"
 fi
@@ -226,25 +232,36 @@ if $dry_run; then
     rm -f "$env_new"
 else
     "$PROJECT/.venv/bin/earmark" render-config --values "$merged" --out "$env_new" >/dev/null
-    install_if_changed "$env_new" "$ETC/airflow.env" 640
+    install_if_changed "$env_new" "$ETC/airflow.env" 640 || true
 fi
 
 # ---- owners, Airflow's schema, units ----------------------------------------------------------
 if ! $skip_system; then
     step "owners, Airflow's schema and gpu pool, units"
-    run chown root:earmark "$ETC/airflow.env"
+    # earmark reads /etc/earmark (airflow.env, known_hosts), never secrets.env (root, 600).
+    run chgrp earmark "$ETC" "$ETC/airflow.env"
+    run chmod 750 "$ETC"
     run chown redis:redis "$REDIS_CONF"
     run install -d -o earmark -g earmark "$AIRFLOW_HOME"
     run install -d -m 700 -o earmark -g earmark /var/backups/earmark
-    run systemctl restart redis-server
-    run runuser -u earmark -- bash -c "set -a; . '$ETC/airflow.env'; set +a
+    if $redis_changed; then
+        run systemctl restart redis-server
+    else
+        unchanged "redis-server (not restarted)"
+    fi
+    # Migrations are idempotent: each says "up to date" when there is nothing to apply.
+    run runuser -u earmark -- bash -c "set -euo pipefail; set -a; . '$ETC/airflow.env'; set +a
       '$PROJECT/.venv/bin/airflow' db migrate
       '$PROJECT/.venv/bin/earmark' migrate
       '$PROJECT/.venv/bin/airflow' pools set gpu \$EARMARK_GPU_SLOTS 'GPU slots (sum of gpu worker concurrency)'"
+    units_changed=false
     for unit in earmark.target earmark-{api-server,scheduler,dag-processor,triggerer,worker-default,metrics,backup}.service earmark-backup.timer; do
-        run install -m 644 "$PROJECT/deploy/systemd/$unit" /etc/systemd/system/
+        copy=$(mktemp)
+        cp "$PROJECT/deploy/systemd/$unit" "$copy"
+        install_if_changed "$copy" "/etc/systemd/system/$unit" 644 && units_changed=true
     done
-    run systemctl daemon-reload
+    if $units_changed; then run systemctl daemon-reload; fi
+    # enable --now does nothing for units already enabled and running.
     run systemctl enable --now earmark.target earmark-api-server earmark-scheduler earmark-dag-processor \
         earmark-triggerer earmark-worker-default earmark-metrics earmark-backup.timer
 fi

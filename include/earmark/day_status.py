@@ -179,7 +179,8 @@ def quarantine_report(store: Store, run_date: str) -> list[dict[str, Any]]:
 
 
 def review_items(store: Store, run_date: str, limit: int = 10) -> list[dict[str, Any]]:
-    """The day's review items, highest score first."""
+    """The day's flags in the review queue, highest score first (not the blind second reviews
+    and samples: their scores stay hidden)."""
     query = named_queries("day_status")["review_items"]
     return [dict(r._mapping) for r in store.rows(query, d=run_date)[:limit]]
 

@@ -294,9 +294,8 @@ def reviewer_days(store: Store, since: datetime, until: datetime, tz: str) -> li
     ``until``. A decision's time runs from its reviewer's last claim of the item."""
     zone = ZoneInfo(tz)
     days: dict[tuple[str, str], ReviewerDay] = {}
-    for row in store.rows(
-        named_queries("review_stats")["reviewer_events"], since=since, until=until
-    ):
+    window = {"since": store.timestamp(since), "until": store.timestamp(until)}  # both as UTC
+    for row in store.rows(named_queries("review_stats")["reviewer_events"], **window):
         at = as_utc(row.at)
         key = (at.astimezone(zone).date().isoformat(), row.reviewer)
         day = days.setdefault(key, ReviewerDay(*key))

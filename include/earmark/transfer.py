@@ -294,11 +294,26 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+class SourceReadError(Exception):
+    """An error raised by the source (not by our own disk): ``__cause__`` holds it."""
+
+
+def _from_source(call: Any, *args: Any) -> Any:
+    """``call(*args)`` on the source; whatever it raises comes back as a SourceReadError, so a
+    failure of the local disk (ENOSPC, a read-only incoming/) is never taken for the source's."""
+    try:
+        return call(*args)
+    except Exception as exc:
+        raise SourceReadError(f"{type(exc).__name__}: {exc}") from exc
+
+
 def stream_to_partial(uri: str, partial: Path) -> tuple[str, int]:
-    """Copy the source into ``partial`` (fsynced), hashing on the fly; (sha256, bytes)."""
+    """Copy the source into ``partial`` (fsynced), hashing on the fly; (sha256, bytes).
+    Source errors raise SourceReadError; local ones raise as they are."""
     digest, total = hashlib.sha256(), 0
-    with _source_path(uri).open("rb") as src, partial.open("wb") as dst:
-        while chunk := src.read(_CHUNK):
+    src = _from_source(lambda: _source_path(uri).open("rb"))
+    with src, partial.open("wb") as dst:
+        while chunk := _from_source(src.read, _CHUNK):
             digest.update(chunk)
             dst.write(chunk)
             total += len(chunk)
@@ -404,14 +419,15 @@ def _copy_checked(
     has companion, companion digest). A problem with the file itself is returned; a lost
     connection raises (the partial file is removed by the caller, the next try starts over)."""
     try:
-        before = _stat(_source_path(uri))
+        before = _from_source(lambda: _stat(_source_path(uri)))
         digest, size = stream_to_partial(uri, partial)
-        after = _stat(_source_path(uri))
-        has_companion, expected = _companion_digest(uri)
-    except Exception as exc:
+        after = _from_source(lambda: _stat(_source_path(uri)))
+        has_companion, expected = _from_source(_companion_digest, uri)
+    except SourceReadError as failure:
+        exc = failure.__cause__ or failure
         kind = _source_error(exc)
         if kind is None:
-            raise
+            raise exc from None
         if kind == "vanished":
             return (
                 "source_vanished: the source file disappeared during the copy",
@@ -452,8 +468,9 @@ def _copy_checked(
 
 
 def _source_error(exc: Exception) -> str | None:
-    """What a source error means: the file is gone, it may not be read, or the connection was
-    lost (an SFTP client raises its own errors, not always OSError); None for anything else."""
+    """What an error the source raised means: the file is gone, it may not be read, or the
+    connection was lost (an SFTP client raises its own errors, not always OSError); None for
+    anything else."""
     name = type(exc).__name__
     if isinstance(exc, FileNotFoundError) or name == "SFTPNoSuchFile":
         return "vanished"

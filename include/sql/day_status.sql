@@ -70,10 +70,12 @@ WHERE a.run_date = :d AND f.status = 'quarantined'
 ORDER BY kind, item;
 
 -- name: review_items
--- The day's review queue, highest score first (ids and names only, never transcript text).
+-- The day's flags in the review queue, highest score first (ids and names only, never
+-- transcript text). Second reviews and below-threshold samples are left out: they are reviewed
+-- blind, and a score listed here would tell their reviewer what the item page hides.
 SELECT r.id, r.status, r.policy, r.score, a.name AS archive, f.member_path
 FROM review_queue r
 JOIN audio_files f ON f.id = r.file_id
 JOIN archives a ON a.id = f.archive_id
-WHERE a.run_date = :d
+WHERE a.run_date = :d AND r.kind = 'flag'
 ORDER BY r.score DESC, r.id;

@@ -141,6 +141,15 @@ def test_clear_errors_without_a_database_or_a_dump(tmp_path: Path) -> None:
     assert nodb.returncode == 1 and "no database: set EARMARK_BACKUP_DB_URL" in nodb.stderr
     days = _script(BACKUP, "--keep-days", "two", url="postgresql://x@127.0.0.1/x")
     assert days.returncode == 1 and "whole number of days" in days.stderr
+    failed = _script(
+        BACKUP,
+        "--dir",
+        str(tmp_path / "dumps"),
+        url="postgresql://postgres:s3cretPW@127.0.0.1:5432/earmark_no_such_db",
+    )
+    assert failed.returncode != 0 and "earmark_no_such_db" in failed.stderr
+    assert "s3cretPW" not in failed.stdout + failed.stderr  # the password is never echoed
+    assert list((tmp_path / "dumps").iterdir()) == []  # the failed dump left nothing behind
     missing = _script(RESTORE, "--yes", str(tmp_path / "nope.dump"), url=None)
     assert missing.returncode == 1 and "no such dump" in missing.stderr
-    assert not list(tmp_path.iterdir())
+    assert [p.name for p in tmp_path.iterdir()] == ["dumps"]

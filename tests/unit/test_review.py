@@ -147,6 +147,10 @@ def test_second_reviews_are_blind_and_never_offered_to_the_first_reviewer(queue)
     assert second.kind == "qa" and second.blind and second.claimed_by == "ben"
     resolve(queue, second.id, "ben", "no_violation", now=NOW)
     assert claim_next(queue, "ana", now=NOW) is None  # the rest are ana's own decisions
+    from earmark.day_status import review_items
+
+    listed = {item["id"] for item in review_items(queue, "2026-11-29", limit=100)}
+    assert listed == set(decided)  # the day page lists flags only: no blind item's score
 
 
 def test_sampled_is_stable_and_near_its_share():

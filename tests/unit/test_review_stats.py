@@ -93,3 +93,20 @@ def test_cli_prints_the_figures(decided, capsys):
     by_policy = {q["policy"]: q for q in figures["by_policy"]}
     assert by_policy["self_harm"]["missed_estimate"] == pytest.approx(6.0)
     assert cli_main(["--db-url", url, "review-stats", "--from", DAY, "--to", "2026-11-01"]) == 2
+
+
+def test_reviewer_days_are_local_days_far_from_utc(decided):
+    """The work was done from 09:00 UTC on 30 November: in Honolulu (UTC-10) that is the
+    evening of the 29th, and the 30th there holds none of it."""
+    honolulu = "Pacific/Honolulu"
+    on_29th = review_stats.review_stats(decided, DAY, DAY, THRESHOLD, honolulu).reviewers
+    assert {(r.day, r.reviewer, r.decisions) for r in on_29th} == {
+        ("2026-11-29", "ana", 36),
+        ("2026-11-29", "ben", 21),
+    }
+    assert (
+        review_stats.review_stats(
+            decided, "2026-11-30", "2026-11-30", THRESHOLD, honolulu
+        ).reviewers
+        == []
+    )

@@ -247,3 +247,16 @@ def test_empty_source_does_nothing(store, tmp_path, caplog):
     with caplog.at_level("INFO", logger="earmark.transfer"):
         assert transfer.discover(settings, store) == []
     assert "EARMARK_TRANSFER_SOURCE is empty" in caplog.text
+
+
+def test_a_failure_of_our_own_disk_is_not_blamed_on_the_source(store, dirs):
+    """The partial file cannot be written (here: a folder in its place): the error propagates
+    for Airflow's retry and the row stays pending, not failed as if the source were at fault."""
+    source, data_root = dirs
+    settings = make_settings(source, data_root)
+    put(source, "day.tar", b"x" * 1000)
+    [transfer_id] = transfer.discover(settings, store, now=NOW)
+    (settings.incoming / ".day.tar.partial").mkdir(parents=True)
+    with pytest.raises(IsADirectoryError):
+        transfer.copy_one(settings, store, transfer_id)
+    assert transfer.ledger_counts(store) == {"pending": 1}

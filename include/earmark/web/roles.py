@@ -5,7 +5,9 @@ page and the daily report. Beyond that, two capabilities, each a custom view of 
 manager:
 
 - ``Earmark Review``: claim, listen, read, decide (the review pages and the audio);
-- ``Earmark Stats``: everyone's figures (flag quality, reviewers' counts and times).
+- ``Earmark Stats``: the stats page: each reviewer's counts and times, flag quality over any
+  range of days, the suggested thresholds. (A day's report, open to every viewer, carries that
+  day's flag quality per policy; nothing there is about a reviewer.)
 
 With FAB (or Keycloak, or AWS) they are permissions an admin grants, for example
 ``airflow roles add-perms Reviewer -r "Earmark Review" -a can_read``. Airflow's simple auth
