@@ -37,8 +37,8 @@ class Capacity:
 
     def describe(self) -> str:
         source = (
-            f"measured over {self.measured_units} GPU work units of the last"
-            f" {RATE_WINDOW_DAYS} days"
+            f"measured over {self.measured_units} GPU work"
+            f" unit{'s' if self.measured_units != 1 else ''} of the last {RATE_WINDOW_DAYS} days"
             if self.measured_units
             else "ASSUMED (no finished GPU work unit yet: EARMARK_ASSUMED_REALTIME_X)"
         )
