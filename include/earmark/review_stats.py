@@ -22,7 +22,7 @@ import math
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -103,20 +103,9 @@ class FlagQuality:
         return None if interval is None else (interval[0] * self.below, interval[1] * self.below)
 
     def add(self, other: FlagQuality) -> None:
-        for name in (
-            "scored",
-            "flagged",
-            "below",
-            "violations",
-            "no_violations",
-            "unclear",
-            "qa_pairs",
-            "qa_agreed",
-            "sampled",
-            "sample_violations",
-            "sample_no_violations",
-        ):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        """Add ``other``'s counts to these (every field but the day and the policy)."""
+        for count in fields(self)[2:]:
+            setattr(self, count.name, getattr(self, count.name) + getattr(other, count.name))
 
 
 @dataclass(frozen=True)

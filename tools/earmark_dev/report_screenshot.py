@@ -14,12 +14,25 @@ from pathlib import Path
 CHROMIUM = Path("/usr/bin/chromium")
 
 
+def screenshot(page_file: Path, out: Path) -> None:
+    """``page_file`` opened in headless Chromium, 1300 px wide, saved whole as a PNG."""
+    from playwright.sync_api import sync_playwright  # noqa: PLC0415
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"]
+        )
+        page = browser.new_page(viewport={"width": 1300, "height": 900})
+        page.goto(page_file.as_uri())
+        page.screenshot(path=str(out), full_page=True)
+        browser.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     from earmark.config import Settings  # noqa: PLC0415
     from earmark.day_report import write_day_report  # noqa: PLC0415
     from earmark.store.db import Store  # noqa: PLC0415
     from earmark_dev.constructed_day import DAY, at, build  # noqa: PLC0415
-    from playwright.sync_api import sync_playwright  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("docs/day-report.png"))
@@ -34,14 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             write_day_report(settings, store, DAY, "r1", now=at(11, 40)), encoding="utf-8"
         )
         store.dispose()
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"]
-            )
-            page = browser.new_page(viewport={"width": 1300, "height": 900})
-            page.goto(page_file.as_uri())
-            page.screenshot(path=str(args.out), full_page=True)
-            browser.close()
+        screenshot(page_file, args.out)
     print(f"wrote {args.out}")
     return 0
 

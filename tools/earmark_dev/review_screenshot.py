@@ -12,8 +12,6 @@ import argparse
 import tempfile
 from pathlib import Path
 
-CHROMIUM = Path("/usr/bin/chromium")
-
 
 def main(argv: list[str] | None = None) -> int:
     from earmark.review_stats import review_stats  # noqa: PLC0415
@@ -26,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
         THRESHOLD,
         build,
     )
-    from playwright.sync_api import sync_playwright  # noqa: PLC0415
+    from earmark_dev.report_screenshot import screenshot  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("docs/review-stats.png"))
@@ -48,14 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         page_file = Path(scratch) / "stats.html"
         page_file.write_text(html, encoding="utf-8")
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"]
-            )
-            page = browser.new_page(viewport={"width": 1300, "height": 900})
-            page.goto(page_file.as_uri())
-            page.screenshot(path=str(args.out), full_page=True)
-            browser.close()
+        screenshot(page_file, args.out)
     print(f"wrote {args.out}")
     return 0
 
