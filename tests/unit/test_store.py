@@ -79,12 +79,9 @@ def test_a_failed_migration_leaves_nothing_behind(tmp_path, monkeypatch):
     assert "archives" not in sa.inspect(store.engine).get_table_names()
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_0003_frees_bytes_barred_by_a_marker_or_name_rejection(
-    backend, tmp_path, request, monkeypatch
-):
-    """Rows an older intake wrote for marker or name rejections become rejected deliveries, so
-    the same bytes can be delivered again; content rejections stay barred."""
+def _store_before(version: str, backend: str, tmp_path, request) -> Store:
+    """A results DB on ``backend`` migrated up to, not including, migration ``version``: the
+    state an older release left, for an upgrade test to fill and then migrate."""
     from earmark.store import db
 
     url = (
@@ -93,9 +90,20 @@ def test_0003_frees_bytes_barred_by_a_marker_or_name_rejection(
         else f"sqlite:///{tmp_path / 'r.db'}"
     )
     store = Store.from_url(url)
-    before = [m for m in migrations() if m[0] < "0003"]
-    monkeypatch.setattr(db, "migrations", lambda _dialect: before)
-    store.migrate()
+    with pytest.MonkeyPatch.context() as patch:
+        every = db.migrations
+        patch.setattr(
+            db, "migrations", lambda dialect: [m for m in every(dialect) if m[0] < version]
+        )
+        store.migrate()
+    return store
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_0003_frees_bytes_barred_by_a_marker_or_name_rejection(backend, tmp_path, request):
+    """Rows an older intake wrote for marker or name rejections become rejected deliveries, so
+    the same bytes can be delivered again; content rejections stay barred."""
+    store = _store_before("0003", backend, tmp_path, request)
     rows = [
         ("typo.tar", "s1", "bad_marker: typo.tar.sha256 does not hold a sha256 hex digest"),
         ("cut.tar", "s2", "checksum_mismatch: marker says 0123…, archive is 4567…"),
@@ -112,7 +120,6 @@ def test_0003_frees_bytes_barred_by_a_marker_or_name_rejection(
                 ),
                 {"n": name, "s": sha, "e": error},
             )
-    monkeypatch.undo()
     assert store.migrate() == [v for v, _ in migrations() if v >= "0003"]
     assert sorted(store.rows("SELECT name FROM archives")) == [("evil.tar",), ("odd.tar",)]
     assert sorted(tuple(r) for r in store.rows("SELECT name, status, sha256 FROM deliveries")) == [
@@ -125,21 +132,10 @@ def test_0003_frees_bytes_barred_by_a_marker_or_name_rejection(
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_0005_keeps_every_row_and_constraint_while_the_digest_becomes_optional(
-    backend, tmp_path, request, monkeypatch
+    backend, tmp_path, request
 ):
     """SQLite rebuilds `archives` for this one: ids, rows and the keys pointing at them stay."""
-    from earmark.store import db
-
-    url = (
-        request.getfixturevalue("pg_url")
-        if backend == "postgres"
-        else f"sqlite:///{tmp_path / 'r.db'}"
-    )
-    store = Store.from_url(url)
-    monkeypatch.setattr(
-        db, "migrations", lambda dialect: [m for m in migrations(dialect) if m[0] < "0005"]
-    )
-    store.migrate()
+    store = _store_before("0005", backend, tmp_path, request)
     with store.begin() as conn:
         conn.execute(
             sa.text(
@@ -165,7 +161,6 @@ def test_0005_keeps_every_row_and_constraint_while_the_digest_becomes_optional(
                 " VALUES ('t', 'day.tar', '2026-11-29', 'registered', 'd7', 7, '/p')"
             )
         )
-    monkeypatch.undo()
     assert store.migrate()[0] == "0005_digest_read_at_unpack"  # then any later ones
     assert [
         tuple(r) for r in store.rows("SELECT id, name, sha256, status FROM archives ORDER BY id")
@@ -194,22 +189,11 @@ def test_0005_keeps_every_row_and_constraint_while_the_digest_becomes_optional(
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_0008_keeps_the_queue_and_its_trail_and_adds_kinds_and_corrections(
-    backend, tmp_path, request, monkeypatch
+    backend, tmp_path, request
 ):
     """Existing items become flags with their ids and events; a second review needs its first;
     one item per file, policy and kind; a correction is an event with a decision."""
-    from earmark.store import db
-
-    url = (
-        request.getfixturevalue("pg_url")
-        if backend == "postgres"
-        else f"sqlite:///{tmp_path / 'r.db'}"
-    )
-    store = Store.from_url(url)
-    monkeypatch.setattr(
-        db, "migrations", lambda dialect: [m for m in migrations(dialect) if m[0] < "0008"]
-    )
-    store.migrate()
+    store = _store_before("0008", backend, tmp_path, request)
     with store.begin() as conn:
         conn.execute(
             sa.text(
@@ -235,7 +219,6 @@ def test_0008_keeps_the_queue_and_its_trail_and_adds_kinds_and_corrections(
                 " VALUES (5, 'decide', 'ana', 'violation')"
             )
         )
-    monkeypatch.undo()
     assert store.migrate()[0] == "0008_review_qa_and_corrections"
     assert tuple(store.rows("SELECT id, kind, first_item_id, decision FROM review_queue")[0]) == (
         5,
