@@ -26,12 +26,36 @@ class LazyReviewApp:
         await self._app(scope, receive, send)
 
 
+class SlashRedirect:
+    """``/earmark`` (no slash) answered with a redirect to ``/earmark/``: Airflow's own routes
+    would otherwise answer it with the UI's "page not found"."""
+
+    def __init__(self, app: Any, prefix: str = "/earmark") -> None:
+        self.app = app
+        self.prefix = prefix
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        path = scope.get("path", "")
+        root = scope.get("root_path", "")
+        if scope["type"] == "http" and path in (self.prefix, root + self.prefix):
+            from starlette.responses import RedirectResponse  # noqa: PLC0415 - api-server only
+
+            query = scope.get("query_string", b"").decode("latin-1")
+            target = root + self.prefix + "/" + (f"?{query}" if query else "")
+            await RedirectResponse(target, status_code=308)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 class EarmarkReviewPlugin(AirflowPlugin):
     """Mounts the review app and links it from Airflow's navigation."""
 
     name = "earmark_review"
     fastapi_apps: ClassVar[list[dict[str, Any]]] = [
         {"app": LazyReviewApp(), "url_prefix": "/earmark", "name": "Earmark RA review"}
+    ]
+    fastapi_root_middlewares: ClassVar[list[dict[str, Any]]] = [
+        {"middleware": SlashRedirect, "args": [], "kwargs": {}, "name": "earmark_slash_redirect"}
     ]
     external_views: ClassVar[list[dict[str, Any]]] = [
         {

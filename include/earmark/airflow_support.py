@@ -33,11 +33,16 @@ def url_from_connection(conn: Any) -> str:
     raise ValueError(f"connection {conn.conn_id!r}: unsupported type {conn.conn_type!r}")
 
 
-def results_store(settings: Settings) -> Store:
-    """The results DB named by ``EARMARK_DB_CONN_ID`` (default ``earmark_db``)."""
+def results_url(settings: Settings) -> str:
+    """The URL of the results DB named by ``EARMARK_DB_CONN_ID`` (default ``earmark_db``)."""
     from airflow.sdk import Connection  # noqa: PLC0415 - only inside a running task
 
-    return Store.from_url(url_from_connection(Connection.get(settings.db_conn_id)))
+    return url_from_connection(Connection.get(settings.db_conn_id))
+
+
+def results_store(settings: Settings) -> Store:
+    """The results DB named by ``EARMARK_DB_CONN_ID`` (default ``earmark_db``)."""
+    return Store.from_url(results_url(settings))
 
 
 @dataclass(frozen=True)

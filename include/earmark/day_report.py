@@ -68,10 +68,11 @@ def read_figures(
     """The day's status (read here unless given) and every series the report plots."""
     queries = named_queries("day_report")
     figures = DayFigures(status=status or day_status(settings, store, run_date, now=now))
+    utc_now = (now or datetime.now(UTC)).astimezone(UTC)
     with store.engine.connect() as conn:
 
         def run(name: str, sql: str | None = None) -> list[dict[str, Any]]:
-            result = conn.execute(sa.text(sql or queries[name]), {"d": run_date})
+            result = conn.execute(sa.text(sql or queries[name]), {"d": run_date, "now": utc_now})
             return [dict(r._mapping) for r in result]
 
         figures.progress = [(as_utc(r["done_at"]), float(r["audio_s"])) for r in run("progress")]

@@ -79,6 +79,22 @@ def as_utc(value: datetime | str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def format_duration(seconds: float) -> str:
+    """A duration as people read it, rounded honestly: "45 s", "12 min", "2.4 h", "3.1 days".
+
+    Minutes under an hour (0.2 h is "12 min", never "0 h"), hours with one decimal under two
+    days, then days.
+    """
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
 def data_quality_checks(run_date: str) -> dict[str, str]:
     """The data-quality queries (``include/sql/data_quality.sql``) for ``run_date``, by name.
 
@@ -96,11 +112,12 @@ def day_status(
     """Counts by status, throughput from the recorded GPU batches, completeness and ETA."""
     queries = named_queries("day_status")
     now = now or datetime.now(UTC)
+    utc_now = now.astimezone(UTC)  # compared with claimed_until as the review queue writes it
     status = DayStatus(run_date=run_date)
     with store.engine.connect() as conn:
 
         def run(name: str) -> list[sa.Row]:
-            return list(conn.execute(sa.text(queries[name]), {"d": run_date}))
+            return list(conn.execute(sa.text(queries[name]), {"d": run_date, "now": utc_now}))
 
         status.deliveries = {r.status: int(r.n) for r in run("deliveries_by_status")}
         status.archives = {r.status: int(r.n) for r in run("archives_by_status")}
@@ -183,6 +200,16 @@ def review_items(store: Store, run_date: str, limit: int = 10) -> list[dict[str,
     and samples: their scores stay hidden)."""
     query = named_queries("day_status")["review_items"]
     return [dict(r._mapping) for r in store.rows(query, d=run_date)[:limit]]
+
+
+def review_item_counts(
+    store: Store, run_date: str, now: datetime | None = None
+) -> list[dict[str, Any]]:
+    """The day's review items per policy, kind and status (lapsed claims count as pending):
+    counts only, for pages any reviewer may open."""
+    query = named_queries("day_status")["review_item_counts"]
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    return [dict(r._mapping) for r in store.rows(query, d=run_date, now=now)]
 
 
 def format_items(items: list[dict[str, Any]], quarantined: list[dict[str, Any]]) -> str:

@@ -114,7 +114,9 @@ class EarmarkCollector(Collector):
     def _backlogs(self, now: datetime) -> Iterator[GaugeMetricFamily]:
         queries = named_queries("monitoring")
         with self.store.engine.connect() as conn:
-            review = list(conn.execute(sa.text(queries["review_backlog"])))
+            review = list(
+                conn.execute(sa.text(queries["review_backlog"]), {"now": now.astimezone(UTC)})
+            )
             in_flight = list(conn.execute(sa.text(queries["files_in_flight"])))
             unpack = conn.execute(sa.text(queries["archives_waiting_to_unpack"])).one()
         items = _gauge("earmark_review_backlog_items", "Open review items, all days", "status")

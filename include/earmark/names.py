@@ -26,11 +26,12 @@ def unsafe_characters(name: str) -> list[str]:
     return [char for char in name if _refused(char)]
 
 
-def printable(name: str) -> str:
-    """``name`` with every refused character written as an escape (``\\u202e``), nothing else."""
+def printable(name: str, keep: frozenset[str] = frozenset()) -> str:
+    """``name`` with every refused character written as an escape (``\\u202e``), nothing else;
+    the characters in ``keep`` stay as they are."""
     out = []
     for char in name:
-        if not _refused(char):
+        if char in keep or not _refused(char):
             out.append(char)
         elif ord(char) <= 0xFF:
             out.append(f"\\x{ord(char):02x}")
@@ -39,3 +40,12 @@ def printable(name: str) -> str:
         else:
             out.append(f"\\U{ord(char):08x}")
     return "".join(out)
+
+
+_LINE_BREAKS = frozenset({"\n", "\t"})
+
+
+def printable_text(text: str) -> str:
+    """A longer text (a transcript) shown as ``printable`` shows a name, its line breaks and
+    tabs kept: a bidi override in it cannot reorder what a reviewer reads."""
+    return printable(text, keep=_LINE_BREAKS)

@@ -1,12 +1,16 @@
 """The RA review queue: claim the next flagged item, decide, release or skip it, and let
 abandoned claims return; second reviews and corrections.
 
-A claim is a lease: ``claimed_until`` passes and the item is claimable again, so a reviewer who
-walks away blocks nothing. Two reviewers claiming at once get different items (``FOR UPDATE SKIP
-LOCKED`` on Postgres; SQLite serialises writers). Decisions are recorded once: resolving an item
-that someone else holds, or that is already resolved, is refused. Every action is appended to
-``review_events`` in the same transaction as the change it records (the audit trail); an item a
-reviewer skipped is not offered to that reviewer again.
+A claim is a lease: ``claimed_until`` passes and the item returns to the queue (a ``lapse`` in
+the trail, written when the queue is next read or claimed from), so a reviewer who walks away
+blocks nothing. Every change to an item is allowed only to the reviewer holding a live claim on
+it, or goes through ``claim_next``'s rules; a decision typed while a lease lapsed claims the item
+again only when the caller's was its latest claim. Two reviewers claiming at once get different
+items (``FOR UPDATE SKIP LOCKED`` on Postgres; SQLite serialises writers). Decisions are
+recorded once: resolving an item that someone else holds, or that is already resolved, is
+refused. Every action is appended to ``review_events`` in the same transaction as the change it
+records (the audit trail); an item a reviewer skipped is not offered to that reviewer again,
+unless they undo the skip soon after.
 
 Items come in three kinds: ``flag`` (a score at or above the threshold), ``qa`` (a blind second
 review of a decided flag, for a share of them, never offered to the flag's own reviewer) and
@@ -20,6 +24,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 
 import sqlalchemy as sa
 
@@ -30,6 +35,7 @@ DECISIONS = ("violation", "no_violation", "unclear")
 KINDS = ("flag", "qa", "sample")
 DEFAULT_LEASE = timedelta(minutes=30)
 DEFAULT_CORRECTION_WINDOW = timedelta(minutes=15)
+DEFAULT_UNDO_WINDOW = timedelta(minutes=2)
 
 
 class ReviewError(Exception):
@@ -84,31 +90,40 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+# An item ``:who`` may be offered: not one they skipped (and did not take back), not the blind
+# second review of a flag they decided themselves.
+_OFFERABLE_TO_WHO = (
+    "NOT EXISTS (SELECT 1 FROM review_events e WHERE e.item_id = q.id AND e.reviewer = :who"
+    "  AND e.action = 'skip' AND NOT EXISTS (SELECT 1 FROM review_events u"
+    "   WHERE u.item_id = e.item_id AND u.reviewer = :who AND u.action = 'unskip'"
+    "   AND u.id > e.id))"
+    " AND NOT EXISTS (SELECT 1 FROM review_events e WHERE e.item_id = q.first_item_id"
+    "  AND e.reviewer = :who AND e.action IN ('decide', 'correct'))"
+)
+
+
 def claim_next(
     store: Store, reviewer: str, lease: timedelta = DEFAULT_LEASE, now: datetime | None = None
 ) -> ReviewItem | None:
-    """Claim the highest-scoring claimable item for ``reviewer``; None when the queue is empty."""
+    """Claim the highest-scoring claimable item for ``reviewer``; None when the queue is empty.
+    Lapsed claims go back to the queue first (recorded), so they are offered too."""
     if not reviewer:
         raise ReviewError("a reviewer name is required")
     now = now or _now()
     lock = " FOR UPDATE SKIP LOCKED" if store.dialect == "postgresql" else ""
     with store.begin() as conn:
+        _return_lapsed(conn, store.dialect, now)
         row = conn.execute(
             sa.text(
                 "UPDATE review_queue SET status = 'claimed', claimed_by = :who,"
                 " claimed_until = :until"
                 " WHERE id = (SELECT q.id FROM review_queue q"
-                "  WHERE (q.status = 'pending'"
-                "   OR (q.status = 'claimed' AND q.claimed_until < :now))"
-                "  AND NOT EXISTS (SELECT 1 FROM review_events e WHERE e.item_id = q.id"
-                "   AND e.reviewer = :who AND e.action = 'skip')"
-                "  AND NOT EXISTS (SELECT 1 FROM review_events e WHERE e.item_id = q.first_item_id"
-                "   AND e.reviewer = :who AND e.action IN ('decide', 'correct'))"
+                f"  WHERE q.status = 'pending' AND {_OFFERABLE_TO_WHO}"
                 "  ORDER BY CASE q.kind WHEN 'flag' THEN 0 WHEN 'qa' THEN 1 ELSE 2 END,"
                 f"  q.score DESC, q.id LIMIT 1{lock})"
                 " RETURNING id, file_id, policy, score, kind"
             ),
-            {"who": reviewer, "until": now + lease, "now": now},
+            {"who": reviewer, "until": now + lease},
         ).one_or_none()
         if row is None:
             return None
@@ -218,35 +233,60 @@ def extend(
     return now + lease
 
 
+class Reclaim(StrEnum):
+    """What became of a decision typed while its lease lapsed."""
+
+    CLAIMED = "claimed"  # the caller's claim was the latest and the item was free: theirs again
+    TAKEN = "taken"  # the caller's claim lapsed and another reviewer claimed the item since
+    REFUSED = "refused"  # never held by the caller, given back, or not theirs to be offered
+
+
 def reclaim(
     store: Store,
     item_id: int,
     reviewer: str,
     lease: timedelta = DEFAULT_LEASE,
     now: datetime | None = None,
-) -> bool:
-    """Claim this very item again after a lapsed lease, if it is still free (pending, or its
-    claim lapsed too); False when someone else holds it or it is decided."""
+) -> Reclaim:
+    """Claim this very item again after ``reviewer``'s lease on it lapsed, so a decision typed
+    meanwhile is not lost. Only when the item's latest claim was the caller's (and they did not
+    give it back since), it is free (pending or lapsed), ``claim_next`` would offer it to them,
+    and they hold no other live claim: nobody takes an item by posting its id."""
     now = now or _now()
+    lock = " FOR UPDATE SKIP LOCKED" if store.dialect == "postgresql" else ""
     with store.begin() as conn:
+        _return_lapsed(conn, store.dialect, now)
+        own_latest = conn.execute(
+            sa.text(
+                "SELECT action FROM review_events WHERE item_id = :id AND reviewer = :who"
+                " ORDER BY id DESC LIMIT 1"
+            ),
+            {"id": item_id, "who": reviewer},
+        ).scalar()
+        if own_latest not in ("claim", "lapse"):
+            return Reclaim.REFUSED  # never claimed, or given back or decided since
+        latest_claim = conn.execute(
+            sa.text(
+                "SELECT reviewer FROM review_events WHERE item_id = :id AND action = 'claim'"
+                " ORDER BY id DESC LIMIT 1"
+            ),
+            {"id": item_id},
+        ).scalar()
+        if latest_claim != reviewer:
+            return Reclaim.TAKEN
         done = conn.execute(
             sa.text(
                 "UPDATE review_queue SET status = 'claimed', claimed_by = :who,"
-                " claimed_until = :until WHERE id = :id AND (status = 'pending'"
-                " OR (status = 'claimed' AND claimed_until < :now))"
+                " claimed_until = :until WHERE id = (SELECT q.id FROM review_queue q"
+                f"  WHERE q.id = :id AND q.status = 'pending' AND {_OFFERABLE_TO_WHO}"
+                "  AND NOT EXISTS (SELECT 1 FROM review_queue h WHERE h.status = 'claimed'"
+                f"   AND h.claimed_by = :who AND h.claimed_until >= :now){lock})"
             ),
             {"who": reviewer, "until": now + lease, "id": item_id, "now": now},
         ).rowcount
         if done == 1:
             _record(conn, item_id, "claim", reviewer, now)
-    return done == 1
-
-
-def holder(store: Store, item_id: int) -> str | None:
-    """Who holds the item now (None when nobody, or it is decided)."""
-    return store.scalar(
-        "SELECT claimed_by FROM review_queue WHERE id = :id AND status = 'claimed'", id=item_id
-    )
+    return Reclaim.CLAIMED if done == 1 else Reclaim.REFUSED
 
 
 def release(store: Store, item_id: int, reviewer: str, now: datetime | None = None) -> None:
@@ -258,6 +298,61 @@ def skip(store: Store, item_id: int, reviewer: str, now: datetime | None = None)
     """Give a held item back to the queue for someone else; it is not offered to
     ``reviewer`` again."""
     _give_back(store, item_id, reviewer, "skip", now or _now())
+
+
+def unskip(
+    store: Store,
+    item_id: int,
+    reviewer: str,
+    window: timedelta = DEFAULT_UNDO_WINDOW,
+    lease: timedelta = DEFAULT_LEASE,
+    now: datetime | None = None,
+) -> None:
+    """Take back ``reviewer``'s skip of an item within ``window`` of it (a stray key): the item
+    is theirs again if nobody took it meanwhile, and the item the skip opened for them is
+    released, undecided. Recorded as ``release``, ``unskip`` and ``claim``."""
+    now = now or _now()
+    with store.begin() as conn:
+        _return_lapsed(conn, store.dialect, now)
+        latest = conn.execute(
+            sa.text(
+                "SELECT action, at FROM review_events WHERE item_id = :id AND reviewer = :who"
+                " ORDER BY id DESC LIMIT 1"
+            ),
+            {"id": item_id, "who": reviewer},
+        ).one_or_none()
+        if latest is None or latest.action != "skip" or as_utc(latest.at) < now - window:
+            seconds = int(window.total_seconds())
+            raise ReviewError(
+                f"item {item_id}: only your own skip can be undone, within {seconds} s of it"
+            )
+        held = (
+            conn.execute(
+                sa.text(
+                    "UPDATE review_queue SET status = 'pending', claimed_by = NULL,"
+                    " claimed_until = NULL WHERE status = 'claimed' AND claimed_by = :who"
+                    " AND id <> :id RETURNING id"
+                ),
+                {"who": reviewer, "id": item_id},
+            )
+            .scalars()
+            .all()
+        )
+        taken = conn.execute(
+            sa.text(
+                "UPDATE review_queue SET status = 'claimed', claimed_by = :who,"
+                " claimed_until = :until WHERE id = :id AND status = 'pending'"
+            ),
+            {"who": reviewer, "until": now + lease, "id": item_id},
+        ).rowcount
+        if taken != 1:
+            raise ReviewError(
+                f"item {item_id} was taken by another reviewer meanwhile; your skip stands"
+            )  # the transaction rolls back: the item the skip opened stays yours
+        for other in held:
+            _record(conn, other, "release", reviewer, now)
+        _record(conn, item_id, "unskip", reviewer, now)
+        _record(conn, item_id, "claim", reviewer, now)
 
 
 def _give_back(store: Store, item_id: int, reviewer: str, action: str, now: datetime) -> None:
@@ -318,13 +413,35 @@ def history(
 
 
 def release_expired(store: Store, now: datetime | None = None) -> int:
-    """Return lapsed claims to ``pending``; how many. Claiming also takes lapsed items."""
+    """Return lapsed claims to ``pending``, each with a ``lapse`` event for the reviewer whose
+    lease ended; how many. Called wherever the queue is read, so a lapsed claim never counts
+    as work in progress; a read that finds none writes nothing."""
+    now = now or _now()
+    if store.scalar(_LAPSED_SQL + " LIMIT 1", now=now) is None:
+        return 0
     with store.begin() as conn:
-        return conn.execute(
+        return _return_lapsed(conn, store.dialect, now)
+
+
+_LAPSED_SQL = "SELECT id FROM review_queue WHERE status = 'claimed' AND claimed_until < :now"
+
+
+def _return_lapsed(conn: sa.Connection, dialect: str, now: datetime) -> int:
+    lock = " FOR UPDATE SKIP LOCKED" if dialect == "postgresql" else ""
+    lapsed = conn.execute(
+        sa.text(
+            "SELECT id, claimed_by, claimed_until FROM review_queue"
+            f" WHERE status = 'claimed' AND claimed_until < :now ORDER BY id{lock}"
+        ),
+        {"now": now},
+    ).all()
+    for item in lapsed:
+        conn.execute(
             sa.text(
                 "UPDATE review_queue SET status = 'pending', claimed_by = NULL,"
-                " claimed_until = NULL"
-                " WHERE status = 'claimed' AND claimed_until < :now"
+                " claimed_until = NULL WHERE id = :id"
             ),
-            {"now": now or _now()},
-        ).rowcount
+            {"id": item.id},
+        )
+        _record(conn, item.id, "lapse", item.claimed_by, as_utc(item.claimed_until))
+    return len(lapsed)

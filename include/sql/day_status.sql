@@ -1,4 +1,4 @@
--- Where one day stands. Every query takes :d, the run date (YYYY-MM-DD).
+-- Where one day stands. Every query takes :d, the run date (YYYY-MM-DD), and :now (UTC).
 -- Used by the noon check, the report task and `earmark status`.
 
 -- name: deliveries_by_status
@@ -37,12 +37,15 @@ JOIN archives a ON a.id = f.archive_id
 WHERE a.run_date = :d;
 
 -- name: review_queue_by_status
-SELECT r.status, count(*) AS n
+-- A claim whose lease ended before now (UTC) counts as pending: it is back in the queue.
+SELECT CASE WHEN r.status = 'claimed' AND r.claimed_until < :now THEN 'pending'
+            ELSE r.status END AS status,
+       count(*) AS n
 FROM review_queue r
 JOIN audio_files f ON f.id = r.file_id
 JOIN archives a ON a.id = f.archive_id
 WHERE a.run_date = :d
-GROUP BY r.status;
+GROUP BY 1;
 
 -- name: gpu_throughput
 -- Audio seconds per wall second over the day's finished batches (both GPU stages).
@@ -71,11 +74,27 @@ ORDER BY kind, item;
 
 -- name: review_items
 -- The day's flags in the review queue, highest score first (ids and names only, never
--- transcript text). Second reviews and below-threshold samples are left out: they are reviewed
--- blind, and a score listed here would tell their reviewer what the item page hides.
+-- transcript text). For operators at the command line (`earmark status`), never on a page a
+-- reviewer can open: any flag may later be reviewed blind. Second reviews and below-threshold
+-- samples are left out.
 SELECT r.id, r.status, r.policy, r.score, a.name AS archive, f.member_path
 FROM review_queue r
 JOIN audio_files f ON f.id = r.file_id
 JOIN archives a ON a.id = f.archive_id
 WHERE a.run_date = :d AND r.kind = 'flag'
 ORDER BY r.score DESC, r.id;
+
+-- name: review_item_counts
+-- The day's review items per policy, kind and status. Counts only: any flag may later be
+-- reviewed blind (a second review), and a score or recording name listed here would tell that
+-- reviewer what the item page hides.
+SELECT r.policy, r.kind,
+       CASE WHEN r.status = 'claimed' AND r.claimed_until < :now THEN 'pending'
+            ELSE r.status END AS status,
+       count(*) AS n
+FROM review_queue r
+JOIN audio_files f ON f.id = r.file_id
+JOIN archives a ON a.id = f.archive_id
+WHERE a.run_date = :d
+GROUP BY r.policy, r.kind, 3
+ORDER BY r.policy, r.kind, 3;

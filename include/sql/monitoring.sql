@@ -2,11 +2,14 @@
 -- `earmark health`. Queries over a recent window take :since (Store.timestamp of a UTC time).
 
 -- name: review_backlog
--- Review items waiting for an RA (pending) or held by one (claimed), and the oldest open item.
-SELECT status, count(*) AS n, min(created_at) AS oldest
+-- Review items waiting for an RA (pending, lapsed claims included) or held by one under a live
+-- lease (claimed), and the oldest open item, as of now (UTC).
+SELECT CASE WHEN status = 'claimed' AND claimed_until < :now THEN 'pending' ELSE status END
+           AS status,
+       count(*) AS n, min(created_at) AS oldest
 FROM review_queue
 WHERE status IN ('pending', 'claimed')
-GROUP BY status;
+GROUP BY 1;
 
 -- name: files_in_flight
 -- Files of every day still to be transcribed or classified, with their audio seconds.

@@ -150,7 +150,7 @@ def test_second_reviews_are_blind_and_never_offered_to_the_first_reviewer(queue)
     from earmark.day_status import review_items
 
     listed = {item["id"] for item in review_items(queue, "2026-11-29", limit=100)}
-    assert listed == set(decided)  # the day page lists flags only: no blind item's score
+    assert listed == set(decided)  # the operators' list names flags only
 
 
 def test_sampled_is_stable_and_near_its_share():
@@ -160,3 +160,123 @@ def test_sampled_is_stable_and_near_its_share():
     assert 900 < len(picked) < 1100
     assert not any(sampled(k, 0.0) for k in keys[:100])
     assert all(sampled(k, 1.0) for k in keys[:100])
+
+
+def _trail(store, item_id):
+    from earmark.review import history
+
+    return [(e.action, e.reviewer) for e in history(store, item_id=item_id)]
+
+
+def test_a_decision_needs_the_callers_own_latest_claim(queue):
+    """Posting a decision to an item never claimed is refused; a lapsed claim is taken back
+    only by the reviewer whose claim it was, while the item is free and they hold no other."""
+    from earmark.review import Reclaim, reclaim
+
+    mine = claim_next(queue, "ana", lease=timedelta(minutes=5), now=NOW)
+    free = queue.scalar("SELECT max(id) FROM review_queue WHERE status = 'pending'")
+    assert reclaim(queue, free, "ana", now=NOW) is Reclaim.REFUSED  # never hers
+    assert reclaim(queue, free, "ben", now=NOW) is Reclaim.REFUSED
+    assert queue.scalar("SELECT status FROM review_queue WHERE id = :i", i=free) == "pending"
+    assert _trail(queue, free) == []
+    assert reclaim(queue, mine.id, "ben", now=NOW + timedelta(minutes=6)) is Reclaim.REFUSED
+    later = NOW + timedelta(minutes=6)
+    assert reclaim(queue, mine.id, "ana", now=later) is Reclaim.CLAIMED
+    resolve(queue, mine.id, "ana", "violation", now=later)
+    assert _trail(queue, mine.id) == [
+        ("claim", "ana"),
+        ("lapse", "ana"),
+        ("claim", "ana"),
+        ("decide", "ana"),
+    ]
+    from earmark.review import history
+
+    lapse = history(queue, item_id=mine.id)[1]
+    assert lapse.at == NOW + timedelta(minutes=5)  # when the lease ended, not when seen
+
+    # Taken by someone else after the lapse: the caller learns that, not who.
+    other = claim_next(queue, "ana", lease=timedelta(minutes=5), now=later)
+    ben = claim_next(queue, "ben", now=later + timedelta(minutes=6))
+    assert ben.id == other.id
+    assert reclaim(queue, other.id, "ana", now=later + timedelta(minutes=7)) is Reclaim.TAKEN
+
+    # Holding a live claim already: a lapsed one is not taken back as a second.
+    third = claim_next(queue, "cleo", lease=timedelta(minutes=5), now=later)
+    fresh = claim_next(queue, "cleo", lease=timedelta(minutes=60), now=later)
+    assert fresh is not None and fresh.id != third.id
+    assert reclaim(queue, third.id, "cleo", now=later + timedelta(minutes=7)) is Reclaim.REFUSED
+
+
+def test_a_blind_second_review_of_ones_own_flag_cannot_be_taken(queue):
+    from earmark.review import Reclaim, reclaim
+
+    flag = claim_next(queue, "ana", now=NOW)
+    resolve(queue, flag.id, "ana", "violation", now=NOW, qa_share=1.0)
+    qa = queue.scalar("SELECT id FROM review_queue WHERE first_item_id = :i", i=flag.id)
+    # Even with a claim event of her own on record, the rules of claim_next still hold.
+    with queue.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO review_events (item_id, action, reviewer, at)"
+                " VALUES (:i, 'claim', 'ana', :t)"
+            ),
+            {"i": qa, "t": NOW},
+        )
+    assert reclaim(queue, qa, "ana", now=NOW) is Reclaim.REFUSED
+    with pytest.raises(ReviewError):
+        resolve(queue, qa, "ana", "violation", now=NOW)
+    assert queue.scalar("SELECT status FROM review_queue WHERE id = :i", i=qa) == "pending"
+
+
+def test_lapsed_claims_return_with_a_lapse_in_the_trail(queue):
+    a = claim_next(queue, "ana", lease=timedelta(minutes=5), now=NOW)
+    b = claim_next(queue, "ben", lease=timedelta(minutes=20), now=NOW)
+    assert release_expired(queue, now=NOW + timedelta(minutes=4)) == 0
+    assert release_expired(queue, now=NOW + timedelta(minutes=6)) == 1
+    rows = {
+        r.id: (r.status, r.claimed_by)
+        for r in queue.rows("SELECT id, status, claimed_by FROM review_queue")
+    }
+    assert rows[a.id] == ("pending", None) and rows[b.id] == ("claimed", "ben")
+    assert _trail(queue, a.id) == [("claim", "ana"), ("lapse", "ana")]
+    assert release_expired(queue, now=NOW + timedelta(minutes=7)) == 0  # nothing twice
+    # Claiming sweeps too: ben's lapsed item is back, recorded, and offered by score again.
+    assert claim_next(queue, "cleo", now=NOW + timedelta(minutes=21)).id == a.id
+    assert _trail(queue, b.id) == [("claim", "ben"), ("lapse", "ben")]
+    assert claim_next(queue, "cleo", now=NOW + timedelta(minutes=21)).id == b.id
+
+
+def test_a_skip_can_be_undone_for_a_moment(queue):
+    from earmark.review import DEFAULT_UNDO_WINDOW, skip, unskip
+
+    top = claim_next(queue, "ana", now=NOW)
+    skip(queue, top.id, "ana", now=NOW)
+    opened = claim_next(queue, "ana", now=NOW)
+    unskip(queue, top.id, "ana", now=NOW + timedelta(seconds=30))
+    rows = {
+        r.id: (r.status, r.claimed_by)
+        for r in queue.rows("SELECT id, status, claimed_by FROM review_queue")
+    }
+    assert rows[top.id] == ("claimed", "ana") and rows[opened.id] == ("pending", None)
+    assert _trail(queue, top.id)[-3:] == [("skip", "ana"), ("unskip", "ana"), ("claim", "ana")]
+    assert _trail(queue, opened.id) == [("claim", "ana"), ("release", "ana")]
+    resolve(queue, top.id, "ana", "unclear", now=NOW + timedelta(minutes=1))
+
+    # Too late, or not one's own skip: refused, nothing changes.
+    second = claim_next(queue, "ana", now=NOW + timedelta(minutes=2))
+    skip(queue, second.id, "ana", now=NOW + timedelta(minutes=2))
+    with pytest.raises(ReviewError, match="undone"):
+        unskip(queue, second.id, "ben", now=NOW + timedelta(minutes=2))
+    late = NOW + timedelta(minutes=2) + DEFAULT_UNDO_WINDOW + timedelta(seconds=1)
+    with pytest.raises(ReviewError, match="undone"):
+        unskip(queue, second.id, "ana", now=late)
+    # Taken by another meanwhile: the skip stands and the item the skip opened stays hers.
+    third = claim_next(queue, "ana", now=NOW + timedelta(minutes=3))
+    skip(queue, third.id, "ana", now=NOW + timedelta(minutes=3))
+    kept = claim_next(queue, "ana", now=NOW + timedelta(minutes=3))
+    assert claim_next(queue, "ben", now=NOW + timedelta(minutes=3)).id == second.id
+    assert claim_next(queue, "ben2", now=NOW + timedelta(minutes=3)).id == third.id
+    with pytest.raises(ReviewError, match="taken by another reviewer"):
+        unskip(queue, third.id, "ana", now=NOW + timedelta(minutes=3, seconds=10))
+    row = queue.rows("SELECT status, claimed_by FROM review_queue WHERE id = :i", i=kept.id)[0]
+    assert tuple(row) == ("claimed", "ana")

@@ -7,7 +7,7 @@ Day 2026-11-29 (deadline 12:00 Europe/London = 12:00 UTC):
   (2 files: 1 classified, 1 ready), c.tar registered (no files yet)
 - classified files: 60 s at 08:00, 120 s at 09:00, 30 s at 10:30 (UTC); the ready file 90 s
 - labels: harassment and self_harm for each classified file; harassment flags 2, self_harm 1
-- review items: harassment pending + resolved, self_harm claimed
+- review items: harassment pending + resolved, self_harm claimed until 23:00 UTC
 - GPU units: run "r1" seq 1 (a.tar's files, finished: 180 s audio in 2 + 1 s) and seq 2
   (b.tar's files, transcribed only); run "r2" seq 1 (the ready file, not started)
 - task failures: r1's transcribe of unit 2 tried twice, then report once
@@ -121,6 +121,7 @@ def build(store: Store) -> dict[str, int]:
             ("y1.wav", "self_harm", "claimed"),
         ):
             decision = "violation" if status == "resolved" else None
+            claim = {"claimed_by": "ana", "claimed_until": at(23)} if status == "claimed" else {}
             insert(
                 "review_queue",
                 file_id=ids[member],
@@ -128,6 +129,7 @@ def build(store: Store) -> dict[str, int]:
                 score=0.9,
                 status=status,
                 decision=decision,
+                **claim,
             )
         units = (
             ("r1", 1, ("x1.wav", "x2.wav"), 180.0, 2.0, 1.0),

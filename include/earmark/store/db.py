@@ -53,9 +53,10 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def create_db_engine(url: str) -> Engine:
-    """An engine for ``url`` with the settings Earmark relies on (FKs and WAL on SQLite)."""
-    engine = sa.create_engine(url, pool_pre_ping=True, future=True)
+def create_db_engine(url: str, **pool: Any) -> Engine:
+    """An engine for ``url`` with the settings Earmark relies on (FKs and WAL on SQLite);
+    ``pool`` takes SQLAlchemy's pool options (``pool_size``, ``max_overflow``, ...)."""
+    engine = sa.create_engine(url, pool_pre_ping=True, future=True, **pool)
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         sa.event.listen(engine, "begin", _sqlite_begin)
@@ -93,8 +94,8 @@ class Store:
         self.engine = engine
 
     @classmethod
-    def from_url(cls, url: str) -> Store:
-        return cls(create_db_engine(url))
+    def from_url(cls, url: str, **pool: Any) -> Store:
+        return cls(create_db_engine(url, **pool))
 
     @property
     def dialect(self) -> str:

@@ -11,7 +11,7 @@ item page only, never into a title, URL or log line.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import threading
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -35,7 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from earmark import day_report, day_status, review, review_stats
 from earmark.config import Settings
-from earmark.names import printable
+from earmark.names import printable, printable_text
 from earmark.store.db import Store
 from earmark.web import queries, roles
 
@@ -63,11 +63,16 @@ SECURITY_HEADERS = {  # every page and the audio: private, never cached
 }
 
 
-def _when(value: str | datetime) -> str:
-    """A timestamp as ``YYYY-MM-DD HH:MM TZ`` in EARMARK_TIMEZONE."""
+def _when(value: str | datetime, fmt: str = "%Y-%m-%d %H:%M %Z") -> str:
+    """A timestamp as ``YYYY-MM-DD HH:MM TZ`` (or ``fmt``) in EARMARK_TIMEZONE."""
     moment = datetime.fromisoformat(value) if isinstance(value, str) else value
     local = moment.astimezone(ZoneInfo(Settings.from_env().timezone))
-    return local.strftime("%Y-%m-%d %H:%M %Z").strip()
+    return local.strftime(fmt).strip()
+
+
+def _when_seconds(value: str | datetime) -> str:
+    """A moment within the minute, as ``HH:MM:SS`` in EARMARK_TIMEZONE."""
+    return _when(value, "%H:%M:%S")
 
 
 def _templates() -> Jinja2Templates:
@@ -75,7 +80,9 @@ def _templates() -> Jinja2Templates:
         loader=PackageLoader("earmark.web", "templates"), autoescape=select_autoescape(["html"])
     )
     env.filters["when"] = _when
+    env.filters["when_seconds"] = _when_seconds
     env.filters["printable"] = printable  # names from deliveries: bidi and controls escaped
+    env.filters["printable_text"] = printable_text  # transcripts: the same, line breaks kept
     return Jinja2Templates(env=env)
 
 
@@ -91,15 +98,32 @@ def get_settings() -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_store(settings: SettingsDep) -> Iterator[Store]:
-    """The results DB from the Airflow connection, disposed after the request."""
-    from earmark.airflow_support import results_store  # noqa: PLC0415 - Airflow at request time
+_STORES: dict[str, Store] = {}
+_STORES_LOCK = threading.Lock()
+#: Each api-server worker keeps at most this many results-DB connections for the pages (pool
+#: plus overflow); a request beyond them waits for one (``POOL_TIMEOUT_S``), never opens more.
+POOL_SIZE, POOL_OVERFLOW, POOL_TIMEOUT_S = 4, 4, 30
 
-    store = results_store(settings)
-    try:
-        yield store
-    finally:
-        store.dispose()
+
+def get_store(settings: SettingsDep) -> Store:
+    """The results DB from the Airflow connection: one pooled engine per process and
+    connection id, built on first use (a new engine per request cost a Postgres connection
+    and 80-100 ms a page). A changed connection takes effect when the api-server restarts."""
+    store = _STORES.get(settings.db_conn_id)
+    if store is None:
+        from earmark.airflow_support import results_url  # noqa: PLC0415 - Airflow at request time
+
+        with _STORES_LOCK:
+            store = _STORES.get(settings.db_conn_id)
+            if store is None:
+                store = Store.from_url(
+                    results_url(settings),
+                    pool_size=POOL_SIZE,
+                    max_overflow=POOL_OVERFLOW,
+                    pool_timeout=POOL_TIMEOUT_S,
+                )
+                _STORES[settings.db_conn_id] = store
+    return store
 
 
 StoreDep = Annotated[Store, Depends(get_store)]
@@ -268,6 +292,10 @@ def _policy_html(settings: Settings, policy: str) -> str | None:
     return None if text is None else queries.policy_html(text)
 
 
+def _last_action(store: Store, reviewer: str) -> queries.LastAction | None:
+    return queries.last_action(store, reviewer, review.DEFAULT_UNDO_WINDOW)
+
+
 def _next_or_back(request: Request, store: Store, reviewer: str, claim: bool) -> Response:
     """The next item, claimed, when asked for and one is left; else the review page."""
     item = review.claim_next(store, reviewer) if claim else None
@@ -355,14 +383,42 @@ def _history_routes(app: FastAPI) -> None:
         return RedirectResponse(f"{_base(request)}/review/history", status_code=303)
 
 
+def _hand_back_routes(app: FastAPI) -> None:
+    """Giving an item back: release it, skip it, take a skip back."""
+
+    @app.post("/review/{item_id}/release", dependencies=[Depends(same_origin)])
+    def release(request: Request, item_id: int, store: StoreDep, reviewer: ReviewerDep) -> Response:
+        """Give the item back to the queue undecided, and stop."""
+        review.release(store, item_id, reviewer)
+        log.info("review item %s released by %s", item_id, reviewer)
+        return RedirectResponse(f"{_base(request)}/review", status_code=303)
+
+    @app.post("/review/{item_id}/skip", dependencies=[Depends(same_origin)])
+    def skip(request: Request, item_id: int, store: StoreDep, reviewer: ReviewerDep) -> Response:
+        """Leave the item to someone else (recorded) and open the next one."""
+        review.skip(store, item_id, reviewer)
+        log.info("review item %s skipped by %s", item_id, reviewer)
+        return _next_or_back(request, store, reviewer, True)
+
+    @app.post("/review/{item_id}/unskip", dependencies=[Depends(same_origin)])
+    def unskip(request: Request, item_id: int, store: StoreDep, reviewer: ReviewerDep) -> Response:
+        """Take back a skip made a moment ago (a stray key): the item opens again, and the
+        item the skip opened goes back to the queue."""
+        review.unskip(store, item_id, reviewer)
+        log.info("review item %s: skip undone by %s", item_id, reviewer)
+        return RedirectResponse(f"{_base(request)}/review/{item_id}", status_code=303)
+
+
 def _review_routes(app: FastAPI) -> None:
-    """The review pages: queue, item, decide, extend, release, skip, audio, script."""
+    """The review pages: queue, claim, item, decide, extend, audio, script."""
 
     @app.get("/review", response_class=HTMLResponse, name="review")
     def review_page(
         request: Request, store: StoreDep, reviewer: ReviewerDep, empty: bool = False
     ) -> Response:
-        """The reviewer's held item, or a button to claim the next."""
+        """The reviewer's held item, or a button to claim the next; the queue's counts after
+        lapsed claims went back to it."""
+        review.release_expired(store)
         return render(
             request,
             "review.html",
@@ -370,6 +426,8 @@ def _review_routes(app: FastAPI) -> None:
             title="RA review",
             reviewer=reviewer,
             held=queries.held_item(store, reviewer),
+            last=_last_action(store, reviewer),
+            labels=DECISION_LABELS,
             queue=queries.queue_counts(store),
             recent=queries.reviewer_history(store, reviewer, timedelta(0), limit=5),
             empty=empty,
@@ -408,6 +466,9 @@ def _review_routes(app: FastAPI) -> None:
             policy=_policy_html(settings, held.item.policy),
             threshold=settings.flag_threshold,
             left=queries.left_for_day(store, held.run_date),
+            last=_last_action(store, reviewer),
+            labels=DECISION_LABELS,
+            lease_minutes=int(review.DEFAULT_LEASE.total_seconds() // 60),
         )
 
     @app.post("/review/{item_id}/decide", dependencies=[Depends(same_origin)])
@@ -423,24 +484,29 @@ def _review_routes(app: FastAPI) -> None:
     ) -> Response:
         """Record the decision on a held item; then the next item at once (``then=next``, the
         page's main button) or back to the review page. After a lapsed lease the item is
-        claimed again first when it is still free, so nothing typed is lost; when someone else
-        took it, the page says so and shows the note back to its writer."""
+        claimed again first when the caller's was its latest claim and it is still free, so
+        nothing typed is lost; when another reviewer took it, the page says so (naming no one)
+        and gives the note back to its writer. Nobody decides an item they never claimed."""
         qa = settings.review_qa_share
+        note = note.strip()
         try:
-            review.resolve(store, item_id, reviewer, decision, note.strip(), qa_share=qa)
+            review.resolve(store, item_id, reviewer, decision, note, qa_share=qa)
         except review.ReviewError:
-            if decision not in review.DECISIONS or not review.reclaim(store, item_id, reviewer):
-                taken = review.holder(store, item_id)
-                if taken is None or taken == reviewer:
-                    raise
+            if decision not in review.DECISIONS:
+                raise
+            outcome = review.reclaim(store, item_id, reviewer)
+            if outcome is review.Reclaim.TAKEN:
                 return message(
                     request,
                     409,
                     "Your claim lapsed",
-                    f"Item {item_id} is now held by {taken}; your decision was not recorded."
-                    + (f" Your note, to copy: {note.strip()}" if note.strip() else ""),
+                    f"Item {item_id} was taken by another reviewer after your claim lapsed; your"
+                    " decision was not recorded."
+                    + (f" Your note, to copy: {note}" if note else ""),
                 )
-            review.resolve(store, item_id, reviewer, decision, note.strip(), qa_share=qa)
+            if outcome is not review.Reclaim.CLAIMED:
+                raise
+            review.resolve(store, item_id, reviewer, decision, note, qa_share=qa)
         log.info("review item %s resolved by %s: %s", item_id, reviewer, decision)
         return _next_or_back(request, store, reviewer, then == "next")
 
@@ -454,20 +520,6 @@ def _review_routes(app: FastAPI) -> None:
     def review_js() -> Response:
         """The item page's script (keyboard, speed, countdown, draft), from this origin."""
         return Response(REVIEW_JS, media_type="text/javascript", headers=SECURITY_HEADERS)
-
-    @app.post("/review/{item_id}/release", dependencies=[Depends(same_origin)])
-    def release(request: Request, item_id: int, store: StoreDep, reviewer: ReviewerDep) -> Response:
-        """Give the item back to the queue undecided, and stop."""
-        review.release(store, item_id, reviewer)
-        log.info("review item %s released by %s", item_id, reviewer)
-        return RedirectResponse(f"{_base(request)}/review", status_code=303)
-
-    @app.post("/review/{item_id}/skip", dependencies=[Depends(same_origin)])
-    def skip(request: Request, item_id: int, store: StoreDep, reviewer: ReviewerDep) -> Response:
-        """Leave the item to someone else (recorded) and open the next one."""
-        review.skip(store, item_id, reviewer)
-        log.info("review item %s skipped by %s", item_id, reviewer)
-        return _next_or_back(request, store, reviewer, True)
 
     @app.get("/audio/{item_id}", name="audio")
     def audio(item_id: int, store: StoreDep, reviewer: ReviewerDep) -> Response:
@@ -509,6 +561,7 @@ def create_app() -> FastAPI:
     ) -> Response:
         """Where a day stands (default: today in EARMARK_TIMEZONE)."""
         run_date = _run_date(day, settings)
+        review.release_expired(store)
         status = day_status.day_status(settings, store, run_date)
         return render(
             request,
@@ -519,7 +572,7 @@ def create_app() -> FastAPI:
             s=status,
             verdict=_verdict(status),
             summary=day_status.format_summary(status),
-            items=day_status.review_items(store, run_date),
+            items=day_status.review_item_counts(store, run_date),
             has_report=day_report.stored_report(store, run_date) is not None,
         )
 
@@ -569,6 +622,7 @@ def create_app() -> FastAPI:
         )
 
     _history_routes(app)
+    _hand_back_routes(app)
     _review_routes(app)
     return app
 

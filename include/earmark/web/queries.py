@@ -184,3 +184,38 @@ def reviewer_history(
             )
         )
     return history
+
+
+@dataclass(frozen=True)
+class LastAction:
+    """What the reviewer last did to an item (shown on the next page: a decision recorded by
+    Enter is confirmed, a skip can be undone while ``undo_until`` has not passed)."""
+
+    item_id: int
+    action: str
+    decision: str | None
+    at: datetime
+    undo_until: datetime | None
+
+
+def last_action(
+    store: Store,
+    reviewer: str,
+    undo_window: timedelta,
+    recent: timedelta = timedelta(minutes=10),
+    now: datetime | None = None,
+) -> LastAction | None:
+    """``reviewer``'s latest action other than a claim, when it is ``recent``."""
+    now = now or _now()
+    rows = store.rows(
+        "SELECT item_id, action, decision, at FROM review_events WHERE reviewer = :who"
+        " AND action IN ('decide', 'correct', 'skip', 'release', 'unskip', 'lapse')"
+        " ORDER BY id DESC LIMIT 1",
+        who=reviewer,
+    )
+    if not rows or as_utc(rows[0].at) < now - recent:
+        return None
+    row = rows[0]
+    at = as_utc(row.at)
+    undo = at + undo_window if row.action == "skip" and at + undo_window > now else None
+    return LastAction(int(row.item_id), row.action, row.decision, at, undo)
