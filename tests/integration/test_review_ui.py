@@ -10,27 +10,19 @@ Playwright.
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
-import numpy as np
 import pytest
-import soundfile as sf
 import sqlalchemy as sa
 from earmark.store.db import Store
 from earmark_dev.localenv import LocalEnv
+from earmark_dev.review_server import ReviewServer, seed_items, start_review_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -46,119 +38,39 @@ SEED = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _write_wav(path: Path, seconds: float, freq: float) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    t = np.arange(int(16000 * seconds)) / 16000
-    sf.write(path, (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), 16000, subtype="PCM_16")
-
-
-def _seed(
-    store: Store, audio_dir: Path, run_date: str, seed: list[tuple[str, str, float, str]] = SEED
-) -> dict[str, int]:
-    """One archive, a classified file per ``seed`` row, its transcript, its label (flagged) and
-    its review item; the items' ids."""
-    ids: dict[str, int] = {}
-    with store.begin() as conn:
-        archive = conn.execute(
-            sa.text(
-                "INSERT INTO archives (name, sha256, run_date, status, path, n_files)"
-                " VALUES ('day.tar', 'f00d', :d, 'unpacked', '/x/day.tar', :n) RETURNING id"
-            ),
-            {"d": run_date, "n": len(seed)},
-        ).scalar_one()
-        for n, (member, policy, score, text) in enumerate(seed):
-            path = audio_dir / member
-            _write_wav(path, 2.0 + 0.5 * n, 220.0 * (n + 1))
-            file_id = conn.execute(
-                sa.text(
-                    "INSERT INTO audio_files (archive_id, member_path, path, bytes, format,"
-                    " duration_s, sample_rate, channels, status)"
-                    " VALUES (:a, :m, :p, :b, 'WAV', :s, 16000, 1, 'classified') RETURNING id"
-                ),
-                {
-                    "a": archive,
-                    "m": member,
-                    "p": str(path),
-                    "b": path.stat().st_size,
-                    "s": 2.0 + 0.5 * n,
-                },
-            ).scalar_one()
-            conn.execute(
-                sa.text(
-                    "INSERT INTO transcripts (file_id, model, text, n_chars)"
-                    " VALUES (:f, 'w', :t, :n)"
-                ),
-                {"f": file_id, "t": text, "n": len(text)},
-            )
-            conn.execute(
-                sa.text(
-                    "INSERT INTO labels (file_id, policy, policy_sha, model, score, label)"
-                    " VALUES (:f, :p, 'sha', 'cope', :s, 1)"
-                ),
-                {"f": file_id, "p": policy, "s": score},
-            )
-            ids[member] = conn.execute(
-                sa.text(
-                    "INSERT INTO review_queue (file_id, policy, score) VALUES (:f, :p, :s)"
-                    " RETURNING id"
-                ),
-                {"f": file_id, "p": policy, "s": score},
-            ).scalar_one()
-    return ids
-
-
 @dataclass
 class UI:
     """A running api-server with the plugin, and what the tests need to talk to it."""
 
-    base: str
-    env: LocalEnv
+    server: ReviewServer
     store: Store
-    log: Path
     run_date: str
     items: dict[str, int]
-    passwords: dict[str, str] = field(default_factory=dict)
-    _tokens: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def base(self) -> str:
+        return self.server.base
+
+    @property
+    def env(self) -> LocalEnv:
+        return self.server.env
+
+    @property
+    def log(self) -> Path:
+        return self.server.log
+
+    @property
+    def passwords(self) -> dict[str, str]:
+        return self.server.passwords
 
     def token(self, user: str) -> str:
-        if user not in self._tokens:
-            response = httpx.post(
-                f"{self.base}/auth/token",
-                timeout=30,
-                json={"username": user, "password": self.passwords[user]},
-            )
-            response.raise_for_status()
-            self._tokens[user] = response.json()["access_token"]
-        return self._tokens[user]
+        return self.server.token(user)
 
     def client(self, user: str | None = None) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {self.token(user)}"} if user else {}
-        return httpx.Client(base_url=self.base, headers=headers, timeout=30)
+        return self.server.client(user)
 
     def row(self, item_id: int) -> sa.Row:
         return self.store.rows("SELECT * FROM review_queue WHERE id = :i", i=item_id)[0]
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Stop the api-server and everything it started (its process group)."""
-    if proc.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 @pytest.fixture
@@ -172,55 +84,17 @@ def ui(request: pytest.FixtureRequest, tmp_path: Path, pg_url: str) -> Iterator[
     if env_marker := request.node.get_closest_marker("ui_env"):
         extra_env.update(env_marker.kwargs)
     env = LocalEnv(home=tmp_path / "home", results_db_url=pg_url)
-    env.airflow_home.mkdir(parents=True)
-    env.airflow("db", "migrate", capture=True)
     store = Store.from_url(pg_url)
     store.migrate()
     run_date = datetime.now(ZoneInfo(env.timezone)).date().isoformat()
-    items = _seed(store, env.data_root / "audio" / run_date, run_date, seed)
-    port = _free_port()
-    log = tmp_path / "api-server.log"
-    environ = env.environ(
-        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=",".join(f"{u}:{r}" for u, r in USERS.items()),
-        **extra_env,
-    )
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "airflow"),
-                "api-server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-            ],
-            env=environ,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    items = seed_items(store, env.data_root / "audio" / run_date, run_date, seed)
+    server = start_review_server(env, USERS, tmp_path / "api-server.log", extra_env)
     try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, f"api-server exited:\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"api-server not up:\n{log.read_text()[-3000:]}"
-            try:
-                if httpx.get(f"{base}/api/v2/monitor/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
-        passwords = json.loads(
-            (env.airflow_home / "simple_auth_manager_passwords.json.generated").read_text()
-        )
-        yield UI(base, env, store, log, run_date, items, passwords)
+        yield UI(server, store, run_date, items)
     finally:
-        _stop(proc)
+        server.stop()
         store.dispose()
-    text = log.read_text(errors="replace")
+    text = server.log.read_text(errors="replace")
     leaked = [t for *_, t in seed if t.split()[0] in text]
     assert not leaked, "transcript text appeared in the api-server log"
 
@@ -416,13 +290,15 @@ def test_review_flow_over_http(ui: UI) -> None:
     lost = ben.post(
         f"/earmark/review/{item_b}/decide", data={"decision": "violation", "note": "ben's words"}
     )
-    assert lost.status_code == 409 and "now held by cleo" in lost.text
+    assert lost.status_code == 409 and "taken by another reviewer" in lost.text
+    assert "cleo" not in lost.text  # an error never names another reviewer
     assert "ben&#39;s words" in lost.text and ui.row(item_b).claimed_by == "cleo"
     from earmark.review import history
 
     assert [e.action for e in history(ui.store, item_id=four)][-2:] == ["claim", "decide"]
-    assert [(e.action, e.reviewer) for e in history(ui.store, item_id=item_b)][:3] == [
+    assert [(e.action, e.reviewer) for e in history(ui.store, item_id=item_b)][:4] == [
         ("claim", "ben"),
+        ("lapse", "ben"),
         ("claim", "ana"),
         ("skip", "ana"),
     ]
@@ -471,6 +347,98 @@ def test_review_flow_over_http(ui: UI) -> None:
     assert stats.status_code == 200 and 'id="quality"' in stats.text
     assert "<td>ana</td>" in stats.text and "SECRET" not in stats.text
     assert cleo.get("/earmark/stats", params={"from": "2026-13-01"}).status_code == 400
+
+
+@pytest.mark.ui_env(EARMARK_REVIEW_QA_SHARE="1")
+def test_nothing_changes_without_a_claim_and_lapses_show_as_pending(ui: UI) -> None:
+    """Decide, skip, release and correct on an item the caller never claimed are refused and
+    change nothing; the blind second review of one's own flag cannot be taken by its id; a
+    lapsed claim is pending everywhere; errors name no one; a blind page names no recording;
+    a skip can be undone; the day page shows counts, not scores."""
+    from earmark.review import history
+
+    one, two = ui.items["a/one.wav"], ui.items["a/two.wav"]
+    three, four = ui.items["b/three.wav"], ui.items["b/four.wav"]
+    ana, ben, cleo, dave = (ui.client(u) for u in ("ana", "ben", "cleo", "dave"))
+    assert ana.post("/earmark/review/claim").headers["location"].endswith(f"/{one}")
+    assert ben.post("/earmark/review/claim").headers["location"].endswith(f"/{two}")
+
+    # ben, holding two, posts to three (never claimed by anyone) and to ana's one.
+    for action, data in (
+        ("decide", {"decision": "violation", "note": "never seen"}),
+        ("skip", {}),
+        ("release", {}),
+        ("correct", {"decision": "violation"}),
+    ):
+        for item in (three, one):
+            refused = ben.post(f"/earmark/review/{item}/{action}", data=data)
+            assert refused.status_code == 409, (action, item, refused.status_code)
+            assert "ana" not in refused.text, (action, item)
+    assert (ui.row(three).status, ui.row(three).claimed_by) == ("pending", None)
+    assert (ui.row(one).status, ui.row(one).claimed_by) == ("claimed", "ana")
+    assert history(ui.store, item_id=three) == []
+    assert [e.action for e in history(ui.store, item_id=one)] == ["claim"]
+
+    # ana decides her flag; its blind second review (share 1) cannot be taken by her by id.
+    assert ana.post(f"/earmark/review/{one}/decide", data={"decision": "violation"}).status_code
+    qa = ui.store.scalar("SELECT id FROM review_queue WHERE first_item_id = :i", i=one)
+    for action in ("decide", "correct"):
+        refused = ana.post(f"/earmark/review/{qa}/{action}", data={"decision": "no_violation"})
+        assert refused.status_code == 409, action
+    assert (ui.row(qa).status, history(ui.store, item_id=qa)) == ("pending", [])
+    assert ana.post("/earmark/review/claim").headers["location"].endswith(f"/{three}")
+
+    # ben's claim lapses: pending on every page and count, and in the trail.
+    with ui.store.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE review_queue SET claimed_until = :t WHERE id = :i"),
+            {"t": datetime.now(UTC) - timedelta(minutes=1), "i": two},
+        )
+    day = dave.get("/earmark/", params={"date": ui.run_date})
+    assert day.status_code == 200
+    assert "<td>self_harm</td><td>flag</td><td>pending</td>" in day.text
+    assert "claimed" not in day.text.split('id="review-items"')[1].split("self_harm")[1][:60]
+    # Counts only on the day page: no score, no recording name (any flag may go blind).
+    assert "0.910" not in day.text and "one.wav" not in day.text
+    queue = cleo.get("/earmark/review").text
+    assert "<dt>pending</dt><dd>3</dd>" in queue and "<dt>claimed</dt><dd>1</dd>" in queue
+    assert (ui.row(two).status, ui.row(two).claimed_by) == ("pending", None)
+    assert [(e.action, e.reviewer) for e in history(ui.store, item_id=two)] == [
+        ("claim", "ben"),
+        ("lapse", "ben"),
+    ]
+
+    # cleo takes it; ben's late decision is refused without naming her, his note given back.
+    assert cleo.post("/earmark/review/claim").headers["location"].endswith(f"/{two}")
+    late = ben.post(f"/earmark/review/{two}/decide", data={"decision": "unclear", "note": "hm?"})
+    assert late.status_code == 409 and "taken by another reviewer" in late.text
+    assert "cleo" not in late.text and "hm?" in late.text
+    assert (ui.row(two).status, ui.row(two).claimed_by) == ("claimed", "cleo")
+
+    # A stray skip is undone: the item is cleo's again, the one the skip opened is released.
+    skipped = cleo.post(f"/earmark/review/{two}/skip")
+    assert skipped.headers["location"].endswith(f"/{four}")
+    page = cleo.get(f"/earmark/review/{four}").text
+    assert f"Skipped item #{two}" in page and "Undo skip" in page
+    undone = cleo.post(f"/earmark/review/{two}/unskip")
+    assert undone.status_code == 303 and undone.headers["location"].endswith(f"/{two}")
+    assert (ui.row(two).claimed_by, ui.row(four).status) == ("cleo", "pending")
+    assert ben.post(f"/earmark/review/{two}/unskip").status_code == 409  # not his skip
+
+    # ben works on: the blind second review of ana's flag shows no score and no recording.
+    assert ben.post("/earmark/review/claim").headers["location"].endswith(f"/{four}")
+    following = ben.post(
+        f"/earmark/review/{four}/decide", data={"decision": "no_violation", "then": "next"}
+    )
+    assert following.headers["location"].endswith(f"/{qa}")
+    blind = ben.get(f"/earmark/review/{qa}").text
+    assert "Blind review" in blind and "one.wav" not in blind and "0.910" not in blind
+    assert "Recorded on item #" in blind  # what Enter recorded is confirmed
+
+    # /earmark without the slash is the pages', not Airflow's 404.
+    bare = ana.get("/earmark", params={"date": ui.run_date})
+    assert bare.status_code == 308
+    assert bare.headers["location"] == f"/earmark/?date={ui.run_date}"
 
 
 def _need_browser() -> None:
@@ -524,6 +492,25 @@ def _signed_in(context: Any, ui: UI, user: str) -> Any:
     return page
 
 
+def _through_airflows_menu(context: Any, ui: UI, user: str) -> tuple[Any, Any]:
+    """Signed in as ``user`` on Airflow's home page, then "RA review" from Airflow's own
+    navigation: the page, and the frame the review pages open in."""
+    from playwright.sync_api import expect
+
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    page.goto(f"{ui.base}/auth/login?next=/")
+    page.locator("input[name=username], #username").first.fill(user)
+    page.locator("input[type=password]").first.fill(ui.passwords[user])
+    page.locator("button[type=submit]").first.click()
+    page.get_by_role("link", name="RA review").click()
+    page.wait_for_url("**/plugin/earmark-review")
+    frame = page.locator("iframe").element_handle().content_frame()
+    frame.wait_for_url("**/earmark/review")
+    expect(frame.get_by_text("Signed in as")).to_contain_text(user)
+    return page, frame
+
+
 def _the_day_report_renders_its_plots(ui: UI, page: Any) -> None:
     """The day page links the day's report (written as the report task writes it); the page,
     served under the pages' Content-Security-Policy, draws its five plots; no transcript."""
@@ -556,27 +543,32 @@ def _the_day_report_renders_its_plots(ui: UI, page: Any) -> None:
 
 
 def test_review_in_a_real_browser(ui: UI, tmp_path: Path) -> None:
-    """Log in through Airflow's page; then by keyboard only: claim, hear the audio load, play and
-    pause, decide with a note and go to the next, skip, decide after a lapsed lease without
-    losing what was typed, release; then the day's report."""
+    """Log in through Airflow's page and open the review from Airflow's own menu (the pages in
+    its frame); then by keyboard only, the focus still on Airflow's menu at first: claim, hear
+    the audio load, play and pause, decide with a note and go to the next, skip, decide after
+    a lapsed lease without losing what was typed, release; then the day's report."""
     _need_browser()
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as playwright:
         context = _chromium(playwright, tmp_path / "chromium-profile")
         try:
-            page = _signed_in(context, ui, "cleo")
+            page, frame = _through_airflows_menu(context, ui, "cleo")
 
             # By keyboard only from here: claim, play and pause, choose, write a note, record
             # and go to the next item; skip that one; on the third, type a decision and a note,
             # let the lease lapse, record anyway (the item is claimed again, nothing typed is
             # lost); release the fourth.
-            expect(page.locator("#claim-form")).to_contain_text("press c")
-            with page.expect_navigation():
+            expect(frame.locator("#claim-form")).to_contain_text("press c")
+            # Nobody clicks into the frame: the pages take the focus themselves, and keys
+            # pressed while the focus is on Airflow's page around them are forwarded.
+            page.get_by_role("link", name="Dags").focus()
+            assert page.evaluate("() => document.activeElement.tagName") == "A"
+            with frame.expect_navigation():
                 page.keyboard.press("c")
-            item_id = int(page.url.rsplit("/", 1)[1])
-            expect(page.locator("#transcript")).to_contain_text("SECRET-TRANSCRIPT")
-            duration = page.evaluate("""() => new Promise((ok, fail) => {
+            item_id = int(frame.url.rsplit("/", 1)[1])
+            expect(frame.locator("#transcript")).to_contain_text("SECRET-TRANSCRIPT")
+            duration = frame.evaluate("""() => new Promise((ok, fail) => {
                 const audio = document.querySelector('audio');
                 if (audio.readyState >= 1) return ok(audio.duration);
                 audio.addEventListener('loadedmetadata', () => ok(audio.duration));
@@ -587,23 +579,28 @@ def test_review_in_a_real_browser(ui: UI, tmp_path: Path) -> None:
             page.wait_for_timeout(200)  # let the controls paint the duration
             page.screenshot(path="/tmp/earmark-review.png", full_page=True)
 
-            expect(page.locator("#countdown")).to_contain_text(":")
+            expect(frame.locator("#countdown")).to_contain_text(":")
             page.keyboard.press("k")
-            page.wait_for_function("() => !document.querySelector('audio').paused")
+            frame.wait_for_function("() => !document.querySelector('audio').paused")
             page.keyboard.press("k")
-            page.wait_for_function("() => document.querySelector('audio').paused")
+            frame.wait_for_function("() => document.querySelector('audio').paused")
             page.keyboard.press("2")
-            expect(page.get_by_label("No violation")).to_be_checked()
+            expect(frame.get_by_label("No violation")).to_be_checked()
             page.keyboard.press("n")
             page.keyboard.type("benign, checked by ear")
             page.keyboard.press("Escape")
-            with page.expect_navigation():
+            with frame.expect_navigation():
                 page.keyboard.press("Enter")
-            skipped_id = int(page.url.rsplit("/", 1)[1])
+            skipped_id = int(frame.url.rsplit("/", 1)[1])
             assert skipped_id != item_id
-            with page.expect_navigation():
+            expect(frame.locator("#last-action")).to_contain_text(
+                f"Recorded on item #{item_id}: No violation"
+            )
+            with frame.expect_navigation():
                 page.keyboard.press("s")
-            lapsed_id = int(page.url.rsplit("/", 1)[1])
+            lapsed_id = int(frame.url.rsplit("/", 1)[1])
+            expect(frame.locator("#last-action")).to_contain_text(f"Skipped item #{skipped_id}")
+            expect(frame.locator("#last-action")).to_contain_text("Undo skip")
             assert lapsed_id not in (item_id, skipped_id)
             page.keyboard.press("1")
             page.keyboard.press("n")
@@ -614,15 +611,15 @@ def test_review_in_a_real_browser(ui: UI, tmp_path: Path) -> None:
                     sa.text("UPDATE review_queue SET claimed_until = :t WHERE id = :i"),
                     {"t": datetime.now(UTC) - timedelta(minutes=1), "i": lapsed_id},
                 )
-            with page.expect_navigation():
+            with frame.expect_navigation():
                 page.keyboard.press("Enter")
-            next_id = int(page.url.rsplit("/", 1)[1])
+            next_id = int(frame.url.rsplit("/", 1)[1])
             assert next_id not in (item_id, skipped_id, lapsed_id)
-            expect(page.locator("#keys")).to_contain_text("release and stop")
-            with page.expect_navigation():
+            expect(frame.locator("#keys")).to_contain_text("release and stop")
+            with frame.expect_navigation():
                 page.keyboard.press("r")
-            assert page.url.endswith("/earmark/review")
-            expect(page.get_by_role("button", name="Claim next")).to_be_visible()
+            assert frame.url.endswith("/earmark/review")
+            expect(frame.get_by_role("button", name="Claim next")).to_be_visible()
             assert ui.row(next_id).status == "pending"
 
             _the_day_report_renders_its_plots(ui, page)
@@ -651,6 +648,7 @@ def test_review_in_a_real_browser(ui: UI, tmp_path: Path) -> None:
         "claim",
         "skip",
         "claim",
+        "lapse",
         "claim",  # the lapsed lease taken again when the decision came
         "decide",
         "claim",
