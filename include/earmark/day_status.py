@@ -86,11 +86,11 @@ def format_duration(seconds: float) -> str:
     days, then days.
     """
     seconds = max(0.0, seconds)
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    if seconds < 3600:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 48 * 3600:
+    if round(seconds) < 60:
+        return f"{round(seconds)} s"
+    if round(seconds / 60) < 60:
+        return f"{round(seconds / 60)} min"
+    if round(seconds / 3600, 1) < 48:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.1f} days"
 
@@ -199,7 +199,8 @@ def review_items(store: Store, run_date: str, limit: int = 10) -> list[dict[str,
     """The day's flags in the review queue, highest score first (not the blind second reviews
     and samples: their scores stay hidden)."""
     query = named_queries("day_status")["review_items"]
-    return [dict(r._mapping) for r in store.rows(query, d=run_date)[:limit]]
+    now = datetime.now(UTC)  # a claim past its lease is listed as pending
+    return [dict(r._mapping) for r in store.rows(query, d=run_date, now=now)[:limit]]
 
 
 def review_item_counts(

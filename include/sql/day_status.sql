@@ -77,7 +77,10 @@ ORDER BY kind, item;
 -- transcript text). For operators at the command line (`earmark status`), never on a page a
 -- reviewer can open: any flag may later be reviewed blind. Second reviews and below-threshold
 -- samples are left out.
-SELECT r.id, r.status, r.policy, r.score, a.name AS archive, f.member_path
+SELECT r.id,
+       CASE WHEN r.status = 'claimed' AND r.claimed_until < :now THEN 'pending'
+            ELSE r.status END AS status,
+       r.policy, r.score, a.name AS archive, f.member_path
 FROM review_queue r
 JOIN audio_files f ON f.id = r.file_id
 JOIN archives a ON a.id = f.archive_id
