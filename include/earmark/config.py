@@ -217,6 +217,18 @@ SETTINGS: tuple[Setting, ...] = (
         "rejected (gzip bomb); speech gzips to about 1.1x.",
     ),
     Setting(
+        "EARMARK_FREE_DISK_MARGIN_MB",
+        "1024",
+        "Free space an unpack leaves on the data volume beyond what the archive's members need "
+        "(MiB); an archive that would eat into it waits for a rerun. Lower it on a small volume.",
+    ),
+    Setting(
+        "EARMARK_FREE_DISK_MARGIN_SHARE",
+        "0",
+        "A further margin as a share of what the members need (0.1: 10 % more), for volumes "
+        "that must also hold what the day's later archives unpack.",
+    ),
+    Setting(
         "EARMARK_REGISTER_TIMEOUT_MINUTES",
         "30",
         "Longest the register_archives task may run before Airflow stops and retries it.",
@@ -326,6 +338,8 @@ class Settings:
     classifier_attention: str
     max_audio_seconds: float
     max_compression_ratio: float
+    free_disk_margin_mb: float
+    free_disk_margin_share: float
     register_timeout_minutes: float
     processed_retention_days: int
     transfer_source: str
@@ -381,6 +395,8 @@ class Settings:
             classifier_attention=_get("EARMARK_CLASSIFIER_ATTENTION"),
             max_audio_seconds=float(_get("EARMARK_MAX_AUDIO_SECONDS")),
             max_compression_ratio=float(_get("EARMARK_MAX_COMPRESSION_RATIO")),
+            free_disk_margin_mb=float(_get("EARMARK_FREE_DISK_MARGIN_MB")),
+            free_disk_margin_share=float(_get("EARMARK_FREE_DISK_MARGIN_SHARE")),
             register_timeout_minutes=float(_get("EARMARK_REGISTER_TIMEOUT_MINUTES")),
             processed_retention_days=int(_get("EARMARK_PROCESSED_RETENTION_DAYS")),
             transfer_source=_get("EARMARK_TRANSFER_SOURCE"),

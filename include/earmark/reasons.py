@@ -48,6 +48,24 @@ REASONS: tuple[Reason, ...] = (
     Reason(
         "unsupported_suffix", ("delivery",), "The archive name ends in none of .tar, .tar.gz, .tgz."
     ),
+    Reason(
+        "hard_link",
+        ("delivery",),
+        "A file in incoming/ with more than one hard link (it may be a file outside the data "
+        "root); never opened, the link removed.",
+    ),
+    Reason(
+        "marker_missing",
+        ("delivery",),
+        "A claimed archive without its marker (an interrupted claim or a hand-made folder); set "
+        "aside, never opened.",
+    ),
+    Reason(
+        "vanished",
+        ("delivery", "archive", "file"),
+        "A delivery, archive or file disappeared after intake recorded it (deleted or moved by "
+        "hand); nothing was screened from it.",
+    ),
     # Archives: the content is refused, and a later delivery of the same bytes says so.
     Reason("not_a_tar", ("archive",), "Not a tar (or gzip-compressed tar) archive."),
     Reason("corrupt", ("archive",), "A damaged header, gzip stream or member."),
@@ -79,10 +97,19 @@ REASONS: tuple[Reason, ...] = (
     Reason("format_mismatch", ("file",), "The content is not the format its extension says."),
     Reason("bad_sample_rate", ("file",), "A sample rate outside the accepted range."),
     Reason("too_many_channels", ("file",), "More channels than accepted."),
-    Reason("too_short", ("file",), "No frames, or shorter than the minimum duration."),
+    Reason(
+        "bad_header",
+        ("file",),
+        "The audio header is impossible: a WAV fmt chunk giving 0 channels or a block align of 0.",
+    ),
+    Reason("empty", ("file",), "The file holds no audio: 0 frames or an empty data chunk."),
+    Reason("too_short", ("file",), "Shorter than the minimum duration."),
     Reason("too_long", ("file",), "Longer than EARMARK_MAX_AUDIO_SECONDS."),
     Reason(
-        "header_data_mismatch", ("file",), "The WAV header declares more audio than the file holds."
+        "header_data_mismatch",
+        ("file",),
+        "The header declares more audio than the file holds (a WAV's data chunk, a FLAC's "
+        "total samples beyond what its size can hold).",
     ),
     Reason("non_finite", ("file",), "Float samples holding NaN or Inf."),
     Reason("out_of_range", ("file",), "Float samples beyond ±1.0."),

@@ -206,6 +206,18 @@ def _quarantine_file(store: Store, file_id: int, reason: str) -> None:
         )
 
 
+def _silent_still_there(store: Store, silent: list[Any]) -> tuple[list[Any], int]:
+    """The files found silent at intake that are still on disk; the others are set aside as
+    ``vanished`` (a silent file is never decoded here, so nothing else would notice)."""
+    from earmark.inference.audio import AudioMissingError  # noqa: PLC0415
+
+    present = [f for f in silent if Path(f.path).is_file()]
+    for file in silent:
+        if file not in present:
+            _quarantine_file(store, file.id, f"vanished: {AudioMissingError()}")
+    return present, len(silent) - len(present)
+
+
 def _write_transcripts(store: Store, model: str, items: Sequence[tuple[int, str]]) -> None:
     with store.begin() as conn:
         conn.execute(
@@ -240,7 +252,7 @@ def transcribe_unit(
     Files found silent at intake, and files with no speech, get an empty transcript without
     decoding anything.
     """
-    from earmark.inference.audio import AudioDecodeError, load_many  # noqa: PLC0415
+    from earmark.inference.audio import AudioDecodeError, AudioMissingError, load_many  # noqa: PLC0415
     from earmark.inference.segments import SegmentStream, SpeechDetector, segment  # noqa: PLC0415
 
     started = time.perf_counter()
@@ -261,11 +273,10 @@ def transcribe_unit(
     )
     files = [f for f in unit if f.status != FileStatus.QUARANTINED and f.id not in done_ids]
     skipped = len(unit) - len(files)
-    silent = [f for f in files if f.silent]
+    silent, quarantined = _silent_still_there(store, [f for f in files if f.silent])
     spoken = sorted((f for f in files if not f.silent), key=lambda f: -(f.duration_s or 0.0))
     if silent:
         _write_transcripts(store, model, [(f.id, "") for f in silent])
-    quarantined = 0
     audio_s = sum(float(f.duration_s or 0.0) for f in silent)
     load_s, loads = 0.0, 0
     before = None
@@ -291,7 +302,9 @@ def transcribe_unit(
         for index, decoded in load_many(paths, 16000, workers, prefetch=2 * workers, then=cut):
             file = spoken[index]
             if isinstance(decoded, AudioDecodeError):
-                _quarantine_file(store, file.id, f"undecodable: {decoded}")
+                gone = isinstance(decoded, AudioMissingError)
+                reason = f"vanished: {decoded}" if gone else f"undecodable: {decoded}"
+                _quarantine_file(store, file.id, reason)
                 quarantined += 1
                 continue
             audio, spans = decoded

@@ -224,7 +224,7 @@ BAD_FILES = {
     "flac-named.wav": (None, {"format_mismatch"}),
     "short-data.wav": (None, {"header_data_mismatch"}),
     "cut.flac": (None, {"truncated", "unreadable"}),
-    "zero-frames.wav": (_wav(0.0), {"too_short"}),
+    "zero-frames.wav": (_wav(0.0), {"empty"}),
     "nan.wav": (_wav(subtype="FLOAT", value=float("nan")), {"non_finite"}),
     "seven-hz.wav": (_wav(2.0, sr=7), {"bad_sample_rate"}),
     "six-channels.wav": (_wav(channels=6), {"too_many_channels"}),

@@ -8,6 +8,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from delivery_kit import plan_test_units
 from earmark.config import Settings
 from earmark.ingest.intake import register_archives, unpack_archive
@@ -164,3 +165,32 @@ def test_a_share_of_scores_below_the_threshold_is_queued_as_samples(day, models)
     assert below + flagged == 8
     classify(replace(settings, review_sample_share=0.0), store, batch_id, models, reprocess=True)
     assert store.scalar("SELECT count(*) FROM review_queue WHERE kind = 'sample'") == below
+
+
+def test_audio_gone_since_intake_is_set_aside_as_vanished(day, models):
+    """A spoken file and a file intake found silent, both deleted after the unpack: each ends
+    quarantined as ``vanished`` (not ``undecodable``, and the silent one not classified
+    unopened); the others are screened."""
+    settings, store, batch_id = day
+    spoken, silent, *_ = store.rows("SELECT id, path FROM audio_files ORDER BY id")
+    with store.begin() as conn:
+        conn.execute(sa.text("UPDATE audio_files SET silent = 1 WHERE id = :i"), {"i": silent.id})
+    Path(spoken.path).unlink()
+    Path(silent.path).unlink()
+
+    result = transcribe(settings, store, batch_id, models)
+    assert (result.items, result.quarantined) == (2, 2)
+    classify(settings, store, batch_id, models)
+    rows = {
+        r.id: (r.status, r.error) for r in store.rows("SELECT id, status, error FROM audio_files")
+    }
+    for gone in (spoken.id, silent.id):
+        status, error = rows.pop(gone)
+        assert status == "quarantined" and error.startswith("vanished: "), error
+    assert {status for status, _ in rows.values()} == {"classified"}
+    assert (
+        store.scalar(
+            "SELECT count(*) FROM transcripts WHERE file_id IN (:a, :b)", a=spoken.id, b=silent.id
+        )
+        == 0
+    )

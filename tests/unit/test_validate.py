@@ -6,6 +6,7 @@ NaN floats); validate_audio must turn each into a clear verdict without crashing
 
 import hashlib
 import shutil
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -37,9 +38,13 @@ DEFAULT = AudioLimits()
 
 
 def code_of(path: Path, limits: AudioLimits = DEFAULT) -> str:
+    return rejection(path, limits).code
+
+
+def rejection(path: Path, limits: AudioLimits = DEFAULT) -> AudioRejected:
     with pytest.raises(AudioRejected) as info:
         validate_audio(path, limits)
-    return info.value.code
+    return info.value
 
 
 # --- accepted -----------------------------------------------------------------------------------
@@ -110,10 +115,10 @@ def test_near_silence_below_threshold_is_silent(tmp_path: Path) -> None:
     assert validate_audio(quiet, AudioLimits(silence_dbfs=-80.0)).silent is False
 
 
-def test_zero_frames_too_short(tmp_path: Path) -> None:
-    assert code_of(write(tmp_path / "z.wav", np.zeros(0))) == "too_short"
+def test_zero_frames_empty(tmp_path: Path) -> None:
+    assert code_of(write(tmp_path / "z.wav", np.zeros(0))) == "empty"
     # libsndfile cannot even open a FLAC without frames
-    assert code_of(write(tmp_path / "z.flac", np.zeros(0))) in {"too_short", "unreadable"}
+    assert code_of(write(tmp_path / "z.flac", np.zeros(0))) in {"empty", "unreadable"}
 
 
 def test_below_min_duration_too_short(tmp_path: Path) -> None:
@@ -269,3 +274,114 @@ def test_missing_file_is_an_os_error(tmp_path: Path) -> None:
     """A vanished file is an infrastructure problem, not a verdict on the audio."""
     with pytest.raises(OSError):
         validate_audio(tmp_path / "gone.wav")
+
+
+# --- reasons that say what happened (issue 27, item 6) -------------------------------------------
+# A canonical 44-byte header as soundfile writes it: "fmt " at 12, its body at 20 (channels at
+# 22, sample rate at 24, block align at 32), "data" at 36, its size at 40.
+
+
+def patched_wav(tmp_path: Path, offset: int, value: bytes, seconds: float = 1.0) -> Path:
+    path = write(tmp_path / "p.wav", tone(seconds))
+    raw = bytearray(path.read_bytes())
+    assert (raw[12:16], raw[36:40]) == (b"fmt ", b"data")
+    raw[offset : offset + len(value)] = value
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def test_wav_with_sample_rate_0_is_a_bad_sample_rate(tmp_path: Path) -> None:
+    """libsndfile says "SF_INFO struct incomplete"; the header is checked before it opens."""
+    rejected = rejection(patched_wav(tmp_path, 24, struct.pack("<I", 0)))
+    assert rejected.code == "bad_sample_rate"
+    assert "the WAV header gives 0 Hz" in rejected.detail
+
+
+def test_wav_with_0_channels_is_a_bad_header(tmp_path: Path) -> None:
+    rejected = rejection(patched_wav(tmp_path, 22, struct.pack("<H", 0)))
+    assert rejected.code == "bad_header"
+    assert "fmt chunk gives 0 channels" in rejected.detail
+
+
+def test_wav_with_block_align_0_is_a_bad_header(tmp_path: Path) -> None:
+    """libsndfile opens it (it computes its own block align); the header is still wrong."""
+    path = patched_wav(tmp_path, 32, struct.pack("<H", 0))
+    assert sf.info(path).frames == SR
+    rejected = rejection(path)
+    assert rejected.code == "bad_header"
+    assert "fmt chunk gives a block align of 0" in rejected.detail
+
+
+def test_wav_with_data_before_fmt_says_so(tmp_path: Path) -> None:
+    fmt = struct.pack("<HHIIHH", 1, 1, SR, SR * 2, 2, 16)
+    data = np.zeros(SR, dtype="<i2").tobytes()
+    body = b"WAVE" + b"data" + struct.pack("<I", len(data)) + data
+    body += b"fmt " + struct.pack("<I", len(fmt)) + fmt
+    path = tmp_path / "d.wav"
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    rejected = rejection(path)
+    assert rejected.code == "unreadable"
+    assert rejected.detail == "data chunk before a fmt chunk"
+
+
+def test_wav_with_an_empty_data_chunk_is_empty(tmp_path: Path) -> None:
+    path = write(tmp_path / "e.wav", np.zeros(0))
+    assert path.read_bytes()[36:44] == b"data" + struct.pack("<I", 0)
+    rejected = rejection(path)
+    assert rejected.code == "empty"
+    assert rejected.detail == "the WAV data chunk is empty (0 bytes)"
+
+
+def test_wav_whose_header_says_0_bytes_before_audio_is_empty_and_says_what_follows(
+    tmp_path: Path,
+) -> None:
+    """A recorder that never finished its header: libsndfile reads 0 frames, and the detail
+    tells the bytes after the empty chunk are there, unread."""
+    path = patched_wav(tmp_path, 40, struct.pack("<I", 0))
+    assert sf.info(path).frames == 0
+    rejected = rejection(path)
+    assert rejected.code == "empty"
+    assert "empty (0 bytes); 32 KB follow it, not read as audio" in rejected.detail
+
+
+def test_too_short_is_only_shorter_than_the_minimum(tmp_path: Path) -> None:
+    rejected = rejection(write(tmp_path / "s.wav", tone(0.05)))
+    assert rejected.code == "too_short"
+    assert "0.050 s (min 0.1 s)" in rejected.detail
+
+
+def _declare_flac_samples(path: Path, total: int) -> None:
+    """Set STREAMINFO's total samples (the low 36 bits of bytes 18..26)."""
+    raw = bytearray(path.read_bytes())
+    assert raw[:4] == b"fLaC" and raw[4] & 0x7F == 0  # STREAMINFO first
+    field = int.from_bytes(raw[18:26], "big") & ~((1 << 36) - 1)
+    raw[18:26] = (field | total).to_bytes(8, "big")
+    path.write_bytes(bytes(raw))
+
+
+def test_flac_declaring_more_than_its_size_can_hold_is_a_header_data_mismatch(
+    tmp_path: Path,
+) -> None:
+    """2 s of FLAC whose header declares 2^36 - 1 samples (some 50 days at 16 kHz)."""
+    path = write(tmp_path / "big.flac", tone(2.0))
+    _declare_flac_samples(path, (1 << 36) - 1)
+    assert sf.info(path).frames == (1 << 36) - 1  # libsndfile believes it
+    rejected = rejection(path)
+    assert rejected.code == "header_data_mismatch"
+    size_kb = path.stat().st_size // 1000
+    assert f"the FLAC header declares 4294967 s, more than its {size_kb} KB can hold" == (
+        rejected.detail
+    )
+
+
+def test_long_silent_flac_is_too_long_not_a_mismatch(tmp_path: Path) -> None:
+    """Digital silence compresses as far as FLAC goes (hundreds of frames a byte): a file
+    legitimately this long is judged on its length, the size bound leaves it alone."""
+    frames = 20 * 60 * 8000
+    path = write(tmp_path / "quiet.flac", np.zeros(frames, dtype=np.int16), sr=8000)
+    assert frames / path.stat().st_size > 100  # highly compressed
+    rejected = rejection(path, AudioLimits(max_duration_s=600))
+    assert rejected.code == "too_long"
+    assert rejected.detail.startswith("1200.0 s")
+    info = validate_audio(path)  # and within the default limits, a silent 20 minutes
+    assert (info.frames, info.silent) == (frames, True)

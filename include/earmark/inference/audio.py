@@ -22,6 +22,13 @@ class AudioDecodeError(Exception):
     """A file could not be turned into usable audio; the message is a short reason."""
 
 
+class AudioMissingError(AudioDecodeError):
+    """The file is not where intake put it (deleted or moved since): nothing was decoded."""
+
+    def __init__(self, message: str = "the file is no longer where intake put it") -> None:
+        super().__init__(message)
+
+
 def load_audio(path: Path, target_sr: int = WHISPER_SAMPLE_RATE) -> np.ndarray:
     """Decode ``path``, downmix to mono and resample to ``target_sr``; returns float32 1-D."""
     try:
@@ -42,6 +49,8 @@ def load_audio(path: Path, target_sr: int = WHISPER_SAMPLE_RATE) -> np.ndarray:
 
 
 def _safe_load(path: Path, target_sr: int, then: Callable[[np.ndarray], Any] | None = None) -> Any:
+    if not path.is_file():
+        return AudioMissingError()
     try:
         audio = load_audio(path, target_sr)
         return then(audio) if then is not None else audio

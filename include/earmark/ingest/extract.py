@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import gzip
+import math
 import os
 import queue
 import re
@@ -91,7 +92,9 @@ class ExtractLimits:
     max_total_bytes: int = 50 * 1024**3
     max_path_length: int = 255
     max_path_depth: int = 8
+    # Free space left beyond what the members need: an absolute margin plus a share of it.
     free_disk_margin_bytes: int = 1 * 1024**3
+    free_disk_margin_share: float = 0.0
     # Declared bytes per compressed byte of a .tar.gz. PCM speech gzips to ~1.1x, digital
     # silence to ~1000x: a day of pure silence in one .tar.gz is refused, real audio is not.
     max_compression_ratio: float = 100.0
@@ -106,16 +109,21 @@ class ArchiveRejected(Rejected):
 class InsufficientDisk(OSError):  # noqa: N818 - public name fixed by the API
     """Not enough free space to extract right now; retry later, the archive is fine."""
 
-    def __init__(self, path: Path, needed: int, free: int) -> None:
+    def __init__(self, path: Path, needed: int, free: int, margin: int = 0) -> None:
         super().__init__(
-            errno.ENOSPC, f"need {needed} bytes (incl. margin), {free} free", str(path)
+            errno.ENOSPC,
+            f"need {needed} bytes ({needed - margin} for the members and a margin of {margin};"
+            f" EARMARK_FREE_DISK_MARGIN_MB/_SHARE set it), {free} free",
+            str(path),
         )
         self.path = Path(path)
         self.needed = needed
         self.free = free
 
-    def __reduce__(self) -> tuple[type[InsufficientDisk], tuple[Path, int, int]]:
-        return (type(self), (self.path, self.needed, self.free))
+        self.margin = margin
+
+    def __reduce__(self) -> tuple[type[InsufficientDisk], tuple[Path, int, int, int]]:
+        return (type(self), (self.path, self.needed, self.free, self.margin))
 
 
 @dataclass(frozen=True)
@@ -501,10 +509,11 @@ def _space_needed(entries: list[_Entry]) -> int:
 
 
 def _check_free_disk(directory: Path, entries: list[_Entry], limits: ExtractLimits) -> None:
-    needed = _space_needed(entries) + limits.free_disk_margin_bytes
+    members = _space_needed(entries)
+    margin = limits.free_disk_margin_bytes + math.ceil(limits.free_disk_margin_share * members)
     free = shutil.disk_usage(directory).free
-    if free < needed:
-        raise InsufficientDisk(directory, needed, free)
+    if free < members + margin:
+        raise InsufficientDisk(directory, members + margin, free, margin)
 
 
 def _sanitise(member: tarfile.TarInfo, dest_path: str) -> tarfile.TarInfo:

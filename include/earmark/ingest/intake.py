@@ -25,9 +25,17 @@ Homes are keyed by ids, never by names, so no delivery can touch another's files
     processed/<date>/duplicate-<id>/      a delivery of bytes already registered
 
 Nothing in ``incoming/`` is trusted: entries are taken by rename (no link followed, no special file
-opened), and only regular files are read, opened with ``O_NOFOLLOW | O_NONBLOCK``. The DB records
-where files belong before they are moved there, so every step resumes from the DB and the disk.
-Input problems never raise; infrastructure problems (DB down, disk full) do, so Airflow retries.
+opened), and only regular files with a single link are read, opened with ``O_NOFOLLOW |
+O_NONBLOCK``; a rejected delivery's links (symbolic or hard) are recorded with their targets and
+removed, so nothing kept under the data root points outside it. A marker pairs with the archive
+of exactly its name, and a marker of a marker is a delivery of its own (rejected).
+
+Every step is crash-consistent: the DB records where files belong before they are moved there,
+so every step resumes from the DB and the disk, and whatever an interrupted claim left in
+``claimed/`` with no row is settled by the next registration (an empty folder removed, a marker
+joined by its archive from ``incoming/``). A delivery, archive or file that vanishes after it was
+recorded ends with the reason ``vanished``. Input problems never raise; infrastructure problems
+(DB down, disk full) do, so Airflow retries.
 """
 
 from __future__ import annotations
@@ -67,6 +75,11 @@ _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _MAX_MARKER_BYTES = 4096
 _VERDICT_WORKERS = 4
 _claim_sequence = itertools.count()
+
+
+def _step_done(step: str) -> None:
+    """Called after each step of a claim, a registration and an unpack that leaves the disk or
+    the DB changed: a no-op. The crash tests replace it to stop intake right there."""
 
 
 class DeliveryRejected(Rejected):
@@ -204,15 +217,46 @@ def _claim(settings: Settings, first: str, *companions: str) -> Path | None:
     )
     folder = settings.claimed / token
     folder.mkdir(parents=True)
+    _step_done("claim.folder")
     try:
         (settings.incoming / first).rename(folder / first)
     except FileNotFoundError:
         folder.rmdir()
         return None
+    _step_done("claim.first")
     for name in companions:
         with contextlib.suppress(FileNotFoundError):
             (settings.incoming / name).rename(folder / name)
+            _step_done("claim.companion")
     return folder
+
+
+def _companion(marker: str) -> tuple[str, ...]:
+    """The archive a marker names: exactly its name less ``.sha256``; none for a marker of a
+    marker (``a.tar.sha256.sha256`` is a delivery of its own, never paired with a marker)."""
+    archive = marker.removesuffix(MARKER_SUFFIX)
+    return () if archive.endswith(MARKER_SUFFIX) else (archive,)
+
+
+def _tidy_claimed(settings: Settings, known: set[str]) -> None:
+    """Settle what an interrupted claim left in ``claimed/`` with no row: an empty folder goes
+    (its delivery is still in incoming/), a lone marker is joined by its archive if that is
+    still in incoming/, and a plain file is put in a folder of its own to be judged."""
+    for entry in sorted(settings.claimed.iterdir()):
+        if entry.name in known:
+            continue
+        if entry.is_symlink() or not entry.is_dir():  # not a claim: judged as one
+            folder = settings.claimed / f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(6)}"
+            folder.mkdir()
+            entry.rename(folder / entry.name)
+            continue
+        names = [p.name for p in entry.iterdir()]
+        if not names:
+            entry.rmdir()
+        elif len(names) == 1 and names[0].endswith(MARKER_SUFFIX):
+            for archive in _companion(names[0]):
+                with contextlib.suppress(FileNotFoundError):
+                    (settings.incoming / archive).rename(entry / archive)
 
 
 # --- verdicts -------------------------------------------------------------------------------
@@ -226,12 +270,20 @@ def _open_regular(path: Path, shown: str) -> Iterator[int]:
     except OSError as exc:
         raise DeliveryRejected("unreadable", f"{shown}: {exc.strerror}") from None
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise DeliveryRejected("not_a_regular_file", f"{shown} is {_kind(mode)}")
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise DeliveryRejected("not_a_regular_file", f"{shown} is {_kind(info.st_mode)}")
+        if info.st_nlink > 1:
+            raise _hard_link(shown, info.st_nlink)
         yield fd
     finally:
         os.close(fd)
+
+
+def _hard_link(shown: str, links: int) -> DeliveryRejected:
+    return DeliveryRejected(
+        "hard_link", f"{shown} has {links} hard links (it may be a file elsewhere); not opened"
+    )
 
 
 def _read_marker(path: Path, shown: str) -> str:
@@ -240,11 +292,12 @@ def _read_marker(path: Path, shown: str) -> str:
             raw = os.read(fd, _MAX_MARKER_BYTES + 1)
         except OSError as exc:
             raise DeliveryRejected("unreadable", f"{shown}: {exc.strerror}") from None
-    digest = (
-        parse_marker(raw.decode("ascii", errors="replace"))
-        if len(raw) <= _MAX_MARKER_BYTES
-        else None
-    )
+    if len(raw) > _MAX_MARKER_BYTES:
+        raise DeliveryRejected(
+            "bad_marker",
+            f"{shown} is over {_MAX_MARKER_BYTES} bytes: a marker holds one sha256 digest",
+        )
+    digest = parse_marker(raw.decode("ascii", errors="replace"))
     if digest is None:
         raise DeliveryRejected("bad_marker", f"{shown} does not hold a sha256 hex digest")
     return digest
@@ -273,9 +326,21 @@ def _check_name(name: str) -> None:
         raise DeliveryRejected("invalid_name", f"{shown} has no name before its suffix")
 
 
+def _described(path: Path, shown: str, mode: int) -> str:
+    """``shown`` and what it is, a symbolic link with its target (read, never followed)."""
+    if stat.S_ISLNK(mode):
+        with contextlib.suppress(OSError):
+            return f"{shown} is a symbolic link to {printable(str(path.readlink()))}"
+    return f"{shown} is {_kind(mode)}"
+
+
 def _verdict(folder: Path) -> _Verdict:
     """Read a claimed delivery (never following links or opening special files) and judge it."""
     entries = sorted(p.name for p in folder.iterdir())
+    if not entries:
+        return _Verdict(
+            folder.name, rejected=DeliveryRejected("vanished", "the claimed folder is empty")
+        )
     markers = [n for n in entries if n.endswith(MARKER_SUFFIX)]
     name = markers[0].removesuffix(MARKER_SUFFIX) if markers else entries[0]
     shown = printable(name)
@@ -285,22 +350,44 @@ def _verdict(folder: Path) -> _Verdict:
         return _Verdict(shown, rejected=DeliveryRejected("unreadable", f"{shown}: {exc.strerror}"))
 
 
+def _verdict_or_error(folder: Path) -> _Verdict | Exception:
+    try:
+        return _verdict(folder)
+    except Exception as exc:  # returned: raised after the others are recorded
+        return exc
+
+
 def _judge(folder: Path, entries: list[str], markers: list[str], name: str, shown: str) -> _Verdict:
     try:
         if not markers:
-            mode = (folder / name).lstat().st_mode
-            raise DeliveryRejected("not_a_regular_file", f"{shown} is {_kind(mode)}")
+            info = (folder / name).lstat()
+            if stat.S_ISREG(info.st_mode) and info.st_nlink == 1:
+                raise DeliveryRejected("marker_missing", f"{shown} was claimed without a marker")
+            if stat.S_ISREG(info.st_mode):
+                raise _hard_link(shown, info.st_nlink)
+            raise DeliveryRejected(
+                "not_a_regular_file", _described(folder / name, shown, info.st_mode)
+            )
         marker = folder / markers[0]
-        mode = marker.lstat().st_mode
-        if not stat.S_ISREG(mode):
-            raise DeliveryRejected("not_a_regular_file", f"the marker of {shown} is {_kind(mode)}")
+        info = marker.lstat()
+        if not stat.S_ISREG(info.st_mode):
+            detail = _described(marker, f"the marker of {shown}", info.st_mode)
+            raise DeliveryRejected("not_a_regular_file", detail)
+        if info.st_nlink > 1:
+            raise _hard_link(f"the marker of {shown}", info.st_nlink)
+        if name.endswith(MARKER_SUFFIX):
+            raise DeliveryRejected(
+                "unsupported_suffix", f"{shown}{MARKER_SUFFIX} is a marker of a marker"
+            )
         _check_name(name)
         archive = folder / name
         if name not in entries:
             raise DeliveryRejected("marker_without_archive", f"no {shown} beside its marker")
-        mode = archive.lstat().st_mode
-        if not stat.S_ISREG(mode):
-            raise DeliveryRejected("not_a_regular_file", f"{shown} is {_kind(mode)}")
+        info = archive.lstat()
+        if not stat.S_ISREG(info.st_mode):
+            raise DeliveryRejected("not_a_regular_file", _described(archive, shown, info.st_mode))
+        if info.st_nlink > 1:
+            raise _hard_link(shown, info.st_nlink)
         declared = _read_marker(marker, f"the marker of {shown}")
         with _open_regular(archive, shown):  # readable by the unpack (which reads it once)
             pass
@@ -310,9 +397,8 @@ def _judge(folder: Path, entries: list[str], markers: list[str], name: str, show
 
 
 def _mismatch(declared: str, actual: str) -> DeliveryRejected:
-    return DeliveryRejected(
-        "checksum_mismatch", f"marker says {declared[:12]}…, archive is {actual[:12]}…"
-    )
+    # In full: a digest off by one character must not read as two equal abbreviations.
+    return DeliveryRejected("checksum_mismatch", f"marker says {declared}, archive is {actual}")
 
 
 def _read_known(folder: Path, verdict: _Verdict) -> _Verdict:
@@ -440,17 +526,41 @@ def _settle(settings: Settings, store: Store, token: str) -> None:
                     sa.text("UPDATE archives SET path = :p WHERE id = :id"),
                     {"p": str(home / row.name), "id": row.archive_id},
                 )
+        _step_done("settle.recorded")
     if not folder.exists():
         return
     if row.status == DeliveryStatus.REJECTED:
+        removed = _remove_links(folder)
         _write_reason(
             home.with_name(f"{home.name}.reason.json"),
-            {"delivery": row.id, "name": row.name, "reason": row.reason},
+            {"delivery": row.id, "name": row.name, "reason": row.reason}
+            | ({"links_removed": removed} if removed else {}),
         )
+        _step_done("settle.reason")
     home.parent.mkdir(parents=True, exist_ok=True)
     if os.path.lexists(home):
         raise FileExistsError(f"{home} exists; delivery {row.id} cannot move there")
     folder.rename(home)
+    _step_done("settle.moved")
+
+
+def _remove_links(folder: Path) -> list[str]:
+    """Remove what a rejected delivery holds that is not a plain file of its own (symbolic and
+    hard links, FIFOs, sockets, devices), never following or opening one; what went, with
+    link targets. Kept under quarantine/ they could point outside the data root."""
+    removed = []
+    for parent, dirs, files in os.walk(folder):
+        for name in [*dirs, *files]:
+            path = Path(parent) / name
+            info = path.lstat()
+            if stat.S_ISDIR(info.st_mode) or (stat.S_ISREG(info.st_mode) and info.st_nlink == 1):
+                continue
+            what = _described(path, printable(str(path.relative_to(folder))), info.st_mode)
+            if stat.S_ISREG(info.st_mode):
+                what += f" with {info.st_nlink} hard links"
+            path.unlink()
+            removed.append(what)
+    return removed
 
 
 def _known_tokens(store: Store, tokens: list[str]) -> set[str]:
@@ -474,9 +584,10 @@ def register_archives(settings: Settings, store: Store, run_date: str) -> list[i
     ``registered`` by an earlier failed run are returned too.
     """
     settings.ensure_layout()
+    _tidy_claimed(settings, _known_tokens(store, [p.name for p in settings.claimed.iterdir()]))
     markers, _ = _scan_incoming(settings.incoming)
     for marker in markers:
-        _claim(settings, marker, marker.removesuffix(MARKER_SUFFIX))
+        _claim(settings, marker, *_companion(marker))
     for name in _scan_incoming(settings.incoming)[1]:
         _claim(settings, name)
 
@@ -485,7 +596,13 @@ def register_archives(settings: Settings, store: Store, run_date: str) -> list[i
     fresh = [settings.claimed / t for t in tokens if t not in known]
     failures: list[BaseException] = []
     with ThreadPoolExecutor(max_workers=_VERDICT_WORKERS) as pool:
-        verdicts = dict(zip(fresh, pool.map(_verdict, fresh), strict=True))
+        verdicts = dict(zip(fresh, pool.map(_verdict_or_error, fresh), strict=True))
+        for folder, verdict in list(verdicts.items()):
+            if isinstance(verdict, Exception):  # a fault of ours: the others still go on
+                log.error("delivery %s could not be judged: %r", folder.name, verdict)
+                failures.append(verdict)
+                del verdicts[folder]
+        fresh = list(verdicts)
         # Markers naming bytes already registered: those deliveries are read (in parallel) now.
         declared = {v.declared for v in verdicts.values() if v.rejected is None and v.declared}
         known = _registered_digests(store, declared) if declared else set()
@@ -496,6 +613,7 @@ def register_archives(settings: Settings, store: Store, run_date: str) -> list[i
             try:
                 verdict = reading[folder].result() if folder in reading else verdicts[folder]
                 _record(store, folder, verdict, run_date)
+                _step_done("register.recorded")
             except Exception as exc:  # the others still get their verdicts
                 log.exception("delivery %s could not be recorded", folder.name)
                 failures.append(exc)
@@ -563,14 +681,18 @@ def _clear_unfinished_attempt(store: Store, archive_id: int, *homes: Path) -> No
         raise RuntimeError(f"archive {archive_id} is registered but {referenced} files refer to it")
     for home in homes:
         _remove(home)
+        for partial in home.parent.glob(f".tmp-{home.name}-*"):  # an extraction cut short
+            _remove(partial)
 
 
-def _judge_bytes(store: Store, row: sa.Row, actual: str) -> str | None:
+def _judge_bytes(store: Store, row: sa.Row, actual: str, home: Path) -> str | None:
     """Record the digest an unpack read; None when the archive stands, else what its delivery
     became instead (``rejected``: not the bytes its marker named; ``duplicate``: bytes another
     archive has), in which case the archive row is gone and its delivery points elsewhere.
 
-    The unique index on ``archives.sha256`` decides between two unpacks of equal bytes.
+    The unique index on ``archives.sha256`` decides between two unpacks of equal bytes. A
+    superseded archive's extraction (``home``) is removed before its row goes, so a crash in
+    between leaves an archive that the next try unpacks again, never files no row explains.
     """
     expected = row.sha256 or row.declared_sha256
     if expected is not None and actual != expected:
@@ -594,6 +716,8 @@ def _judge_bytes(store: Store, row: sa.Row, actual: str) -> str | None:
         with store.engine.connect() as conn:
             first = _archive_with(conn, actual)
         verdict, reason, first_id = DeliveryStatus.DUPLICATE, _same_bytes(first), first.id
+    _remove(home)
+    _step_done("unpack.superseded_removed")
     with store.begin() as conn:
         if row.delivery_id is None:  # registered before deliveries were recorded: keep its row
             conn.execute(
@@ -652,16 +776,29 @@ def unpack_archive(
     quarantine = archive_quarantine(settings, run_date, archive_id)
     reason_file = quarantine.with_name(f"{quarantine.name}.reason.json")
     _clear_unfinished_attempt(store, archive_id, home, quarantine, reason_file)
-    limits = limits or ExtractLimits(max_compression_ratio=settings.max_compression_ratio)
+    _step_done("unpack.cleared")
+    if not os.path.lexists(row.path):
+        where = (
+            "its claimed folder is gone"
+            if row.token and not (settings.claimed / row.token).exists()
+            else "the archive is gone from its claimed folder"
+        )
+        vanished = ArchiveRejected("vanished", f"{printable(row.name)}: {where}; nothing unpacked")
+        return _reject_content(settings, store, row, vanished, reason_file)
+    limits = limits or ExtractLimits(
+        max_compression_ratio=settings.max_compression_ratio,
+        free_disk_margin_bytes=int(settings.free_disk_margin_mb * 1024**2),
+        free_disk_margin_share=settings.free_disk_margin_share,
+    )
     digest = hashlib.sha256()
     rejected: ArchiveRejected | None = None
     try:
         extracted = safe_extract(Path(row.path), home, limits, digest)
     except ArchiveRejected as refusal:
         rejected = refusal
-    superseded = _judge_bytes(store, row, digest.hexdigest())
+    _step_done("unpack.extracted")
+    superseded = _judge_bytes(store, row, digest.hexdigest(), home)
     if superseded is not None:
-        _remove(home)
         if row.token:
             _settle(settings, store, row.token)
         log.info("archive #%s superseded: its delivery is %s", archive_id, superseded)
@@ -675,6 +812,7 @@ def _reject_content(
     settings: Settings, store: Store, row: sa.Row, rejected: ArchiveRejected, reason_file: Path
 ) -> UnpackSummary:
     _write_reason(reason_file, {"archive": row.id, "name": row.name, "reason": str(rejected)})
+    _step_done("unpack.reason")
     with store.begin() as conn:
         conn.execute(
             sa.text(
@@ -684,6 +822,7 @@ def _reject_content(
             {"e": str(rejected), "id": row.id},
         )
     log.warning("archive #%s rejected: %s", row.id, rejected.code)
+    _step_done("unpack.rejected")
     if row.token:
         _settle(settings, store, row.token)
     return _summary(store, store.rows("SELECT * FROM archives WHERE id = :id", id=row.id)[0])
@@ -726,6 +865,7 @@ def _register_members(
             target = quarantine / "files" / member.path
             target.parent.mkdir(parents=True, exist_ok=True)
             (home / member.path).rename(target)
+            _step_done("unpack.file_quarantined")
             record.update(status=FileStatus.QUARANTINED, error=str(result), path=str(target))
         else:
             record.update(
@@ -748,7 +888,9 @@ def _register_members(
             },
         )
 
+    _step_done("unpack.validated")
     register_files(store, archive_id, records)
+    _step_done("unpack.registered")
     if row.token:  # archives registered before deliveries were recorded have none
         _settle(settings, store, row.token)
     summary = UnpackSummary(
