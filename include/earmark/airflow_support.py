@@ -81,8 +81,31 @@ def celery_broker_url() -> str:
     return conf.get("celery", "broker_url")
 
 
-def celery_active_queues(timeout: float = 2.0) -> dict[str, list[dict[str, Any]]] | None:
-    """Each live Celery worker and the queues it consumes (None when none answered in time)."""
+def celery_workers(wait_s: float) -> dict[str, Any]:
+    """Each live Celery worker: the queues it consumes and its pool's concurrency
+    (``earmark.health.Worker`` by worker name; empty when none answered).
+
+    One broadcast (``active_queues``): Celery stops listening ``wait_s`` seconds after the last
+    reply, so a healthy cluster answers in about ``wait_s``. Then ``stats`` is asked of the
+    workers that answered only, for their concurrency (a GPU worker may run more than one task
+    at once); it returns as soon as each has answered (``limit``), so it may wait longer.
+    """
     from airflow.providers.celery.executors.celery_executor_utils import app  # noqa: PLC0415
 
-    return app.control.inspect(timeout=timeout).active_queues()
+    from earmark.health import Worker  # noqa: PLC0415
+
+    replies = app.control.inspect(timeout=wait_s).active_queues() or {}
+    if not replies:
+        return {}
+    names = sorted(replies)
+    patient = max(4 * wait_s, 2.0)
+    stats = app.control.inspect(timeout=patient, destination=names, limit=len(names)).stats() or {}
+
+    def concurrency(name: str) -> int | None:
+        value = ((stats.get(name) or {}).get("pool") or {}).get("max-concurrency")
+        return int(value) if isinstance(value, int) and value > 0 else None
+
+    return {
+        name: Worker(tuple(q["name"] for q in queues), concurrency(name))
+        for name, queues in replies.items()
+    }

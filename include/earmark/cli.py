@@ -203,7 +203,7 @@ def _health(args: argparse.Namespace, settings: Settings, store: Store) -> int:
         store,
         meta_url=airflow_support.metadata_db_url(),
         broker_url=airflow_support.celery_broker_url(),
-        active_queues=airflow_support.celery_active_queues,
+        workers=airflow_support.celery_workers,
         now=datetime.fromisoformat(args.at) if args.at else None,
         run_date=args.date,
     )

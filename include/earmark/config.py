@@ -110,6 +110,19 @@ SETTINGS: tuple[Setting, ...] = (
         "`earmark health` warns about task instances running longer than this.",
     ),
     Setting(
+        "EARMARK_HEALTH_WORKER_WAIT_SECONDS",
+        "0.5",
+        "`earmark health` asks the Celery workers with one broadcast and stops listening this "
+        "many seconds after the last reply; when a queue or GPU slot then seems missing it asks "
+        "once more, waiting four times as long, before saying so.",
+    ),
+    Setting(
+        "EARMARK_STALL_MINUTES",
+        "30",
+        "The deadline mail calls a run stalled, and gives no ETA, when none of its tasks is "
+        "running or nothing of the day has changed in the results DB for this long.",
+    ),
+    Setting(
         "EARMARK_ASR_MODEL_DIR",
         "/models/whisper-large-v3-turbo",
         "Local Whisper model directory (transformers format).",
@@ -354,6 +367,8 @@ class Settings:
     health_review_warn_items: int
     health_review_warn_hours: float
     health_task_warn_minutes: float
+    health_worker_wait_seconds: float
+    stall_minutes: float
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -411,6 +426,8 @@ class Settings:
             health_review_warn_items=int(_get("EARMARK_HEALTH_REVIEW_WARN_ITEMS")),
             health_review_warn_hours=float(_get("EARMARK_HEALTH_REVIEW_WARN_HOURS")),
             health_task_warn_minutes=float(_get("EARMARK_HEALTH_TASK_WARN_MINUTES")),
+            health_worker_wait_seconds=float(_get("EARMARK_HEALTH_WORKER_WAIT_SECONDS")),
+            stall_minutes=float(_get("EARMARK_STALL_MINUTES")),
         )
 
     @property

@@ -2,17 +2,25 @@
 
 Each check looks at one thing an operator would otherwise look at by hand: the two databases,
 the Celery broker (Redis) and the depth of each queue, a live worker for every queue the day
-needs, free disk on the data volume, the day against its deadline, the review backlog, tasks
-running far longer than they should, and GPU work units a finished run left unscreened. The
-worst check decides the exit code (0 ok, 1 warning, 2 critical, 3 unknown); the first line
-names every check that is not ok. Thresholds are settings (``EARMARK_HEALTH_*``). Checks report
-counts, ids and names of queues and tasks, never recording names or transcript text.
+needs and as many live GPU slots as the ``gpu`` pool has, free disk on the data volume, the day
+against its deadline, the review backlog, tasks running far longer than they should, and GPU
+work units a finished run left unscreened. The worst check decides the exit code (0 ok,
+1 warning, 2 critical, 3 unknown); the first line names every check that is not ok. Thresholds
+are settings (``EARMARK_HEALTH_*``). Checks report counts, ids and names of queues, workers and
+tasks, never recording names or transcript text.
+
+The workers are asked with one Celery broadcast, which ends
+``EARMARK_HEALTH_WORKER_WAIT_SECONDS`` after the last reply, in a thread while the databases
+are read, and not at all when the broker is unreachable, so a call answers in a few seconds;
+an answer that looks short is asked once more, waiting longer, before a missing worker is
+reported (a reply may only have been slow).
 """
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,7 +30,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from earmark.config import Settings
-from earmark.day_status import as_utc, day_status, named_queries
+from earmark.day_status import as_utc, day_status, format_duration, named_queries
 from earmark.store.db import Store
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
@@ -30,6 +38,10 @@ STATE_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNK
 # Celery's Redis transport keeps a queue's messages of priority 0 under its name and the others
 # under these suffixes (priority steps 3, 6, 9).
 _PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
+# Longest the workers' broadcast may take beyond its own wait before health gives up on it.
+_WORKERS_GRACE_S = 10.0
+# A short answer is confirmed by asking again, waiting this many times as long.
+_CONFIRM_FACTOR = 4
 
 
 @dataclass(frozen=True)
@@ -89,22 +101,129 @@ def check_broker(broker_url: str, queues: tuple[str, ...], warn_depth: int) -> C
     return Check("broker", OK, ", ".join(f"{q} {n}" for q, n in depths.items()), depths)
 
 
-def check_workers(
-    active_queues: Callable[[], dict[str, list[dict]] | None], queues: tuple[str, ...]
-) -> Check:
-    """A live worker for every queue (Celery's ``inspect active_queues``, which pings them)."""
-    try:
-        replies = active_queues() or {}
-    except Exception as exc:  # the broker's own error types vary by transport
-        return Check("workers", CRITICAL, f"cannot ask the workers ({type(exc).__name__})")
-    serving = {
-        q: sorted(w for w, qs in replies.items() if q in {x["name"] for x in qs}) for q in queues
-    }
-    missing = [q for q, workers in serving.items() if not workers]
-    figures = {q: len(w) for q, w in serving.items()}
-    if missing:
-        return Check("workers", CRITICAL, f"no live worker for {', '.join(missing)}", figures)
-    return Check("workers", OK, ", ".join(f"{q} {n}" for q, n in figures.items()), figures)
+@dataclass(frozen=True)
+class Worker:
+    """A live Celery worker as it answered: the queues it consumes and its pool's concurrency
+    (None when it did not say)."""
+
+    queues: tuple[str, ...]
+    concurrency: int | None = None
+
+
+@dataclass(frozen=True)
+class GpuSlots:
+    """How many GPU slots should be live: the ``gpu`` pool's slots (what the scheduler runs at
+    once) when the metadata DB says, else ``EARMARK_GPU_SLOTS``; both, to compare them."""
+
+    pool: int | None
+    setting: int
+
+    @property
+    def expected(self) -> int:
+        return self.pool if self.pool is not None else self.setting
+
+    @property
+    def source(self) -> str:
+        return "the gpu pool" if self.pool is not None else "EARMARK_GPU_SLOTS"
+
+
+def _serving(replies: Mapping[str, Worker], queues: tuple[str, ...]) -> dict[str, list[str]]:
+    return {q: sorted(w for w, info in replies.items() if q in info.queues) for q in queues}
+
+
+def _live_gpu_slots(replies: Mapping[str, Worker], names: list[str]) -> int:
+    """A worker that did not say its concurrency counts for one slot (it is live)."""
+    return sum(replies[w].concurrency or 1 for w in names)
+
+
+def looks_short(replies: Mapping[str, Worker], queues: tuple[str, ...], gpu: GpuSlots) -> bool:
+    """A queue without a live worker, or fewer live GPU slots than expected."""
+    serving = _serving(replies, queues)
+    if not all(serving.values()):
+        return True
+    return "gpu" in queues and _live_gpu_slots(replies, serving["gpu"]) < gpu.expected
+
+
+def check_workers(replies: Mapping[str, Worker], queues: tuple[str, ...], gpu: GpuSlots) -> Check:
+    """A live worker for every queue, and the live GPU slots against the expected count.
+
+    A GPU slot is one task a worker on the ``gpu`` queue runs at once (its concurrency; one per
+    GPU in production), so two workers of concurrency 1 and one of concurrency 2 both give 2.
+    None live is critical; fewer than expected a warning, with both numbers; a ``gpu`` pool
+    that disagrees with ``EARMARK_GPU_SLOTS`` a warning too (the planner and the scheduler
+    would then count different GPUs).
+    """
+    serving = _serving(replies, queues)
+    figures: dict[str, Any] = {q: len(w) for q, w in serving.items()}
+    summary = {q: str(n) for q, n in figures.items()}
+    critical = [f"no live worker for {q}" for q, names in serving.items() if not names]
+    warnings: list[str] = []
+    if "gpu" in queues:
+        names = serving["gpu"]
+        live = _live_gpu_slots(replies, names)
+        figures |= {
+            "gpu_slots_live": live,
+            "gpu_slots_expected": gpu.expected,
+            "gpu_pool_slots": gpu.pool,
+            "gpu_slots_setting": gpu.setting,
+            "gpu_workers": names,
+        }
+        summary["gpu"] = f"{live} of {gpu.expected} slots"
+        if not names:
+            critical[critical.index("no live worker for gpu")] += (
+                f" (0 of {gpu.expected} GPU slots live)"
+            )
+        elif live < gpu.expected:
+            said = ", ".join(f"{w} x{replies[w].concurrency or '?'}" for w in names)
+            warnings.append(
+                f"GPU slots: {live} of {gpu.expected} live"
+                f" (expected {gpu.expected} from {gpu.source}; live: {said})"
+            )
+        if gpu.pool is not None and gpu.pool != gpu.setting:
+            warnings.append(f"gpu pool has {gpu.pool} slots but EARMARK_GPU_SLOTS is {gpu.setting}")
+    if critical or warnings:
+        state = CRITICAL if critical else WARNING
+        return Check("workers", state, ", ".join(critical + warnings), figures)
+    return Check("workers", OK, ", ".join(f"{q} {n}" for q, n in summary.items()), figures)
+
+
+class WorkerQuestion:
+    """The workers asked in a thread (one Celery broadcast), so the databases are read while
+    it waits; asked once more, waiting longer, before a missing worker is reported."""
+
+    def __init__(self, ask: Callable[[float], Mapping[str, Worker]], wait_s: float) -> None:
+        self._ask = ask
+        self._wait_s = wait_s
+        self._answer: dict[str, Any] = {}
+        self._thread = threading.Thread(target=self._run, name="earmark-health", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._answer["replies"] = self._ask(self._wait_s)
+        except Exception as exc:  # the broker's own error types vary by transport
+            self._answer["error"] = exc
+
+    def check(self, queues: tuple[str, ...], gpu: GpuSlots) -> Check:
+        """The workers check from the answer; a short answer is confirmed (a reply may only
+        have been slow: whoever answers either time is live)."""
+        # The broadcast ends on its own; this bounds a broker that took the connection and
+        # then went silent.
+        self._thread.join(self._wait_s + _WORKERS_GRACE_S)
+        try:
+            if self._thread.is_alive():
+                raise TimeoutError("no answer from the broker")
+            if "error" in self._answer:
+                raise self._answer["error"]
+            replies = dict(self._answer.get("replies") or {})
+            if looks_short(replies, queues, gpu):
+                again = self._ask(self._wait_s * _CONFIRM_FACTOR)
+                for name, worker in again.items():
+                    if name not in replies or replies[name].concurrency is None:
+                        replies[name] = worker
+        except Exception as exc:  # the broker's own error types vary by transport
+            return Check("workers", CRITICAL, f"cannot ask the workers ({type(exc).__name__})")
+        return check_workers(replies, queues, gpu)
 
 
 def check_disk(data_root: Path, warn_gib: float, critical_gib: float) -> Check:
@@ -142,14 +261,15 @@ def check_day(settings: Settings, store: Store, run_date: str, now: datetime) ->
 
 
 def check_review(store: Store, now: datetime, warn_items: int, warn_hours: float) -> Check:
-    rows = store.rows(named_queries("monitoring")["review_backlog"])
+    rows = store.rows(named_queries("monitoring")["review_backlog"], now=now.astimezone(UTC))
     open_items = sum(int(r.n) for r in rows)
     oldest = [as_utc(r.oldest) for r in rows if r.oldest is not None]
-    age_h = (now - min(oldest)).total_seconds() / 3600 if oldest else 0.0
-    figures = {"open": open_items, "oldest_hours": round(age_h, 1)}
-    if open_items > warn_items or age_h > warn_hours:
-        return Check("review", WARNING, f"{open_items} open, oldest {age_h:.0f} h", figures)
-    return Check("review", OK, f"{open_items} open", figures)
+    age_s = max(0.0, (now - min(oldest)).total_seconds()) if oldest else 0.0
+    figures = {"open": open_items, "oldest_hours": round(age_s / 3600, 2)}
+    summary = f"{open_items} open" + (f", oldest {format_duration(age_s)}" if oldest else "")
+    if open_items > warn_items or age_s / 3600 > warn_hours:
+        return Check("review", WARNING, summary, figures)
+    return Check("review", OK, summary, figures)
 
 
 def check_long_tasks(meta_url: str, now: datetime, warn_minutes: float) -> Check:
@@ -158,10 +278,7 @@ def check_long_tasks(meta_url: str, now: datetime, warn_minutes: float) -> Check
     try:
         with engine.connect() as conn:
             rows = conn.execute(
-                sa.text(
-                    "SELECT dag_id, task_id, map_index, run_id, start_date FROM task_instance"
-                    " WHERE state = 'running' AND start_date < :cutoff ORDER BY start_date"
-                ),
+                sa.text(named_queries("health")["long_running_tasks"]),
                 {"cutoff": now - timedelta(minutes=warn_minutes)},
             ).all()
     except sa.exc.SQLAlchemyError as exc:
@@ -192,10 +309,9 @@ def check_units(store: Store, meta_url: str) -> Check:
             active = {
                 r.run_id
                 for r in conn.execute(
-                    sa.text(
-                        "SELECT run_id FROM dag_run WHERE state IN ('queued', 'running')"
-                        " AND run_id IN :ids"
-                    ).bindparams(sa.bindparam("ids", expanding=True)),
+                    sa.text(named_queries("health")["active_runs"]).bindparams(
+                        sa.bindparam("ids", expanding=True)
+                    ),
                     {"ids": [r.run_id for r in rows]},
                 )
             }
@@ -230,40 +346,67 @@ def verdict(checks: list[Check]) -> tuple[int, str]:
     return worst, f"EARMARK {STATE_NAMES[worst]} - {detail}"
 
 
+def gpu_pool_slots(meta_url: str) -> int | None:
+    """The ``gpu`` pool's slots in Airflow's metadata DB (None: no such pool, or unreadable)."""
+    engine = sa.create_engine(meta_url)
+    try:
+        with engine.connect() as conn:
+            value = conn.execute(sa.text(named_queries("health")["gpu_pool_slots"])).scalar()
+    except sa.exc.SQLAlchemyError:
+        return None
+    finally:
+        engine.dispose()
+    return None if value is None else int(value)
+
+
 def run_checks(
     settings: Settings,
     store: Store,
     *,
     meta_url: str,
     broker_url: str,
-    active_queues: Callable[[], dict[str, list[dict]] | None],
+    workers: Callable[[float], Mapping[str, Worker]],
     now: datetime | None = None,
     run_date: str | None = None,
 ) -> list[Check]:
-    """Every check, each on its own (one failing never stops the others)."""
+    """Every check, each on its own (one failing never stops the others).
+
+    ``workers(wait_s)`` is the one Celery broadcast (seconds of waiting): it runs in a thread
+    while the databases are read, and is not called when the broker is unreachable.
+    """
     now = now or datetime.now(UTC)
     run_date = run_date or now.astimezone(ZoneInfo(settings.timezone)).date().isoformat()
     queues = required_queues(settings)
-    checks = [check_results_db(store), check_metadata_db(meta_url)]
-    checks.append(check_broker(broker_url, queues, settings.health_queue_warn))
-    checks.append(check_workers(active_queues, queues))
-    checks.append(
-        check_disk(
-            settings.data_root, settings.health_disk_warn_gib, settings.health_disk_critical_gib
-        )
+    broker = check_broker(broker_url, queues, settings.health_queue_warn)
+    question = (
+        WorkerQuestion(workers, settings.health_worker_wait_seconds)
+        if broker.state != CRITICAL
+        else None
     )
-    if checks[0].state == OK:
-        checks.append(check_day(settings, store, run_date, now))
-        checks.append(
+    results_db, metadata_db = check_results_db(store), check_metadata_db(meta_url)
+    disk = check_disk(
+        settings.data_root, settings.health_disk_warn_gib, settings.health_disk_critical_gib
+    )
+    later = []
+    if results_db.state == OK:
+        later.append(check_day(settings, store, run_date, now))
+        later.append(
             check_review(
                 store, now, settings.health_review_warn_items, settings.health_review_warn_hours
             )
         )
-    if checks[1].state == OK:
-        checks.append(check_long_tasks(meta_url, now, settings.health_task_warn_minutes))
-        if checks[0].state == OK:
-            checks.append(check_units(store, meta_url))
-    return checks
+    if metadata_db.state == OK:
+        later.append(check_long_tasks(meta_url, now, settings.health_task_warn_minutes))
+        if results_db.state == OK:
+            later.append(check_units(store, meta_url))
+    pool = gpu_pool_slots(meta_url) if metadata_db.state == OK else None
+    gpu = GpuSlots(pool, settings.gpu_slots)
+    workers_check = (
+        question.check(queues, gpu)
+        if question is not None
+        else Check("workers", CRITICAL, "cannot ask the workers: the broker is unreachable")
+    )
+    return [results_db, metadata_db, broker, workers_check, disk, *later]
 
 
 def as_json(checks: list[Check]) -> dict[str, Any]:
