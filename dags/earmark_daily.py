@@ -15,7 +15,7 @@ from airflow.sdk import (
     task,
     task_group,
 )
-from earmark.alerts import deadline_missed, record_task_failure, run_failed
+from earmark.alerts import deadline_missed, record_task_failure, run_failed, run_succeeded
 from earmark.config import Settings
 from earmark.day_status import named_queries
 from earmark.deadlines import RunDayDeadline
@@ -64,9 +64,12 @@ Screens one day of audio: every recording that arrived in `incoming/` is unpacke
 
 A Deadline Alert emails when the local deadline passes with the run unfinished, for scheduled
 runs and for runs triggered without a logical date (CLI, REST API) for today alike; reruns of
-earlier days have no deadline. A failed run emails too. Each mail names the day, what is missing
-or which tasks failed and why (every task records its reason in `task_failures`), the counts,
-the ETA, and links to the run, the day page and the report. Rerun a day:
+earlier days have no deadline. The deadline mail says what the run's tasks are doing (running,
+queued, waiting) and whether anything still moves, with an ETA only when the day's throughput is
+measured and the run is moving; a run that finishes after its deadline sends a short "done late"
+mail. A failed run emails too. Each mail names the day, what is missing or which tasks failed
+and why (every task records its reason in `task_failures`), the counts, and links to the run,
+the day page and the report. Rerun a day:
 `airflow dags trigger earmark_daily --conf '{"date": "2026-11-29"}'` (add `"reprocess": true`
 to redo transcription and screening); any other conf key fails the run at once.
 """
@@ -129,6 +132,7 @@ def _reprocess(params: dict[str, Any] | None) -> bool:
     },
     deadline=_deadline(),
     on_failure_callback=run_failed,
+    on_success_callback=run_succeeded,
 )
 def earmark_daily() -> None:
     @task

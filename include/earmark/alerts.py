@@ -1,8 +1,11 @@
-"""Mails that say what happened: a failed run, nothing delivered by the deadline, a missed deadline.
+"""Mails that say what happened: a failed run, nothing delivered by the deadline, a missed
+deadline, and a run that finished after its deadline ("done late").
 
 Each mail names the day, what is missing or failed (task, map name, the reason line), the day's
-counts, the ETA where there is one, and links to the run, the day page and the day's report.
-Counts, ids, task names and reason lines only: never transcript text.
+counts, and links to the run, the day page and the day's report. The deadline mail says what
+the run's tasks are doing (running, queued, waiting) and whether anything is still moving, and
+gives an ETA only when the day's throughput is measured and the run is moving. Counts, ids, task
+names and reason lines only: never transcript text.
 
 Why a task failed is written by the failing task itself (:func:`record_task_failure`, every
 task's ``on_failure_callback``) into ``task_failures``, before Airflow marks it failed, so the
@@ -13,9 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
@@ -23,9 +27,9 @@ from zoneinfo import ZoneInfo
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from earmark.config import Settings
-from earmark.day_status import DayStatus, day_status, named_queries
+from earmark.day_status import DayStatus, as_utc, day_status, format_duration, named_queries
 from earmark.names import printable
-from earmark.schedule import deadline_for, resolve_run_date
+from earmark.schedule import deadline_for, deadline_interval, deadline_reference, resolve_run_date
 from earmark.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -142,6 +146,133 @@ def _sql(name: str) -> Any:
     import sqlalchemy as sa  # noqa: PLC0415
 
     return sa.text(named_queries("alerts")[name])
+
+
+# ---- what a run is doing -------------------------------------------------------------------------
+#: The stages the deadline mail reports, by task id, in run order; GPU stages wait for a GPU worker.
+STAGES = {"unpack": "unpack", "gpu_unit.transcribe": "transcribe", "gpu_unit.classify": "classify"}
+GPU_STAGES = frozenset({"gpu_unit.transcribe", "gpu_unit.classify"})
+# Airflow's task states in the words of the mail, in the order they are listed.
+_STATE_WORDS = {
+    "scheduled": "waiting for a slot",
+    "up_for_retry": "up for retry",
+    "up_for_reschedule": "up for retry",
+    "deferred": "deferred",
+    "success": "done",
+    "skipped": "done",
+    "failed": "failed",
+    "upstream_failed": "failed",
+}
+_NOT_STARTED = "not started"
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """What a run's task instances are doing and when its day last moved.
+
+    ``tasks``: Airflow's states counted per task id (None when Airflow could not be asked);
+    ``last_change``: the latest change of the day in the results DB (an archive or file status,
+    a transcript, a label); ``units_planned``: when the run planned its GPU work units.
+    """
+
+    tasks: dict[str, Counter[str]] | None
+    last_change: datetime | None = None
+    units_planned: datetime | None = None
+
+    def count(self, state: str) -> int:
+        """Task instances of the run in ``state``, over every task."""
+        return sum(c[state] for c in (self.tasks or {}).values())
+
+
+def count_task_states(states: Mapping[str, str | None]) -> dict[str, Counter[str]]:
+    """Airflow's task states of one run (keyed ``task_id``, or ``task_id_<map index>`` for a
+    mapped instance) counted per task id; an instance with no state counts as "none"."""
+    counted: dict[str, Counter[str]] = {}
+    for key, state in states.items():
+        head, _, tail = key.rpartition("_")
+        task_id = head if head and tail.isdigit() else key
+        counted.setdefault(task_id, Counter())[str(state or "none").lower()] += 1
+    return counted
+
+
+def run_task_states(run_id: str) -> dict[str, str | None] | None:
+    """The states of every task instance of the run, asked of Airflow through the Task SDK
+    (the triggerer and the dag-processor relay it); None where there is no one to ask."""
+    try:
+        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance  # noqa: PLC0415
+
+        states = RuntimeTaskInstance.get_task_states(dag_id=DAG_ID, run_ids=[run_id])
+    except Exception:  # an in-process test run, or a process without a supervisor
+        return None
+    return dict((states or {}).get(run_id) or {})
+
+
+def run_progress(
+    store: Store, run_id: str, run_date: str, states: Mapping[str, str | None] | None
+) -> RunProgress:
+    """The run's task states (counted) and, from the results DB, when its day last moved."""
+    row = store.rows(named_queries("alerts")["day_progress"], d=run_date, run_id=run_id)[0]
+    changes = [
+        as_utc(v)
+        for v in (row.archive_changed, row.file_changed, row.transcribed, row.labelled)
+        if v is not None
+    ]
+    return RunProgress(
+        tasks=None if states is None else count_task_states(states),
+        last_change=max(changes, default=None),
+        units_planned=as_utc(row.units_planned) if row.units_planned is not None else None,
+    )
+
+
+def stalled(progress: RunProgress, now: datetime, stall_minutes: float) -> str | None:
+    """Why the run is not moving, or None while it is: none of its tasks running (only queued
+    or waiting), or nothing of the day changed for ``stall_minutes``."""
+    if progress.tasks is not None and progress.count("running") == 0:
+        waiting = progress.count("queued") + progress.count("scheduled")
+        return f"no task running ({waiting} queued or waiting for a slot)"
+    if progress.last_change is not None and now - progress.last_change > timedelta(
+        minutes=stall_minutes
+    ):
+        quiet = format_duration((now - progress.last_change).total_seconds())
+        return f"tasks running but nothing of the day has changed for {quiet}"
+    return None
+
+
+def _clock(moment: datetime, timezone: str, day: str) -> str:
+    """A time of ``day`` as "09:12 GMT"; of another day with its date."""
+    local = moment.astimezone(ZoneInfo(timezone))
+    fmt = "%H:%M %Z" if local.date().isoformat() == day else "%Y-%m-%d %H:%M %Z"
+    return local.strftime(fmt)
+
+
+def stage_lines(progress: RunProgress, timezone: str, day: str) -> list[tuple[str, str]]:
+    """One line per stage the run has reached: "transcribe: 0 running, 2 queued (waiting for a
+    GPU worker since 09:12 GMT)". A GPU stage waits from when its units were planned, or from
+    the day's last change if that is later."""
+    lines = []
+    for task_id, name in STAGES.items():
+        counts = (progress.tasks or {}).get(task_id)
+        if not counts:
+            continue
+        running, queued = counts["running"], counts["queued"]
+        parts = [f"{running} running", f"{queued} queued"]
+        words: Counter[str] = Counter()
+        for state, n in counts.items():
+            if state not in ("running", "queued"):
+                words[_STATE_WORDS.get(state, _NOT_STARTED)] += n
+        order = [*dict.fromkeys(_STATE_WORDS.values()), _NOT_STARTED]
+        parts += [f"{words[w]} {w}" for w in order if words[w]]
+        line = ", ".join(parts)
+        if queued:
+            gpu = task_id in GPU_STAGES
+            line += f" (waiting for a {'GPU ' if gpu else ''}worker"
+            marks = [progress.last_change, progress.units_planned if gpu else None]
+            since = max((m for m in marks if m is not None), default=None)
+            if running == 0 and since is not None:
+                line += f" since {_clock(since, timezone, day)}"
+            line += ")"
+        lines.append((name, line))
+    return lines
 
 
 # ---- composing ---------------------------------------------------------------------------------
@@ -265,20 +396,83 @@ def compose_deadline_mail(
     status: DayStatus | None,
     settings: Settings,
     base_url: str,
+    progress: RunProgress | None = None,
+    now: datetime | None = None,
 ) -> Mail:
-    """The mail for a run not finished by its deadline: what is missing and the ETA."""
+    """The mail for a run not finished by its deadline: what is missing, what the run's tasks
+    are doing, whether it is moving, and an ETA only when one can be stood behind (the day's
+    throughput measured and the run moving)."""
+    now = now or datetime.now(UTC)
+    tz = settings.timezone
     urls = links(run_date, run_id, base_url)
-    rows = [("Day", run_date), ("Run", run_id), ("Deadline", _local(deadline, settings.timezone))]
+    rows = [("Day", run_date), ("Run", run_id), ("Deadline", _local(deadline, tz))]
     missing = _missing(status) if status is not None else "day status unavailable"
     rows.append(("Missing", missing))
-    eta = _local(status.eta, settings.timezone) if status is not None and status.eta else None
-    rows.append(("ETA", eta or "unknown (no GPU batch finished yet)"))
+    eta = stall_note = None
+    if status is not None and status.nothing_delivered:
+        eta_text = "no ETA: nothing was delivered"
+    else:
+        why = stalled(progress, now, settings.stall_minutes) if progress is not None else None
+        last = progress.last_change if progress is not None else None
+        since = (
+            f"nothing has progressed since {_clock(last, tz, run_date)}"
+            if last is not None
+            else "nothing has progressed"
+        )
+        if progress is not None:
+            rows += stage_lines(progress, tz, run_date)
+        if why is not None:
+            rows.append(("Progress", f"Stalled: {why}; {since}"))
+            eta_text = stall_note = f"no ETA: {since}"
+        else:
+            if last is not None:
+                rows.append(("Progress", f"Moving: last change {_clock(last, tz, run_date)}"))
+            if status is None or status.eta is None:
+                eta_text = "no ETA: the throughput is unknown (no GPU work unit of the day has"
+                eta_text += " finished)"
+            else:
+                eta = _local(status.eta, tz)
+                eta_text = f"{eta} (at {status.throughput_x_realtime}x real time, measured today)"
+    rows.append(("ETA", eta_text))
     subject = f"[earmark] deadline missed: {run_date}, {missing}"
     if eta:
         subject += f", ETA {eta}"
+    elif stall_note:
+        subject += f", stalled, {stall_note}"
     subject += f" (run {run_id})"
     headline = f"{run_date} was not done by its deadline"
     return Mail(subject, _render(headline, rows, status, [], urls))
+
+
+def compose_late_mail(
+    *,
+    run_date: str,
+    run_id: str,
+    deadline: datetime,
+    finished: datetime,
+    status: DayStatus | None,
+    settings: Settings,
+    base_url: str,
+) -> Mail:
+    """The short mail when a run that missed its deadline has finished: when, and how late."""
+    tz = settings.timezone
+    late = format_duration((finished - deadline).total_seconds())
+    done_at = _clock(finished, tz, run_date)
+    subject = (
+        f"[earmark] done late: {run_date} finished {done_at}, {late} after its deadline"
+        f" {_clock(deadline, tz, run_date)} (run {run_id})"
+    )
+    rows = [
+        ("Day", run_date),
+        ("Run", run_id),
+        ("Deadline", _local(deadline, tz)),
+        ("Finished", _local(finished, tz)),
+        ("Late by", late),
+    ]
+    if status is not None:
+        rows.append(("Missing", _missing(status)))
+    headline = f"{run_date} is done, {late} after its deadline"
+    return Mail(subject, _render(headline, rows, status, [], links(run_date, run_id, base_url)))
 
 
 # ---- gathering and sending ---------------------------------------------------------------------
@@ -403,15 +597,18 @@ def deadline_mail(context: Mapping[str, Any], settings: Settings, base_url: str)
         settings.timezone,
     )
     deadline = (context.get("deadline") or {}).get("deadline_time")
-    status = None
+    status = progress = None
+    states = run_task_states(run_id)
     try:
         store = results_store(settings)
         try:
             status = day_status(settings, store, run_date)
+            progress = run_progress(store, run_id, run_date, states)
         finally:
             store.dispose()
     except Exception as error:  # the mail goes out with what is known
         log.warning("deadline mail without day status (%s)", type(error).__name__)
+        progress = RunProgress(count_task_states(states)) if states is not None else None
     return compose_deadline_mail(
         run_date=run_date,
         run_id=run_id,
@@ -419,6 +616,7 @@ def deadline_mail(context: Mapping[str, Any], settings: Settings, base_url: str)
         status=status,
         settings=settings,
         base_url=base_url,
+        progress=progress,
     )
 
 
@@ -432,3 +630,62 @@ async def deadline_missed(*, context: dict[str, Any]) -> None:
         run_id = str((context.get("dag_run") or {}).get("dag_run_id", ""))
         mail = _bare_mail("deadline missed", run_id, error)
     await asend(settings, mail)
+
+
+def run_deadline(dag_run: Any, settings: Settings) -> datetime | None:
+    """The deadline a run was given (:class:`earmark.deadlines.RunDayDeadline`, from its conf
+    and dates when it was created); None for a run without one (a rerun of an earlier day)."""
+    run_after = getattr(dag_run, "run_after", None) or getattr(dag_run, "queued_at", None)
+    conf = getattr(dag_run, "conf", None)
+    reference = deadline_reference(
+        conf if isinstance(conf, Mapping) else None,
+        getattr(dag_run, "logical_date", None),
+        run_after,
+        settings,
+        run_after or datetime.now(UTC),
+    )
+    return None if reference is None else reference + deadline_interval(settings)
+
+
+def late_mail(context: Mapping[str, Any], settings: Settings, base_url: str) -> Mail | None:
+    """The "done late" mail for a run that has just succeeded after its deadline; None for a
+    run that finished in time or had no deadline."""
+    from earmark.airflow_support import results_store  # noqa: PLC0415
+
+    dag_run = context.get("dag_run")
+    deadline = run_deadline(dag_run, settings)
+    finished = getattr(dag_run, "end_date", None) or datetime.now(UTC)
+    if deadline is None or finished <= deadline:
+        return None
+    run_id = str(context.get("run_id") or getattr(dag_run, "run_id", ""))
+    run_date = _run_date_of(dag_run, settings) or "unknown day"
+    status = None
+    try:
+        store = results_store(settings)
+        try:
+            status = day_status(settings, store, run_date)
+        finally:
+            store.dispose()
+    except Exception as error:  # the mail goes out with what is known
+        log.warning("done-late mail without day status (%s)", type(error).__name__)
+    return compose_late_mail(
+        run_date=run_date,
+        run_id=run_id,
+        deadline=deadline,
+        finished=finished,
+        status=status,
+        settings=settings,
+        base_url=base_url,
+    )
+
+
+def run_succeeded(context: Mapping[str, Any]) -> None:
+    """The DAG's ``on_success_callback``: a short "done late" mail when the run ended after
+    its deadline, so whoever got the deadline mail learns when the day was done. Nothing when
+    it was in time, had no deadline, or deadline alerts are off (``airflow dags test``)."""
+    settings = Settings.from_env()
+    if not settings.deadline_alerts:
+        return
+    mail = late_mail(context, settings, airflow_base_url())
+    if mail is not None:
+        send(settings, mail)

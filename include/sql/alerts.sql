@@ -24,3 +24,23 @@ SELECT f.run_id, f.task_id, f.map_index, f.map_name, f.try_number, f.reason, f.f
 FROM task_failures f
 WHERE f.run_date = :d
 ORDER BY f.failed_at DESC, f.id DESC;
+
+-- name: day_progress
+-- When the day's screening last moved: an archive or file changed status (registered, unpacked,
+-- transcribed, classified, quarantined), a transcript or a label was written; and when the run
+-- planned its GPU work units (its GPU tasks wait for a worker from then on). The deadline mail
+-- calls a run stalled when nothing has moved for EARMARK_STALL_MINUTES.
+SELECT
+    (SELECT max(a.updated_at) FROM archives a WHERE a.run_date = :d) AS archive_changed,
+    (SELECT max(f.updated_at)
+     FROM audio_files f JOIN archives a ON a.id = f.archive_id
+     WHERE a.run_date = :d) AS file_changed,
+    (SELECT max(t.created_at)
+     FROM transcripts t JOIN audio_files f ON f.id = t.file_id
+     JOIN archives a ON a.id = f.archive_id
+     WHERE a.run_date = :d) AS transcribed,
+    (SELECT max(l.created_at)
+     FROM labels l JOIN audio_files f ON f.id = l.file_id
+     JOIN archives a ON a.id = f.archive_id
+     WHERE a.run_date = :d) AS labelled,
+    (SELECT max(b.created_at) FROM gpu_batches b WHERE b.run_id = :run_id) AS units_planned;

@@ -74,6 +74,7 @@ def test_deadline_configured(daily):
     alert = daily.deadline[0]
     assert alert.interval.total_seconds() == 6 * 3600  # 06:00 start to 12:00 deadline
     assert daily.on_failure_callback, "a failed run must notify too"
+    assert daily.on_success_callback, "a run that ends after its deadline says it is done"
 
 
 def test_pipeline_order(daily):

@@ -6,7 +6,8 @@ Day 2026-11-29 (deadline 12:00 Europe/London = 12:00 UTC):
 - archives: a.tar unpacked (3 files: 2 classified, 1 quarantined bad_audio), b.tar unpacked
   (2 files: 1 classified, 1 ready), c.tar registered (no files yet)
 - classified files: 60 s at 08:00, 120 s at 09:00, 30 s at 10:30 (UTC); the ready file 90 s
-- labels: harassment and self_harm for each classified file; harassment flags 2, self_harm 1
+- labels: harassment and self_harm for each classified file (written when it was classified);
+  harassment flags 2, self_harm 1
 - review items: harassment pending + resolved, self_harm claimed until 23:00 UTC
 - GPU units: run "r1" seq 1 (a.tar's files, finished: 180 s audio in 2 + 1 s) and seq 2
   (b.tar's files, transcribed only); run "r2" seq 1 (the ready file, not started)
@@ -103,6 +104,7 @@ def build(store: Store) -> dict[str, int]:
                 updated_at=ts(done),
             )
         flagged = {("x1.wav", "harassment"), ("x2.wav", "harassment"), ("y1.wav", "self_harm")}
+        classified_at = {member: done for _, member, status, _, done, _ in files}
         for member in ("x1.wav", "x2.wav", "y1.wav"):
             for policy in ("harassment", "self_harm"):
                 label = int((member, policy) in flagged)
@@ -114,6 +116,7 @@ def build(store: Store) -> dict[str, int]:
                     model="m",
                     score=0.9 if label else 0.1,
                     label=label,
+                    created_at=ts(classified_at[member]),
                 )
         for member, policy, status in (
             ("x1.wav", "harassment", "pending"),
