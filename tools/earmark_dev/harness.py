@@ -14,8 +14,11 @@
   tells them apart;
 
 all configured from ``deploy/airflow.env.template``, the file production renders too. The ``gpu``
-pool is sized to the GPU workers' slots. ``down`` (or the end of the Python process that called
-``up``) stops every process it started by process group, and drops the databases.
+pool is sized to the GPU workers' slots. Users: Airflow's simple auth manager with ``admin``, or
+the caller's ``AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS`` (``ana:user,lee:op,vi:viewer``) with
+``admin`` added; their passwords are generated into the file ``up`` prints. ``down`` (or the
+end of the Python process that called ``up``) stops every process it started by process group,
+and drops the databases.
 
 Tests use :class:`Harness` directly (``tests/integration/test_distributed.py``).
 """
@@ -32,6 +35,7 @@ from zoneinfo import ZoneInfo
 
 from earmark.config import PROJECT_ROOT
 from earmark.deploy_config import parse_env
+from earmark_dev.localenv import AUTH_USERS
 from earmark_dev.postgres import admin_engine
 from earmark_dev.runs import DAG_ID
 from earmark_dev.topology import DEFAULT_HOSTNAME, GPU_HOSTNAMES, GPU_ROLES, Harness
@@ -102,7 +106,8 @@ def _serve(home: Path, pidfile: Path, sample_day: bool) -> int:
         print(
             f"up in {time.monotonic() - started:.0f}s\n"
             f"  UI:        http://127.0.0.1:{harness.ports['api']}\n"
-            f"  password:  {harness.airflow_home}/simple_auth_manager_passwords.json.generated\n"
+            f"  users:     {harness.env.get(AUTH_USERS, 'admin:admin')}\n"
+            f"  passwords: {harness.airflow_home}/simple_auth_manager_passwords.json.generated\n"
             f"  shell:     set -a; . {home}/airflow.env; set +a\n"
             f"  mail:      {harness.maildir}\n  logs:      {harness.logs}\n"
             + (

@@ -13,11 +13,28 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from earmark.config import PROJECT_ROOT
 from earmark_dev.tiny_models import TINY_POLICIES
+
+#: The simple auth manager's users, ``name:role,...`` (roles viewer, user, op, admin).
+AUTH_USERS = "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"
+
+
+def simple_auth_users(environ: Mapping[str, str]) -> dict[str, str]:
+    """A caller's simple-auth-manager users, kept, with ``admin:admin`` added when no ``admin``
+    is among them (the tools and the harness's REST calls log in as admin); nothing when the
+    caller set none (Airflow's default is ``admin`` alone). Passwords are generated for every
+    user into ``$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated``."""
+    users = [u.strip() for u in environ.get(AUTH_USERS, "").split(",") if u.strip()]
+    if not users:
+        return {}
+    if "admin" not in {u.split(":", 1)[0] for u in users}:
+        users.append("admin:admin")
+    return {AUTH_USERS: ",".join(users)}
 
 
 class HomeLayout:
@@ -115,6 +132,7 @@ class LocalEnv(HomeLayout):
             "TRANSFORMERS_OFFLINE": "1",
             "TOKENIZERS_PARALLELISM": "false",
             "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+            **simple_auth_users(os.environ),
             **self.extra,
         }
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from earmark.config import PROJECT_ROOT
 from earmark.deploy_config import TEMPLATE, env_file_text, render_template
-from earmark_dev.localenv import HomeLayout
+from earmark_dev.localenv import AUTH_USERS, HomeLayout, simple_auth_users
 from earmark_dev.mailsink import read_mails, wait_for_mail
 from earmark_dev.postgres import admin_engine, database_url
 from earmark_dev.processes import Proc, free_port, stop_all
@@ -42,6 +42,9 @@ GPU_ROLES = tuple(f"worker-gpu{n}" for n in GPU_DEVICES)
 GPU_HOSTNAMES = {f"worker-gpu{n}": f"{GPU_HOST}-gpu{n}" for n in GPU_DEVICES}
 WORKER_ROLES = ("worker-default", *GPU_ROLES)
 ROLES = ("api-server", "scheduler", "dag-processor", "triggerer", *WORKER_ROLES)
+SIMPLE_AUTH_MANAGER = (
+    "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+)
 
 # Fast loops for one machine and a test suite; production values are in deploy/values.env.
 TUNING = {
@@ -112,6 +115,9 @@ class Harness(HomeLayout, RunControl):
             "AIRFLOW_API_PORT": str(self.ports["api"]),
             "AIRFLOW_API_SECRET_KEY": self._secret("api"),
             "AIRFLOW_JWT_SECRET": self._secret("jwt"),
+            "AIRFLOW_AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
+            # The caller's users (AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS) with admin, or admin.
+            "AIRFLOW_USERS": simple_auth_users(os.environ).get(AUTH_USERS, "admin:admin"),
             "AIRFLOW_METADATA_DB_URL": self.meta_url,
             "AIRFLOW_BROKER_URL": f"redis://127.0.0.1:{self.ports['redis']}/0",
             "EARMARK_RESULTS_DB_URI": results.render_as_string(hide_password=False),
@@ -181,6 +187,8 @@ class Harness(HomeLayout, RunControl):
         for key in ("api", "redis", "smtp", "log_default", "log_trigger", *GPU_ROLES):
             self.ports.setdefault(key, free_port())
         rendered = render_template(TEMPLATE.read_text(encoding="utf-8"), self.template_values())
+        # The caller's Airflow and Earmark settings give way to the template, the whole
+        # configuration; its users are kept (template_values).
         base = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "EARMARK_"))}
         self.env = {
             **base,
