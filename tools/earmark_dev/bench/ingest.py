@@ -112,7 +112,7 @@ def run(gb: float, files: int, pg_url: str, workdir: Path, repeat: int) -> Inges
         data = workdir / f"data-{uuid.uuid4().hex[:6]}"
         settings = replace(Settings.from_env(), data_root=data)
         settings.ensure_layout()
-        (settings.incoming / archive.name).hardlink_to(archive)
+        shutil.copyfile(archive, settings.incoming / archive.name)  # intake refuses links
         (settings.incoming / marker.name).write_bytes(marker.read_bytes())
         with _fresh_database(pg_url) as url:
             store = Store.from_url(url)
