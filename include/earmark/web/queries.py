@@ -43,7 +43,7 @@ def _held(row: sa.Row) -> HeldItem:
         row.policy,
         float(row.score),
         row.claimed_by,
-        row.claimed_until,
+        as_utc(row.claimed_until),
         row.path,
         row.kind,
     )
