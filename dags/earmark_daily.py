@@ -3,24 +3,23 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.sql.operators.sql import SQLCheckOperator, SQLColumnCheckOperator
-from airflow.sdk import (
-    AsyncCallback,
-    CronTriggerTimetable,
-    DeadlineAlert,
-    Param,
-    dag,
-    task,
-    task_group,
-)
+from airflow.sdk import CronTriggerTimetable, Param, dag, task, task_group
 from earmark.alerts import deadline_missed, record_task_failure, run_failed, run_succeeded
 from earmark.config import Settings
 from earmark.day_status import named_queries
 from earmark.deadlines import RunDayDeadline
 from earmark.schedule import cron_expression, deadline_interval
 from earmark.sensors import ArchivesSensor
+
+if TYPE_CHECKING:  # task-sdk 1.3.2's airflow/sdk/__init__.pyi omits both; the module exports them
+    from airflow.sdk.definitions.callback import AsyncCallback
+    from airflow.sdk.definitions.deadline import DeadlineAlert
+    from earmark.airflow_support import TaskEnv
+else:
+    from airflow.sdk import AsyncCallback, DeadlineAlert
 
 settings = Settings.from_env()
 # GPU tasks: the gpu Celery queue, a pool slot per GPU, a readable unit name, well under an hour.
@@ -85,13 +84,13 @@ def _deadline() -> DeadlineAlert | None:
     )
 
 
-def _gpu_task_env(unit_id: int) -> Any:
+def _gpu_task_env(unit_id: int) -> TaskEnv:
     """The task's env, with the work unit's readable name for the UI's map index."""
     from earmark.airflow_support import task_env  # noqa: PLC0415
     from earmark.work_units import unit_label  # noqa: PLC0415
 
     env = task_env()
-    env.context["unit_label"] = unit_label(env.store, unit_id)
+    env.set_template_var("unit_label", unit_label(env.store, unit_id))
     return env
 
 
@@ -219,7 +218,7 @@ def earmark_daily() -> None:
         from earmark.ingest.intake import group_label, unpack_archive  # noqa: PLC0415
 
         env = task_env()
-        env.context["archive_label"] = group_label(env.store, archive_ids)
+        env.set_template_var("archive_label", group_label(env.store, archive_ids))
         summaries = []
         for archive_id in archive_ids:
             started = time.perf_counter()
@@ -343,7 +342,9 @@ def earmark_daily() -> None:
         return len(prune(Settings.from_env()))
 
     conf_checked = check_run_conf().as_setup()
-    run_date = resolve_run_date()
+    # An XComArg that each task below receives as the str it resolves to; mypy cannot see
+    # TaskFlow's deferred values (a task's call signature takes the resolved types).
+    run_date: Any = resolve_run_date()
     migrated = migrate_results_db()
     conf_checked >> [run_date, migrated]
     start = check_for_work(run_date)

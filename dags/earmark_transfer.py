@@ -75,7 +75,7 @@ def earmark_transfer() -> None:
         from earmark.transfer import copy_one, transfer_name  # noqa: PLC0415
 
         env = task_env()
-        env.context["transfer_label"] = transfer_name(env.store, transfer_id)
+        env.set_template_var("transfer_label", transfer_name(env.store, transfer_id))
         return asdict(copy_one(env.settings, env.store, transfer_id))
 
     @task(queue="transfer")

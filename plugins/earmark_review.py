@@ -7,7 +7,7 @@ never import FastAPI or the API's security module for it.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
 
@@ -51,13 +51,14 @@ class EarmarkReviewPlugin(AirflowPlugin):
     """Mounts the review app and links it from Airflow's navigation."""
 
     name = "earmark_review"
-    fastapi_apps: ClassVar[list[dict[str, Any]]] = [
+    # Airflow declares these as instance attributes (list[Any]) and reads them off the class.
+    fastapi_apps = [  # noqa: RUF012
         {"app": LazyReviewApp(), "url_prefix": "/earmark", "name": "Earmark RA review"}
     ]
-    fastapi_root_middlewares: ClassVar[list[dict[str, Any]]] = [
+    fastapi_root_middlewares = [  # noqa: RUF012
         {"middleware": SlashRedirect, "args": [], "kwargs": {}, "name": "earmark_slash_redirect"}
     ]
-    external_views: ClassVar[list[dict[str, Any]]] = [
+    external_views = [  # noqa: RUF012
         {
             "name": "RA review",
             "href": "/earmark/review",

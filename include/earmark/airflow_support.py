@@ -7,12 +7,15 @@ Imported by tasks at run time only; everything else in the package works without
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy.engine import URL
 
 from earmark.config import Settings
 from earmark.store.db import Store
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 
 def url_from_connection(conn: Any) -> str:
@@ -51,7 +54,12 @@ class TaskEnv:
 
     settings: Settings
     store: Store
-    context: Any
+    context: Context
+
+    def set_template_var(self, name: str, value: str) -> None:
+        """A variable for the task's ``map_index_template`` (its name in the UI). The Context
+        type lists Airflow's own keys only; the context itself takes any."""
+        cast("dict[str, Any]", self.context)[name] = value
 
 
 def task_env() -> TaskEnv:

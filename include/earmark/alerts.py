@@ -82,6 +82,8 @@ def record_task_failure(context: Mapping[str, Any]) -> None:
     """A task's ``on_failure_callback``: why it failed, into ``task_failures``. Never raises."""
     try:
         ti = context.get("ti") or context.get("task_instance")
+        if ti is None:  # not a task's callback: nothing to record (logged below)
+            raise LookupError("no task instance in the callback's context")
         run_id = str(context.get("run_id") or getattr(ti, "run_id", ""))
         map_name = (
             getattr(ti, "rendered_map_index", None)

@@ -11,9 +11,12 @@ creates runs (scheduler, api-server, the ``airflow`` CLI) loads the plugins fold
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseDeadlineReference
+if TYPE_CHECKING:  # task-sdk 1.3.2's airflow/sdk/__init__.pyi omits it; the module exports it
+    from airflow.sdk.definitions.deadline import BaseDeadlineReference
+else:
+    from airflow.sdk import BaseDeadlineReference
 
 
 class RunDayDeadline(BaseDeadlineReference):

@@ -394,7 +394,8 @@ def history(
     store: Store, item_id: int | None = None, reviewer: str | None = None
 ) -> list[ReviewEvent]:
     """The audit trail, oldest first: of one item, of one reviewer, or all of it."""
-    where, params = [], {}
+    where: list[str] = []
+    params: dict[str, int | str] = {}
     if item_id is not None:
         where.append("item_id = :item")
         params["item"] = item_id

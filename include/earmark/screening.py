@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import sqlalchemy as sa
 
@@ -24,17 +24,22 @@ from earmark.review import sampled
 from earmark.statuses import FileStatus
 from earmark.store.db import Store
 
+if TYPE_CHECKING:  # the inference modules load torch: imported inside the tasks that run them
+    from earmark.inference.budget import BatchFits
+    from earmark.inference.policies import Policy
+    from earmark.inference.transcriber import AsrCounters
+
 log = logging.getLogger(__name__)
 
 
 class TranscriberLike(Protocol):
-    counters: Any
+    counters: AsrCounters
 
     def transcribe_segments(self, segments: list[Any]) -> list[str]: ...
 
 
 class ClassifierLike(Protocol):
-    def score(self, policy: Any, contents: list[str]) -> list[float]: ...
+    def score(self, policy: Policy | str, contents: list[str]) -> list[float]: ...
 
 
 @dataclass(frozen=True)
@@ -112,7 +117,7 @@ class StagePlan:
     classify_batch: int
     classify_max_batch_tokens: int | None = None
     classify_max_context_tokens: int = 8192
-    classify_fits: Any = None  # fits(rows, prompt tokens, prefix tokens), on a GPU
+    classify_fits: BatchFits | None = None  # fits(rows, prompt tokens, prefix tokens), on a GPU
 
 
 def stage_plan(settings: Settings) -> StagePlan:
@@ -279,7 +284,7 @@ def transcribe_unit(
         _write_transcripts(store, model, [(f.id, "") for f in silent])
     audio_s = sum(float(f.duration_s or 0.0) for f in silent)
     load_s, loads = 0.0, 0
-    before = None
+    before: AsrCounters | None = None  # set when spoken files are decoded
     if spoken:
         if transcriber is None:
             loading = time.perf_counter()
@@ -326,11 +331,11 @@ def transcribe_unit(
         load_s=load_s,
         model_loads=loads,
         silent_files=len(silent),
-        asr_forwards=counters.forwards - before.forwards if counters else 0,
-        asr_rows=counters.rows - before.rows if counters else 0,
+        asr_forwards=counters.forwards - before.forwards if counters and before else 0,
+        asr_rows=counters.rows - before.rows if counters and before else 0,
         asr_batch_size=_batch_size(transcriber) if counters else 0,
-        asr_fed_s=counters.fed_s - before.fed_s if counters else 0.0,
-        asr_padded_s=counters.padded_s - before.padded_s if counters else 0.0,
+        asr_fed_s=counters.fed_s - before.fed_s if counters and before else 0.0,
+        asr_padded_s=counters.padded_s - before.padded_s if counters and before else 0.0,
     )
     with store.begin() as conn:
         conn.execute(

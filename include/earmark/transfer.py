@@ -401,6 +401,7 @@ def copy_one(settings: Settings, store: Store, transfer_id: int) -> CopyResult:
                 _set(store, transfer_id, TransferStatus.FAILED, error=problem, sha256=digest)
                 log.warning("%s not transferred: %s", name, problem)
                 return CopyResult(transfer_id, name, TransferStatus.FAILED, "failed", problem)
+            assert digest is not None, "a copy without a problem has its digest"
             _set(store, transfer_id, TransferStatus.PENDING, sha256=digest, bytes=size)
             publish(incoming, partial, name, digest)
         finally:
@@ -467,7 +468,7 @@ def _copy_checked(
     return problem, digest, size, has_companion, expected
 
 
-def _source_error(exc: Exception) -> str | None:
+def _source_error(exc: BaseException) -> str | None:
     """What an error the source raised means: the file is gone, it may not be read, or the
     connection was lost (an SFTP client raises its own errors, not always OSError); None for
     anything else."""

@@ -48,6 +48,9 @@ EAGER_SCORE_BYTES = 9  # per score element and head at peak: 8.6 measured at rea
 MASK_BYTES = 2  # one bf16 additive mask element
 DEFAULT_OVERHEAD_GIB = 1.0
 
+# fits(rows, longest prompt tokens, cached prefix tokens) -> whether such a batch fits memory
+BatchFits = Callable[[int, int, int], bool]
+
 
 class BudgetError(ValueError):
     """The memory budget cannot hold a stage even at batch size 1."""
@@ -150,15 +153,23 @@ def classify_estimate_bytes(
     ``prefix_tokens`` > 0 means the policy prefix is cached and only the rest is fed; the
     batch-1 pass that builds that cache is counted too (the larger of the two is the peak).
     """
-    pricing = {
-        "attn_implementation": attn_implementation,
-        "classifier": classifier,
-        "overhead_gib": overhead_gib,
-    }
-    suffixes = suffix_pass_bytes(rows, prompt_tokens, prefix_tokens=prefix_tokens, **pricing)
+    suffixes = suffix_pass_bytes(
+        rows,
+        prompt_tokens,
+        prefix_tokens=prefix_tokens,
+        attn_implementation=attn_implementation,
+        classifier=classifier,
+        overhead_gib=overhead_gib,
+    )
     if prefix_tokens <= 0:
         return suffixes
-    return max(suffixes, prefix_pass_bytes(prefix_tokens, **pricing))
+    prefix = prefix_pass_bytes(
+        prefix_tokens,
+        attn_implementation=attn_implementation,
+        classifier=classifier,
+        overhead_gib=overhead_gib,
+    )
+    return max(suffixes, prefix)
 
 
 def prefix_pass_bytes(
@@ -335,7 +346,7 @@ def classifier_fits(
     attn_implementation: str = "eager",
     classifier: ClassifierFootprint = GEMMA2_9B,
     overhead_gib: float = DEFAULT_OVERHEAD_GIB,
-) -> Callable[[int, int, int], bool]:
+) -> BatchFits:
     """``fits(rows, longest prompt tokens, cached prefix tokens)`` for ``ClassifierOptions``:
     whether such a batch stays within ``memory_gib`` by :func:`classify_estimate_bytes`."""
     budget = memory_gib * GIB

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
+from earmark.inference.budget import BatchFits
 from earmark.inference.policies import Policy
 from earmark.inference.prompt import build_prompt, split_prompt
 
@@ -62,7 +62,7 @@ class ClassifierOptions:
     use_prefix_cache: bool = True
     max_batch_tokens: int | None = None  # cap on rows x longest prompt per batch (memory)
     # fits(rows, longest prompt tokens, cached prefix tokens) -> whether the batch fits memory
-    fits: Callable[[int, int, int], bool] | None = None
+    fits: BatchFits | None = None
     # Policy prefix caches kept between calls (oldest dropped first). On a GPU one is enough:
     # a unit is scored a policy at a time and a prefix costs ~50 ms to recompute there.
     max_cached_prefixes: int = 8
@@ -198,11 +198,11 @@ class Classifier:
                 full.append(k)
         if prefix is not None and full:
             log.debug("prefix tokenization mismatch for %d item(s); using full pass", len(full))
-        prefix_tokens = len(prefix.ids) if prefix is not None else 0
-        for batch in self._batches(items, cached, prefix_tokens):
-            suffixes = [items[k].ids[len(prefix.ids) :] for k in batch]
-            for k, value in zip(batch, self._forward_suffixes(prefix, suffixes), strict=True):
-                scores[k] = value
+        if prefix is not None:  # else nothing is cached
+            for batch in self._batches(items, cached, len(prefix.ids)):
+                suffixes = [items[k].ids[len(prefix.ids) :] for k in batch]
+                for k, value in zip(batch, self._forward_suffixes(prefix, suffixes), strict=True):
+                    scores[k] = value
         for batch in self._batches(items, full):
             rows = [items[k].ids for k in batch]
             for k, value in zip(batch, self._forward_full(rows), strict=True):

@@ -49,7 +49,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 if TYPE_CHECKING:
     from hashlib import _Hash
@@ -155,10 +155,19 @@ class _Entry:
         return cls(info.replace(name=path, deep=False), path)
 
 
+class _Source(Protocol):
+    """What the archive is read through: the file, its hashing wrapper, or the gzip stream."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+    def seek(self, offset: int, whence: int = os.SEEK_SET, /) -> int: ...
+    def tell(self) -> int: ...
+    def close(self) -> None: ...
+
+
 class _BoundedReader:
     """File-like wrapper refusing single huge reads, so header bombs fail instead of OOM."""
 
-    def __init__(self, inner: BinaryIO) -> None:
+    def __init__(self, inner: _Source) -> None:
         self._inner = inner
 
     def read(self, size: int = -1) -> bytes:
@@ -300,7 +309,7 @@ def _rejecting(opening: bool = False) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _hashing(raw: BinaryIO, digest: _Hash | None) -> Iterator[BinaryIO]:
+def _hashing(raw: BinaryIO, digest: _Hash | None) -> Iterator[_Source]:
     """``raw``, fed to ``digest`` as it is read; the digest is complete when this exits normally
     or with `ArchiveRejected` (the verdict on the content does not spare reading the bytes)."""
     if digest is None:
@@ -308,7 +317,7 @@ def _hashing(raw: BinaryIO, digest: _Hash | None) -> Iterator[BinaryIO]:
         return
     reader = _HashingReader(raw, digest)
     try:
-        yield reader  # type: ignore[misc]
+        yield reader
     except ArchiveRejected:
         reader.finish()
         raise
@@ -326,12 +335,15 @@ def _open_tar(archive: Path, digest: _Hash | None = None) -> Iterator[tarfile.Ta
         raw.seek(0)
         if magic.startswith(_OTHER_COMPRESSION):
             raise ArchiveRejected("not_a_tar", "unsupported compression (only tar and tar.gz)")
-        stream: BinaryIO = (
+        stream: _Source = (
             gzip.GzipFile(fileobj=raw, mode="rb") if magic.startswith(_GZIP_MAGIC) else raw
         )
         with contextlib.closing(stream):
             with _rejecting(opening=True):
-                tf = tarfile.open(fileobj=_BoundedReader(stream), mode="r:")  # noqa: SIM115
+                bounded = _BoundedReader(stream)
+                # typeshed's _Fileobj wants write() and close() even for reading; a read-mode
+                # TarFile given a fileobj calls neither.
+                tf = tarfile.open(fileobj=bounded, mode="r:")  # type: ignore[call-overload]  # noqa: SIM115
             with tf:
                 tf.copybufsize = _COPY_BUFSIZE
                 yield tf
@@ -411,7 +423,7 @@ def _compressed_bytes(tf: tarfile.TarFile) -> int | None:
     inner = getattr(tf.fileobj, "_inner", None)
     if not isinstance(inner, gzip.GzipFile):
         return None
-    return os.fstat(inner.fileobj.fileno()).st_size
+    return os.fstat(inner.fileno()).st_size  # GzipFile.fileno() is its fileobj's
 
 
 def _check_ratio(total: int, compressed: int | None, limits: ExtractLimits) -> None:
@@ -520,7 +532,9 @@ def _sanitise(member: tarfile.TarInfo, dest_path: str) -> tarfile.TarInfo:
     """The stdlib `data` filter plus fixed modes and the normalised name."""
     filtered = tarfile.data_filter(member, dest_path)
     mode = DIR_MODE if filtered.isdir() else FILE_MODE
-    return filtered.replace(mode=mode, uid=None, gid=None, uname=None, gname=None, deep=False)
+    # None leaves ownership alone (documented since 3.11.4; the data filter does the same);
+    # typeshed's replace() still says int/str.
+    return filtered.replace(mode=mode, uid=None, gid=None, uname=None, gname=None, deep=False)  # type: ignore[arg-type]
 
 
 def _leftover_pattern(name: str) -> re.Pattern[str]:

@@ -404,17 +404,19 @@ def _mismatch(declared: str, actual: str) -> DeliveryRejected:
 def _read_known(folder: Path, verdict: _Verdict) -> _Verdict:
     """Hash a delivery whose marker names bytes already registered: a duplicate is never
     unpacked, so this is its one read."""
+    declared = verdict.declared
+    assert declared is not None, "only a delivery whose marker names a digest is read here"
     shown = printable(verdict.name)
     try:
         actual = _sha256(folder / verdict.name, shown)
     except DeliveryRejected as rejected:
-        return _Verdict(shown, verdict.declared, rejected=rejected)
+        return _Verdict(shown, declared, rejected=rejected)
     except OSError as exc:
-        rejected = DeliveryRejected("unreadable", f"{shown}: {exc.strerror}")
-        return _Verdict(shown, verdict.declared, rejected=rejected)
-    if actual != verdict.declared:
-        return _Verdict(shown, verdict.declared, actual, _mismatch(verdict.declared, actual))
-    return _Verdict(verdict.name, verdict.declared, actual)
+        unreadable = DeliveryRejected("unreadable", f"{shown}: {exc.strerror}")
+        return _Verdict(shown, declared, rejected=unreadable)
+    if actual != declared:
+        return _Verdict(shown, declared, actual, _mismatch(declared, actual))
+    return _Verdict(verdict.name, declared, actual)
 
 
 def _registered_digests(store: Store, digests: set[str]) -> set[str]:
@@ -596,12 +598,13 @@ def register_archives(settings: Settings, store: Store, run_date: str) -> list[i
     fresh = [settings.claimed / t for t in tokens if t not in known]
     failures: list[BaseException] = []
     with ThreadPoolExecutor(max_workers=_VERDICT_WORKERS) as pool:
-        verdicts = dict(zip(fresh, pool.map(_verdict_or_error, fresh), strict=True))
-        for folder, verdict in list(verdicts.items()):
-            if isinstance(verdict, Exception):  # a fault of ours: the others still go on
-                log.error("delivery %s could not be judged: %r", folder.name, verdict)
-                failures.append(verdict)
-                del verdicts[folder]
+        verdicts: dict[Path, _Verdict] = {}
+        for folder, judged in zip(fresh, pool.map(_verdict_or_error, fresh), strict=True):
+            if isinstance(judged, Exception):  # a fault of ours: the others still go on
+                log.error("delivery %s could not be judged: %r", folder.name, judged)
+                failures.append(judged)
+            else:
+                verdicts[folder] = judged
         fresh = list(verdicts)
         # Markers naming bytes already registered: those deliveries are read (in parallel) now.
         declared = {v.declared for v in verdicts.values() if v.rejected is None and v.declared}

@@ -53,6 +53,13 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _driver_execute(conn: Connection, sql: str) -> None:
+    """Run ``sql`` on the driver's own connection, outside SQLAlchemy's transaction handling."""
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None, "a checked-out connection always holds a driver connection"
+    dbapi.execute(sql)
+
+
 def create_db_engine(url: str, **pool: Any) -> Engine:
     """An engine for ``url`` with the settings Earmark relies on (FKs and WAL on SQLite);
     ``pool`` takes SQLAlchemy's pool options (``pool_size``, ``max_overflow``, ...)."""
@@ -117,7 +124,7 @@ class Store:
         with self.engine.connect() as conn:
             sqlite = self.dialect == "sqlite"
             if sqlite:  # only outside a transaction does this pragma take effect
-                conn.connection.dbapi_connection.execute("PRAGMA foreign_keys = OFF")
+                _driver_execute(conn, "PRAGMA foreign_keys = OFF")
             try:
                 with conn.begin():
                     applied = self._apply_pending(conn)
@@ -129,7 +136,7 @@ class Store:
                             )
             finally:
                 if sqlite:
-                    conn.connection.dbapi_connection.execute("PRAGMA foreign_keys = ON")
+                    _driver_execute(conn, "PRAGMA foreign_keys = ON")
         return applied
 
     def _apply_pending(self, conn: Connection) -> list[str]:
