@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 DEMO   ?= .demo
 
 .DEFAULT_GOAL := help
-.PHONY: help venv system demo ui test test-unit test-integration lint format dags-test clean
+.PHONY: help venv system demo ui test test-fast test-unit test-integration lint format dags-test clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -28,13 +28,15 @@ ui: venv  ## Start Airflow (standalone) on the demo's home: the same runs in the
 dags-test: venv  ## airflow dags test earmark_daily DATE=YYYY-MM-DD on the demo's home
 	. $(DEMO)/env.sh && EARMARK_DEADLINE_ALERTS=false $(BIN)/airflow dags test earmark_daily $(DATE)
 
-system:  ## Debian packages the tests need: Chromium + ChromeDriver, espeak-ng (apt; root or sudo)
+system:  ## Debian packages the tests need: Chromium, espeak-ng, shellcheck, PostgreSQL, Redis (apt; root or sudo)
 	bash .ci/install-system-packages.sh
 
-test: venv system  ## Lint, format check and every test (unit, DAG integrity, integration, browser)
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+test: venv system lint  ## Lint, types and every test (unit, DAG, integration, browser, benchmarks), as CI runs it
 	$(BIN)/python -m pytest -q -n 3 --dist loadfile
+
+test-fast: venv  ## Unit, DAG and tooling tests on SQLite: no Postgres, harness, browser or benchmark
+	EARMARK_TEST_PG=off $(BIN)/python -m pytest -q -n 2 -m "not integration and not bench" \
+		tests/unit tests/dags tests/tools
 
 test-unit: venv  ## Unit, DAG and tooling tests (no Celery topology, no browser)
 	$(BIN)/python -m pytest -q tests/unit tests/dags tests/tools
@@ -42,9 +44,10 @@ test-unit: venv  ## Unit, DAG and tooling tests (no Celery topology, no browser)
 test-integration: venv  ## The whole DAG against a real Postgres results DB
 	$(BIN)/python -m pytest -q tests/integration
 
-lint: venv  ## ruff check and ruff format --check
+lint: venv  ## ruff check, ruff format --check and the type checker (mypy)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: venv  ## ruff format + autofix
 	$(BIN)/ruff check --fix .

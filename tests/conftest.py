@@ -1,4 +1,5 @@
-"""Shared fixtures: the parsed DAGs once per session, and throwaway Postgres databases."""
+"""Shared fixtures: the parsed DAGs once per session, throwaway Postgres databases (on the
+run's server: ``earmark_dev.pytest_postgres``), a Redis, the tiny models."""
 
 from __future__ import annotations
 
@@ -10,15 +11,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from earmark_dev.postgres import admin_url
 
 ROOT = Path(__file__).resolve().parents[1]
-PG_ADMIN_URL = os.environ.get(
-    "EARMARK_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 _OWN_CACHE = "EARMARK_DEV_CACHE" not in os.environ
+
+
+pytest_plugins = ("earmark_dev.pytest_postgres",)
+#: Fixtures that reach Postgres: a test using one is marked ``postgres``.
+_POSTGRES_FIXTURES = frozenset({"pg_url", "migrated_pg_template", "harness", "scheduled", "ui"})
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -30,6 +34,19 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     if _OWN_CACHE and "EARMARK_DEV_CACHE" in os.environ:
         shutil.rmtree(os.environ.pop("EARMARK_DEV_CACHE"), ignore_errors=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark what needs Postgres: the fixtures above, a Postgres backend parameter, and every
+    integration test."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if (
+            _POSTGRES_FIXTURES & set(getattr(item, "fixturenames", ()))
+            or "postgres" in params.values()
+            or item.get_closest_marker("integration")
+        ):
+            item.add_marker(pytest.mark.postgres)
 
 
 @pytest.fixture(scope="session")
@@ -89,16 +106,15 @@ def _admin_engine():
     import sqlalchemy as sa
 
     engine = sa.create_engine(
-        PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
+        admin_url(), isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
     )
     try:
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
     except sa.exc.OperationalError as error:
         pytest.fail(
-            f"Postgres is not reachable at {PG_ADMIN_URL} ({error.orig}). Start it (README:"
-            " 'Services') or point EARMARK_TEST_PG_URL at a server where you may create"
-            " databases.",
+            f"Postgres is not reachable at {admin_url()} ({error.orig}): the tests use the server"
+            " EARMARK_TEST_PG_URL names, or their own (README: 'Services').",
             pytrace=False,
         )
     return engine
@@ -129,7 +145,7 @@ def _drop_database(name: str) -> None:
 def _url(name: str) -> str:
     import sqlalchemy as sa
 
-    return sa.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    return sa.make_url(admin_url()).set(database=name).render_as_string(hide_password=False)
 
 
 @pytest.fixture
@@ -175,3 +191,51 @@ def store(request, tmp_path):
     finally:
         store.dispose()
         _drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis for the tests: the local one on 6379 when it answers, else a private
+    ``redis-server`` of this test worker (no persistence), stopped at the end."""
+    import subprocess
+    import time
+
+    import redis
+
+    local = "redis://127.0.0.1:6379/0"
+    try:
+        redis.Redis.from_url(local, socket_connect_timeout=1).ping()
+    except redis.exceptions.ConnectionError:
+        pass
+    else:
+        yield local
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("no Redis on 6379 and no redis-server to start one: `make system`")
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    folder = tmp_path_factory.mktemp("redis")
+    server = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(folder)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+                break
+            except redis.exceptions.ConnectionError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"the tests' private redis-server did not start on {port}")
+                time.sleep(0.05)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from earmark.config import PROJECT_ROOT
+from earmark_dev.postgres import admin_url
 
 pytestmark = pytest.mark.integration
 
@@ -35,10 +36,13 @@ SECRETS = (
 
 
 def _admin() -> sa.Engine:
-    url = os.environ.get(
-        "EARMARK_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
-    )
-    return sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    return sa.create_engine(admin_url(), isolation_level="AUTOCOMMIT")
+
+
+def _server() -> tuple[str, int]:
+    """Host and port of the tests' Postgres (the local server or the run's own)."""
+    url = sa.make_url(admin_url())
+    return url.host or "127.0.0.1", url.port or 5432
 
 
 class Host:
@@ -55,13 +59,14 @@ class Host:
         self.etc.mkdir(parents=True)
         self.redis_main.parent.mkdir(parents=True)
         self.redis_main.write_text("# the distribution's redis.conf\n")
+        host, port = _server()
         values = (PROJECT_ROOT / "deploy" / "values.env").read_text()
         values = values.replace(
             "postgresql+psycopg://airflow:CHANGE-ME@coordinator.internal:5432/airflow",
-            f"postgresql+psycopg://{self.roles['airflow']}:CHANGE-ME@127.0.0.1:5432/{self.roles['airflow']}",
+            f"postgresql+psycopg://{self.roles['airflow']}:CHANGE-ME@{host}:{port}/{self.roles['airflow']}",
         ).replace(
             "postgresql://earmark:CHANGE-ME@coordinator.internal:5432/earmark",
-            f"postgresql://{self.roles['earmark']}:CHANGE-ME@127.0.0.1:5432/{self.roles['earmark']}",
+            f"postgresql://{self.roles['earmark']}:CHANGE-ME@{host}:{port}/{self.roles['earmark']}",
         )
         (self.etc / "values.env").write_text(values)
 
@@ -70,7 +75,7 @@ class Host:
         environ.update(
             ETC=str(self.etc),
             PROJECT=str(PROJECT_ROOT),
-            PSQL_ADMIN="psql -h 127.0.0.1 -U postgres -d postgres",
+            PSQL_ADMIN="psql -h {} -p {} -U postgres -d postgres".format(*_server()),
             REDIS_CONF=str(self.redis_conf),
             REDIS_MAIN_CONF=str(self.redis_main),
             **env,
@@ -187,8 +192,10 @@ def test_coordinator_setup_runs_and_a_second_run_changes_nothing(host: Host, tmp
     assert "CHANGE-ME" not in rendered
     assert f"AIRFLOW__CORE__FERNET_KEY={secrets['AIRFLOW_FERNET_KEY']}" in rendered
     results_url = (
-        f"postgresql://{host.roles['earmark']}:{secrets['EARMARK_DB_PASSWORD']}"
-        f"@127.0.0.1:5432/{host.roles['earmark']}"
+        f"postgresql://{host.roles['earmark']}:{secrets['EARMARK_DB_PASSWORD']}@{{}}:{{}}/".format(
+            *_server()
+        )
+        + host.roles["earmark"]
     )
     assert f"AIRFLOW_CONN_EARMARK_DB={results_url}" in rendered
     assert not any(secret in first.stdout + first.stderr for secret in secrets.values())

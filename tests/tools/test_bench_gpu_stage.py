@@ -9,6 +9,8 @@ import json
 import pytest
 from earmark_dev.bench.gpu_stage import SENTENCES, main
 
+pytestmark = pytest.mark.bench
+
 FIELDS = {
     "model_loads",
     "gpu_task_s",

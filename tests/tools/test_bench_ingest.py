@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from earmark_dev.bench import ingest
-from earmark_dev.postgres import PG_ADMIN_URL
+from earmark_dev.postgres import admin_url
+
+pytestmark = pytest.mark.bench
 
 
 def test_small_run_prints_its_figures(tmp_path, capsys):
@@ -17,7 +20,7 @@ def test_small_run_prints_its_figures(tmp_path, capsys):
                 "--repeat",
                 "1",
                 "--pg-url",
-                PG_ADMIN_URL,
+                admin_url(),
                 "--workdir",
                 str(tmp_path),
             ]

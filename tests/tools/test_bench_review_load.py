@@ -9,8 +9,10 @@ import pytest
 import sqlalchemy as sa
 from earmark.store.db import Store
 from earmark_dev.bench import review_load
-from earmark_dev.postgres import PG_ADMIN_URL
+from earmark_dev.postgres import admin_url
 from earmark_dev.review_server import seed_items
+
+pytestmark = pytest.mark.bench
 
 
 @pytest.mark.timeout(240)
@@ -26,7 +28,7 @@ def test_small_run_prints_figures_per_route_and_the_invariants_hold(capsys):
             "--qa-share",
             "0.5",
             "--pg-url",
-            PG_ADMIN_URL,
+            admin_url(),
             "--json",
         ]
     )

@@ -11,7 +11,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from earmark_dev.bench.classifier_memory import run
+
+pytestmark = pytest.mark.bench
 
 
 def test_budget_prices_the_prefix_cached_path_within_15_percent(tmp_path: Path) -> None:

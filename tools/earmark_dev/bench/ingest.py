@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from earmark.config import Settings
 from earmark.ingest.intake import register_archives, register_files, unpack_archive
 from earmark.store.db import Store
+from earmark_dev.postgres import admin_url
 from earmark_dev.sampledata import generate_day
 
 # Mixed rates and channels of the sample generator average about 82 kB of WAV per second.
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=2, help="best of this many runs each")
     parser.add_argument(
         "--pg-url",
-        default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+        default=admin_url(),
         help="a Postgres where this user may create (and drop) databases",
     )
     parser.add_argument(

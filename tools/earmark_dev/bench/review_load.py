@@ -59,7 +59,7 @@ import psutil
 import sqlalchemy as sa
 from earmark.store.db import Store
 from earmark_dev.localenv import LocalEnv
-from earmark_dev.postgres import PG_ADMIN_URL
+from earmark_dev.postgres import admin_url
 from earmark_dev.review_server import ReviewServer, seed_items, start_review_server
 
 ROUTES = ("claim", "item page", "audio", "decide", "review page")
@@ -758,7 +758,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
         "--pg-url",
-        default=PG_ADMIN_URL,
+        default=admin_url(),
         help="a Postgres where this user may create (and drop) databases",
     )
     parser.add_argument(
