@@ -90,6 +90,9 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+_BACK_TO_THE_QUEUE = (
+    "UPDATE review_queue SET status = 'pending', claimed_by = NULL, claimed_until = NULL"
+)
 # An item ``:who`` may be offered: not one they skipped (and did not take back), not the blind
 # second review of a flag they decided themselves.
 _OFFERABLE_TO_WHO = (
@@ -329,8 +332,7 @@ def unskip(
         held = (
             conn.execute(
                 sa.text(
-                    "UPDATE review_queue SET status = 'pending', claimed_by = NULL,"
-                    " claimed_until = NULL WHERE status = 'claimed' AND claimed_by = :who"
+                    _BACK_TO_THE_QUEUE + " WHERE status = 'claimed' AND claimed_by = :who"
                     " AND id <> :id RETURNING id"
                 ),
                 {"who": reviewer, "id": item_id},
@@ -359,8 +361,7 @@ def _give_back(store: Store, item_id: int, reviewer: str, action: str, now: date
     with store.begin() as conn:
         done = conn.execute(
             sa.text(
-                "UPDATE review_queue SET status = 'pending', claimed_by = NULL,"
-                " claimed_until = NULL WHERE id = :id AND status = 'claimed'"
+                _BACK_TO_THE_QUEUE + " WHERE id = :id AND status = 'claimed'"
                 " AND claimed_by = :who AND claimed_until >= :now"
             ),
             {"id": item_id, "who": reviewer, "now": now},
@@ -438,10 +439,7 @@ def _return_lapsed(conn: sa.Connection, dialect: str, now: datetime) -> int:
     ).all()
     for item in lapsed:
         conn.execute(
-            sa.text(
-                "UPDATE review_queue SET status = 'pending', claimed_by = NULL,"
-                " claimed_until = NULL WHERE id = :id"
-            ),
+            sa.text(_BACK_TO_THE_QUEUE + " WHERE id = :id"),
             {"id": item.id},
         )
         _record(conn, item.id, "lapse", item.claimed_by, as_utc(item.claimed_until))

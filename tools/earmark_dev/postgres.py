@@ -17,6 +17,8 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,24 @@ def admin_engine() -> Any:
     return sa.create_engine(
         admin_url(), isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
     )
+
+
+@contextlib.contextmanager
+def throwaway_database(server_url: str, prefix: str = "earmark_bench") -> Iterator[str]:
+    """A new, empty database on ``server_url``'s server, dropped afterwards (on errors and
+    Ctrl-C too); its URL."""
+    import sqlalchemy as sa  # noqa: PLC0415
+
+    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin.url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def answers(url: str, timeout_s: float = 3) -> bool:

@@ -20,8 +20,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
@@ -30,7 +29,7 @@ import sqlalchemy as sa
 from earmark.config import Settings
 from earmark.ingest.intake import register_archives, register_files, unpack_archive
 from earmark.store.db import Store
-from earmark_dev.postgres import admin_url
+from earmark_dev.postgres import admin_url, throwaway_database
 from earmark_dev.sampledata import generate_day
 
 # Mixed rates and channels of the sample generator average about 82 kB of WAV per second.
@@ -70,20 +69,6 @@ class IngestFigures:
         ]
 
 
-@contextmanager
-def _fresh_database(admin_url: str) -> Iterator[str]:
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    name = f"earmark_bench_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin.url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 def _best(repeat: int, run: Callable[[], float]) -> float:
     return min(run() for _ in range(repeat))
 
@@ -115,7 +100,7 @@ def run(gb: float, files: int, pg_url: str, workdir: Path, repeat: int) -> Inges
         settings.ensure_layout()
         shutil.copyfile(archive, settings.incoming / archive.name)  # intake refuses links
         (settings.incoming / marker.name).write_bytes(marker.read_bytes())
-        with _fresh_database(pg_url) as url:
+        with throwaway_database(pg_url) as url:
             store = Store.from_url(url)
             store.migrate()  # as the DAG's first task does
             started = time.perf_counter()
@@ -139,7 +124,7 @@ def run(gb: float, files: int, pg_url: str, workdir: Path, repeat: int) -> Inges
 
 
 def _registration_rate(pg_url: str, rows: int) -> tuple[int, float]:
-    with _fresh_database(pg_url) as url:
+    with throwaway_database(pg_url) as url:
         store = Store.from_url(url)
         store.migrate()
         with store.begin() as conn:

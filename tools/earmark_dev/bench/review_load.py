@@ -44,7 +44,6 @@ import re
 import tempfile
 import threading
 import time
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,7 +58,7 @@ import psutil
 import sqlalchemy as sa
 from earmark.store.db import Store
 from earmark_dev.localenv import LocalEnv
-from earmark_dev.postgres import admin_url
+from earmark_dev.postgres import admin_url, throwaway_database
 from earmark_dev.review_server import ReviewServer, seed_items, start_review_server
 
 ROUTES = ("claim", "item page", "audio", "decide", "review page")
@@ -562,16 +561,8 @@ def results_database(db_url: str | None, pg_url: str) -> Iterator[str]:
     if db_url is not None:
         yield db_url
         return
-    admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    name = f"earmark_bench_review_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin.url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with throwaway_database(pg_url, "earmark_bench_review") as url:
+        yield url
 
 
 def _rng(seed: int | str) -> random.Random:
