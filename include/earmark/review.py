@@ -259,23 +259,11 @@ def reclaim(
     lock = " FOR UPDATE SKIP LOCKED" if store.dialect == "postgresql" else ""
     with store.begin() as conn:
         _return_lapsed(conn, store.dialect, now)
-        own_latest = conn.execute(
-            sa.text(
-                "SELECT action FROM review_events WHERE item_id = :id AND reviewer = :who"
-                " ORDER BY id DESC LIMIT 1"
-            ),
-            {"id": item_id, "who": reviewer},
-        ).scalar()
-        if own_latest not in ("claim", "lapse"):
+        own_latest = _latest_event(conn, item_id, reviewer=reviewer)
+        if own_latest is None or own_latest.action not in ("claim", "lapse"):
             return Reclaim.REFUSED  # never claimed, or given back or decided since
-        latest_claim = conn.execute(
-            sa.text(
-                "SELECT reviewer FROM review_events WHERE item_id = :id AND action = 'claim'"
-                " ORDER BY id DESC LIMIT 1"
-            ),
-            {"id": item_id},
-        ).scalar()
-        if latest_claim != reviewer:
+        latest_claim = _latest_event(conn, item_id, action="claim")
+        if latest_claim is None or latest_claim.reviewer != reviewer:
             return Reclaim.TAKEN
         done = conn.execute(
             sa.text(
@@ -317,13 +305,7 @@ def unskip(
     now = now or _now()
     with store.begin() as conn:
         _return_lapsed(conn, store.dialect, now)
-        latest = conn.execute(
-            sa.text(
-                "SELECT action, at FROM review_events WHERE item_id = :id AND reviewer = :who"
-                " ORDER BY id DESC LIMIT 1"
-            ),
-            {"id": item_id, "who": reviewer},
-        ).one_or_none()
+        latest = _latest_event(conn, item_id, reviewer=reviewer)
         if latest is None or latest.action != "skip" or as_utc(latest.at) < now - window:
             seconds = int(window.total_seconds())
             raise ReviewError(
@@ -370,6 +352,19 @@ def _give_back(store: Store, item_id: int, reviewer: str, action: str, now: date
             _record(conn, item_id, action, reviewer, now)
     if done != 1:
         raise not_held(item_id, reviewer)
+
+
+def _latest_event(
+    conn: sa.Connection, item_id: int, *, reviewer: str | None = None, action: str | None = None
+) -> sa.Row | None:
+    """The item's newest event in the trail, of ``reviewer`` and/or of ``action`` if given."""
+    sql = "SELECT action, reviewer, at FROM review_events WHERE item_id = :id"
+    if reviewer is not None:
+        sql += " AND reviewer = :who"
+    if action is not None:
+        sql += " AND action = :action"
+    params = {"id": item_id, "who": reviewer, "action": action}
+    return conn.execute(sa.text(sql + " ORDER BY id DESC LIMIT 1"), params).one_or_none()
 
 
 def _record(
