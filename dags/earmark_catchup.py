@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import CronTriggerTimetable, dag, task
 from earmark.config import Settings
-from earmark.schedule import catchup_cron
+from earmark.day.schedule import catchup_cron
 
 settings = Settings.from_env()
 
@@ -50,8 +50,8 @@ def earmark_catchup() -> None:
         """The day to catch up, when a late delivery waits and the cut-off has not passed."""
         from airflow.sdk import get_current_context  # noqa: PLC0415
         from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance  # noqa: PLC0415
+        from earmark.day.schedule import catchup_day  # noqa: PLC0415
         from earmark.ingest.intake import waiting_deliveries  # noqa: PLC0415
-        from earmark.schedule import catchup_day  # noqa: PLC0415
 
         env = Settings.from_env()
         dag_run = get_current_context()["dag_run"]

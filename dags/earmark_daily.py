@@ -7,17 +7,22 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.sql.operators.sql import SQLCheckOperator, SQLColumnCheckOperator
 from airflow.sdk import CronTriggerTimetable, Param, dag, task, task_group
-from earmark.alerts import deadline_missed, record_task_failure, run_failed, run_succeeded
 from earmark.config import Settings
-from earmark.day_status import named_queries
-from earmark.deadlines import RunDayDeadline
-from earmark.schedule import cron_expression, deadline_interval
-from earmark.sensors import ArchivesSensor
+from earmark.day.schedule import cron_expression, deadline_interval
+from earmark.orchestration.alerts import (
+    deadline_missed,
+    record_task_failure,
+    run_failed,
+    run_succeeded,
+)
+from earmark.orchestration.deadlines import RunDayDeadline
+from earmark.orchestration.sensors import ArchivesSensor
+from earmark.store.sql import named_queries
 
 if TYPE_CHECKING:  # task-sdk 1.3.2's airflow/sdk/__init__.pyi omits both; the module exports them
     from airflow.sdk.definitions.callback import AsyncCallback
     from airflow.sdk.definitions.deadline import DeadlineAlert
-    from earmark.airflow_support import TaskEnv
+    from earmark.orchestration.airflow_seam import TaskEnv
 else:
     from airflow.sdk import AsyncCallback, DeadlineAlert
 
@@ -86,8 +91,8 @@ def _deadline() -> DeadlineAlert | None:
 
 def _gpu_task_env(unit_id: int) -> TaskEnv:
     """The task's env, with the work unit's readable name for the UI's map index."""
-    from earmark.airflow_support import task_env  # noqa: PLC0415
-    from earmark.work_units import unit_label  # noqa: PLC0415
+    from earmark.gpu.work_units import unit_label  # noqa: PLC0415
+    from earmark.orchestration.airflow_seam import task_env  # noqa: PLC0415
 
     env = task_env()
     env.set_template_var("unit_label", unit_label(env.store, unit_id))
@@ -137,7 +142,7 @@ def earmark_daily() -> None:
     @task
     def migrate_results_db() -> list[str]:
         """Apply pending results-DB migrations (idempotent; an advisory lock on Postgres)."""
-        from earmark.airflow_support import migrate_results_db as migrate  # noqa: PLC0415
+        from earmark.orchestration.airflow_seam import migrate_results_db as migrate  # noqa: PLC0415
 
         return migrate()
 
@@ -148,8 +153,8 @@ def earmark_daily() -> None:
         upstream_failed: nothing is read or written."""
         from airflow.sdk import get_current_context  # noqa: PLC0415
         from airflow.sdk.exceptions import AirflowFailException  # noqa: PLC0415
-        from earmark.schedule import RunConfError  # noqa: PLC0415
-        from earmark.schedule import check_run_conf as check  # noqa: PLC0415
+        from earmark.day.schedule import RunConfError  # noqa: PLC0415
+        from earmark.day.schedule import check_run_conf as check  # noqa: PLC0415
 
         try:
             check(get_current_context()["dag_run"].conf)
@@ -159,8 +164,8 @@ def earmark_daily() -> None:
     @task
     def resolve_run_date(params: dict[str, Any] | None = None) -> str:
         """The day this run screens: param ``date``, else the logical date, local time."""
-        from earmark.airflow_support import task_env  # noqa: PLC0415
-        from earmark.schedule import resolve_run_date as resolve  # noqa: PLC0415
+        from earmark.day.schedule import resolve_run_date as resolve  # noqa: PLC0415
+        from earmark.orchestration.airflow_seam import task_env  # noqa: PLC0415
 
         env = task_env()
         dag_run = env.context["dag_run"]
@@ -174,8 +179,8 @@ def earmark_daily() -> None:
     @task.branch
     def check_for_work(run_date: str) -> str:
         """Skip waiting when archives are already there or registered."""
-        from earmark.airflow_support import task_env  # noqa: PLC0415
         from earmark.ingest.intake import day_has_work  # noqa: PLC0415
+        from earmark.orchestration.airflow_seam import task_env  # noqa: PLC0415
 
         env = task_env()
         if day_has_work(env.settings, env.store, run_date):
@@ -198,9 +203,9 @@ def earmark_daily() -> None:
         """Claim deliveries from incoming/, read their markers, register archives; the archives to
         unpack, in groups (one per mapped unpack task, never more than Airflow maps)."""
         from airflow.sdk.configuration import conf  # noqa: PLC0415
-        from earmark.airflow_support import task_env  # noqa: PLC0415
         from earmark.ingest.intake import register_archives as register  # noqa: PLC0415
         from earmark.ingest.intake import unpack_groups  # noqa: PLC0415
+        from earmark.orchestration.airflow_seam import task_env  # noqa: PLC0415
 
         env = task_env()
         max_tasks = min(env.settings.unpack_tasks_max, conf.getint("core", "max_map_length"))
@@ -214,8 +219,8 @@ def earmark_daily() -> None:
         import time  # noqa: PLC0415
         from dataclasses import asdict  # noqa: PLC0415
 
-        from earmark.airflow_support import task_env  # noqa: PLC0415
         from earmark.ingest.intake import group_label, unpack_archive  # noqa: PLC0415
+        from earmark.orchestration.airflow_seam import task_env  # noqa: PLC0415
 
         env = task_env()
         env.set_template_var("archive_label", group_label(env.store, archive_ids))
@@ -234,8 +239,8 @@ def earmark_daily() -> None:
         Runs whatever became of the unpacks, so one failed archive does not hold up the day.
         """
         from airflow.sdk.configuration import conf  # noqa: PLC0415
-        from earmark.airflow_support import task_env  # noqa: PLC0415
-        from earmark.work_units import plan_work_units as plan  # noqa: PLC0415
+        from earmark.gpu.work_units import plan_work_units as plan  # noqa: PLC0415
+        from earmark.orchestration.airflow_seam import task_env  # noqa: PLC0415
 
         env = task_env()
         return plan(
@@ -255,7 +260,7 @@ def earmark_daily() -> None:
         @task(**GPU_TASK)
         def transcribe(unit_id: int, params: dict[str, Any] | None = None) -> int:
             """Whisper over every pending file of the work unit."""
-            from earmark.screening import transcribe_unit  # noqa: PLC0415
+            from earmark.gpu.screening import transcribe_unit  # noqa: PLC0415
 
             env = _gpu_task_env(unit_id)
             transcribe_unit(env.settings, env.store, unit_id, reprocess=_reprocess(params))
@@ -264,7 +269,7 @@ def earmark_daily() -> None:
         @task(**GPU_TASK)
         def classify(unit_id: int, params: dict[str, Any] | None = None) -> int:
             """CoPE-A scores against every policy; flagged items to the review queue."""
-            from earmark.screening import classify_unit  # noqa: PLC0415
+            from earmark.gpu.screening import classify_unit  # noqa: PLC0415
 
             env = _gpu_task_env(unit_id)
             classify_unit(env.settings, env.store, unit_id, reprocess=_reprocess(params))
@@ -275,8 +280,8 @@ def earmark_daily() -> None:
     @task(trigger_rule="all_done")
     def noon_check(run_date: str) -> dict[str, Any]:
         """Complete or not, ETA and throughput (counts only)."""
-        from earmark.airflow_support import task_env  # noqa: PLC0415
-        from earmark.day_status import day_status  # noqa: PLC0415
+        from earmark.day.status import day_status  # noqa: PLC0415
+        from earmark.orchestration.airflow_seam import task_env  # noqa: PLC0415
 
         env = task_env()
         return day_status(env.settings, env.store, run_date).as_dict()
@@ -284,7 +289,7 @@ def earmark_daily() -> None:
     @task(trigger_rule="all_done", multiple_outputs=True)
     def data_quality_queries(run_date: str) -> dict[str, str]:
         """The data-quality checks' SQL for the run date (one output per check)."""
-        from earmark.day_status import data_quality_checks  # noqa: PLC0415
+        from earmark.day.status import data_quality_checks  # noqa: PLC0415
 
         return data_quality_checks(run_date)
 
@@ -313,10 +318,10 @@ def earmark_daily() -> None:
         fails the run when nothing was delivered or the day is incomplete, without retrying:
         the verdict cannot change by asking again (a rerun of the day can)."""
         from airflow.sdk.exceptions import AirflowFailException  # noqa: PLC0415
-        from earmark.airflow_support import task_env  # noqa: PLC0415
-        from earmark.day_report import write_day_report  # noqa: PLC0415
-        from earmark.day_status import day_status, format_summary  # noqa: PLC0415
-        from earmark.schedule import deadline_for  # noqa: PLC0415
+        from earmark.day.report import write_day_report  # noqa: PLC0415
+        from earmark.day.schedule import deadline_for  # noqa: PLC0415
+        from earmark.day.status import day_status, format_summary  # noqa: PLC0415
+        from earmark.orchestration.airflow_seam import task_env  # noqa: PLC0415
 
         env = task_env()
         status = day_status(env.settings, env.store, run_date)

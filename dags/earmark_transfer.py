@@ -56,8 +56,8 @@ def earmark_transfer() -> None:
     @task(queue="transfer")
     def discover() -> list[int]:
         """Record complete source archives in the ledger; ids of those still to copy."""
-        from earmark.airflow_support import task_env  # noqa: PLC0415
-        from earmark.transfer import discover as discover_source  # noqa: PLC0415
+        from earmark.ingest.transfer import discover as discover_source  # noqa: PLC0415
+        from earmark.orchestration.airflow_seam import task_env  # noqa: PLC0415
 
         env = task_env()
         return discover_source(env.settings, env.store)
@@ -71,8 +71,8 @@ def earmark_transfer() -> None:
         """Copy one archive into incoming/, its ready marker last."""
         from dataclasses import asdict  # noqa: PLC0415
 
-        from earmark.airflow_support import task_env  # noqa: PLC0415
-        from earmark.transfer import copy_one, transfer_name  # noqa: PLC0415
+        from earmark.ingest.transfer import copy_one, transfer_name  # noqa: PLC0415
+        from earmark.orchestration.airflow_seam import task_env  # noqa: PLC0415
 
         env = task_env()
         env.set_template_var("transfer_label", transfer_name(env.store, transfer_id))
@@ -81,7 +81,7 @@ def earmark_transfer() -> None:
     @task(queue="transfer")
     def migrate_results_db() -> list[str]:
         """Apply pending results-DB migrations (the transfers ledger lives there too)."""
-        from earmark.airflow_support import migrate_results_db as migrate  # noqa: PLC0415
+        from earmark.orchestration.airflow_seam import migrate_results_db as migrate  # noqa: PLC0415
 
         return migrate()
 

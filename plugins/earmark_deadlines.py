@@ -1,9 +1,12 @@
-"""Registers Earmark's deadline reference so runs can be created with it (earmark.deadlines)."""
+"""Registers Earmark's deadline reference so runs can be created with it.
+
+The reference is ``earmark.orchestration.deadlines.RunDayDeadline``.
+"""
 
 from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
-from earmark.deadlines import RunDayDeadline
+from earmark.orchestration.deadlines import RunDayDeadline
 
 
 class EarmarkDeadlinesPlugin(AirflowPlugin):

@@ -42,15 +42,15 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from earmark.config import Settings
-from earmark.deploy_config import render_config
 from earmark.names import printable
+from earmark.ops.deploy_config import render_config
 from earmark.store.db import Store
 
 
 def _store(args: argparse.Namespace, settings: Settings) -> Store:
     if args.db_url:
         return Store.from_url(args.db_url)
-    from earmark.airflow_support import results_store  # noqa: PLC0415
+    from earmark.orchestration.airflow_seam import results_store  # noqa: PLC0415
 
     return results_store(settings)
 
@@ -106,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from earmark import day_status  # noqa: PLC0415
+    from earmark.day import status as day_status  # noqa: PLC0415
 
     args = _parser().parse_args(argv)
 
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in own_exit_code:
             return own_exit_code[args.command](args, settings, store)
         if args.command == "metrics":
-            from earmark.metrics import serve  # noqa: PLC0415
+            from earmark.ops.metrics import serve  # noqa: PLC0415
 
             serve(
                 settings,
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         day = args.date or datetime.now(ZoneInfo(settings.timezone)).date().isoformat()
         if args.command == "report":
-            from earmark.day_report import write_day_report  # noqa: PLC0415
+            from earmark.day.report import write_day_report  # noqa: PLC0415
 
             html = write_day_report(settings, store, day, "earmark report")
             if args.out:
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _review_stats(args: argparse.Namespace, settings: Settings, store: Store) -> int:
-    from earmark import review_stats  # noqa: PLC0415
+    from earmark.review import stats as review_stats  # noqa: PLC0415
 
     last = args.last or datetime.now(ZoneInfo(settings.timezone)).date().isoformat()
     first = args.first or (date.fromisoformat(last) - timedelta(days=6)).isoformat()
@@ -186,7 +186,7 @@ def _review_stats(args: argparse.Namespace, settings: Settings, store: Store) ->
 
 
 def _capacity(args: argparse.Namespace, settings: Settings, store: Store) -> int:
-    from earmark.capacity import capacity  # noqa: PLC0415
+    from earmark.ops.capacity import capacity  # noqa: PLC0415
 
     if args.hours <= 0:
         print("--hours must be more than 0")
@@ -196,7 +196,8 @@ def _capacity(args: argparse.Namespace, settings: Settings, store: Store) -> int
 
 
 def _health(args: argparse.Namespace, settings: Settings, store: Store) -> int:
-    from earmark import airflow_support, health  # noqa: PLC0415
+    from earmark.ops import health  # noqa: PLC0415
+    from earmark.orchestration import airflow_seam as airflow_support  # noqa: PLC0415
 
     checks = health.run_checks(
         settings,

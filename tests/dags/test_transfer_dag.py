@@ -40,7 +40,7 @@ def test_copy_is_mapped_on_transfer_queue(transfer_dag):
 
 def test_end_to_end_two_runs(store, tmp_path):
     """discover → copy for every id, twice: the second run changes nothing."""
-    from earmark import transfer
+    from earmark.ingest import transfer
 
     source, data = tmp_path / "dropbox", tmp_path / "data"
     source.mkdir()

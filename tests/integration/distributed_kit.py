@@ -45,7 +45,7 @@ def deliver(h: Harness, day: str = DAY) -> None:
 
 def deliver_late(h: Harness, day: str) -> str:
     """One more archive for ``day``, under a name of its own; its name."""
-    from earmark.incoming import sha256_file
+    from earmark.ingest.incoming import sha256_file
     from earmark_dev.sampledata import generate_day
 
     scratch = h.home / "late"

@@ -23,7 +23,7 @@ DAY = "2026-11-29"
 
 def _add_bad_archive(incoming: Path) -> None:
     """One archive with a garbage .wav beside a good one, and one unsafe archive."""
-    from earmark.incoming import sha256_file
+    from earmark.ingest.incoming import sha256_file
     from earmark_dev.sampledata import generate_day
 
     scratch = incoming.parent / "scratch"

@@ -18,7 +18,7 @@ from typing import IO, TypeVar
 import pytest
 import sqlalchemy as sa
 from earmark.config import PROJECT_ROOT
-from earmark.deploy_config import parse_env
+from earmark.ops.deploy_config import parse_env
 from earmark_dev.postgres import database_url
 
 pytestmark = pytest.mark.distributed

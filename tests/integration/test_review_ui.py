@@ -293,7 +293,7 @@ def test_review_flow_over_http(ui: UI) -> None:
     assert lost.status_code == 409 and "taken by another reviewer" in lost.text
     assert "cleo" not in lost.text  # an error never names another reviewer
     assert "ben&#39;s words" in lost.text and ui.row(item_b).claimed_by == "cleo"
-    from earmark.review import history
+    from earmark.review.queue import history
 
     assert [e.action for e in history(ui.store, item_id=four)][-2:] == ["claim", "decide"]
     assert [(e.action, e.reviewer) for e in history(ui.store, item_id=item_b)][:4] == [
@@ -355,7 +355,7 @@ def test_nothing_changes_without_a_claim_and_lapses_show_as_pending(ui: UI) -> N
     change nothing; the blind second review of one's own flag cannot be taken by its id; a
     lapsed claim is pending everywhere; errors name no one; a blind page names no recording;
     a skip can be undone; the day page shows counts, not scores."""
-    from earmark.review import history
+    from earmark.review.queue import history
 
     one, two = ui.items["a/one.wav"], ui.items["a/two.wav"]
     three, four = ui.items["b/three.wav"], ui.items["b/four.wav"]
@@ -515,7 +515,7 @@ def _the_day_report_renders_its_plots(ui: UI, page: Any) -> None:
     """The day page links the day's report (written as the report task writes it); the page,
     served under the pages' Content-Security-Policy, draws its five plots; no transcript."""
     from earmark.config import Settings
-    from earmark.day_report import write_day_report
+    from earmark.day.report import write_day_report
     from playwright.sync_api import expect
 
     page.goto(f"{ui.base}/earmark/?date={ui.run_date}")
@@ -640,7 +640,7 @@ def test_review_in_a_real_browser(ui: UI, tmp_path: Path) -> None:
         "typed before the lapse",
     )
     assert (ui.row(skipped_id).status, ui.row(skipped_id).claimed_by) == ("pending", None)
-    from earmark.review import history
+    from earmark.review.queue import history
 
     assert [e.action for e in history(ui.store, reviewer="cleo")] == [
         "claim",

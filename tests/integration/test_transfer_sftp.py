@@ -1,4 +1,4 @@
-"""earmark.transfer against a real SFTP server on loopback (asyncssh's, in a thread of this
+"""earmark.ingest.transfer against a real SFTP server on loopback (asyncssh's, in a thread of this
 process: its own host key, key authentication, a folder of its own as the vendor's drop), through
 Airflow's SFTP provider and an Airflow connection. Each case ends with its ledger state and what
 is in ``incoming/`` asserted; nothing half-written ever appears there."""
@@ -19,8 +19,8 @@ from typing import Any, ClassVar
 
 import asyncssh
 import pytest
-from earmark import transfer
 from earmark.config import Settings
+from earmark.ingest import transfer
 
 pytestmark = pytest.mark.integration
 

@@ -3,7 +3,7 @@ AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS), with admin added for the tools' own R
 
 from __future__ import annotations
 
-from earmark.deploy_config import parse_env
+from earmark.ops.deploy_config import parse_env
 from earmark_dev.localenv import AUTH_USERS, LocalEnv, simple_auth_users
 from earmark_dev.topology import Harness
 

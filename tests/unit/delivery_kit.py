@@ -130,7 +130,7 @@ def run_bounded(fn: Callable[[], T], seconds: float, file_modes_bind_root: bool 
 
 def plan_test_units(store: Any, run_id: str, day: str) -> list[int]:
     """The day's work units as the DAG plans them, with the tests' small fixed figures."""
-    from earmark.work_units import plan_work_units
+    from earmark.gpu.work_units import plan_work_units
 
     return plan_work_units(
         store,

@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
-from earmark.alerts import (
+from earmark.config import Settings
+from earmark.day.status import day_status
+from earmark.orchestration.alerts import (
     NO_REASON,
     REASON_MAX,
     FailedTask,
@@ -23,8 +25,6 @@ from earmark.alerts import (
     run_deadline,
     run_progress,
 )
-from earmark.config import Settings
-from earmark.day_status import day_status
 from earmark_dev.constructed_day import DAY, at, build
 
 BASE = "https://airflow.example.org"

@@ -7,9 +7,9 @@ from datetime import time
 
 import pytest
 import sqlalchemy as sa
-from earmark.capacity import HEADROOM, capacity
 from earmark.cli import main as cli_main
 from earmark.config import Settings
+from earmark.ops.capacity import HEADROOM, capacity
 
 DAY = "2026-11-29"
 

@@ -20,7 +20,7 @@ def test_migrate_then_status_on_an_empty_day(tmp_path, capsys):
 
 def test_render_config_writes_the_hosts_environment_file(tmp_path, capsys):
     from earmark.config import PROJECT_ROOT
-    from earmark.deploy_config import parse_env
+    from earmark.ops.deploy_config import parse_env
 
     out = tmp_path / "airflow.env"
     assert (
@@ -45,7 +45,7 @@ def test_render_config_writes_the_hosts_environment_file(tmp_path, capsys):
 
 def test_report_stores_the_day_s_page_and_a_bad_date_is_a_usage_error(tmp_path, capsys):
     import pytest
-    from earmark.day_report import stored_report
+    from earmark.day.report import stored_report
     from earmark.store.db import Store
 
     url = f"sqlite:///{tmp_path / 'r.db'}"

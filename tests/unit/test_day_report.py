@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 import sqlalchemy as sa
 from earmark.config import Settings
-from earmark.day_report import read_figures, stored_report, write_day_report
+from earmark.day.report import read_figures, stored_report, write_day_report
 from earmark_dev.constructed_day import DAY, at, build
 
 SECRET = "SECRET-TRANSCRIPT-IN-REPORT"

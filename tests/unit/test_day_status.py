@@ -7,7 +7,7 @@ from datetime import datetime, time
 from zoneinfo import ZoneInfo
 
 from earmark.config import Settings
-from earmark.day_status import day_status, format_summary
+from earmark.day.status import day_status, format_summary
 
 LONDON = ZoneInfo("Europe/London")
 

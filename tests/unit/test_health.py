@@ -15,10 +15,10 @@ import pytest
 import redis
 import sqlalchemy as sa
 from delivery_kit import deliver, tar_bytes, wav
-from earmark import health
 from earmark.config import Settings
-from earmark.day_status import format_duration
+from earmark.day.status import format_duration
 from earmark.ingest.intake import register_archives, unpack_archive
+from earmark.ops import health
 from earmark_dev.postgres import admin_url
 
 DAY = "2026-11-29"
@@ -249,7 +249,7 @@ def test_celery_is_asked_once_and_answers_within_its_wait(tmp_path, redis_url):
     script = (
         "import json, time\n"
         "import airflow.providers.celery.executors.celery_executor_utils\n"
-        "from earmark.airflow_support import celery_workers\n"
+        "from earmark.orchestration.airflow_seam import celery_workers\n"
         "started = time.perf_counter()\n"
         "found = celery_workers(0.3)\n"
         "print(json.dumps([len(found), time.perf_counter() - started]))\n"

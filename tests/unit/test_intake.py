@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from delivery_kit import deliver, sha256, tar_bytes, wav, write_then_rename
 from earmark.config import Settings
-from earmark.incoming import sha256_file
 from earmark.ingest.extract import InsufficientDisk
+from earmark.ingest.incoming import sha256_file
 from earmark.ingest.intake import audio_home, register_archives, unpack_archive
 from earmark_dev.sampledata import generate_day
 

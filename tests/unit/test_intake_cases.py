@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 from earmark.config import Settings
-from earmark.incoming import sha256_file
 from earmark.ingest.extract import ExtractLimits
+from earmark.ingest.incoming import sha256_file
 from earmark.ingest.intake import register_archives, unpack_archive
 
 DAY = "2026-11-29"

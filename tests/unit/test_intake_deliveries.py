@@ -18,10 +18,10 @@ from delivery_kit import (
     wav,
     write_then_rename,
 )
-from earmark.incoming import sha256_file
+from earmark.gpu.screening import classify_unit, transcribe_unit
 from earmark.ingest import intake
+from earmark.ingest.incoming import sha256_file
 from earmark.ingest.intake import register_archives, unpack_archive
-from earmark.screening import classify_unit, transcribe_unit
 
 DAY = "2026-11-29"
 

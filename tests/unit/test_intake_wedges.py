@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from delivery_kit import deliver, sha256, tar_bytes, wav, write_then_rename
 from earmark.config import Settings
-from earmark.day_status import quarantine_report
+from earmark.day.status import quarantine_report
 from earmark.ingest.extract import InsufficientDisk
 from earmark.ingest.intake import register_archives, unpack_archive
 

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from delivery_kit import deliver, tar_bytes, wav
 from earmark.config import PROJECT_ROOT, Settings
 from earmark.ingest.intake import register_archives, unpack_archive
-from earmark.metrics import METRIC_NAMES, EarmarkCollector
+from earmark.ops.metrics import METRIC_NAMES, EarmarkCollector
 from earmark.store.db import Store
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families

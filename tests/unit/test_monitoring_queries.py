@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 from earmark.config import PROJECT_ROOT
-from earmark.day_status import named_queries
+from earmark.store.sql import named_queries
 from earmark_dev.constructed_day import DAY, at, build
 
 FILES = ("monitoring", "day_report", "alerts", "review_stats")

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
-from earmark.review import ReviewError, claim_next, release_expired, resolve, sampled
+from earmark.review.queue import ReviewError, claim_next, release_expired, resolve, sampled
 
 NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 
@@ -84,7 +84,7 @@ def test_bad_decision_refused(queue):
 
 
 def test_every_action_is_recorded_once_in_order(queue):
-    from earmark.review import history, release, skip
+    from earmark.review.queue import history, release, skip
 
     top = claim_next(queue, "ana", now=NOW)
     skip(queue, top.id, "ana", now=NOW + timedelta(minutes=1))
@@ -147,7 +147,7 @@ def test_second_reviews_are_blind_and_never_offered_to_the_first_reviewer(queue)
     assert second.kind == "qa" and second.blind and second.claimed_by == "ben"
     resolve(queue, second.id, "ben", "no_violation", now=NOW)
     assert claim_next(queue, "ana", now=NOW) is None  # the rest are ana's own decisions
-    from earmark.day_status import review_items
+    from earmark.day.status import review_items
 
     listed = {item["id"] for item in review_items(queue, "2026-11-29", limit=100)}
     assert listed == set(decided)  # the operators' list names flags only
@@ -163,7 +163,7 @@ def test_sampled_is_stable_and_near_its_share():
 
 
 def _trail(store, item_id):
-    from earmark.review import history
+    from earmark.review.queue import history
 
     return [(e.action, e.reviewer) for e in history(store, item_id=item_id)]
 
@@ -171,7 +171,7 @@ def _trail(store, item_id):
 def test_a_decision_needs_the_callers_own_latest_claim(queue):
     """Posting a decision to an item never claimed is refused; a lapsed claim is taken back
     only by the reviewer whose claim it was, while the item is free and they hold no other."""
-    from earmark.review import Reclaim, reclaim
+    from earmark.review.queue import Reclaim, reclaim
 
     mine = claim_next(queue, "ana", lease=timedelta(minutes=5), now=NOW)
     free = queue.scalar("SELECT max(id) FROM review_queue WHERE status = 'pending'")
@@ -189,7 +189,7 @@ def test_a_decision_needs_the_callers_own_latest_claim(queue):
         ("claim", "ana"),
         ("decide", "ana"),
     ]
-    from earmark.review import history
+    from earmark.review.queue import history
 
     lapse = history(queue, item_id=mine.id)[1]
     assert lapse.at == NOW + timedelta(minutes=5)  # when the lease ended, not when seen
@@ -208,7 +208,7 @@ def test_a_decision_needs_the_callers_own_latest_claim(queue):
 
 
 def test_a_blind_second_review_of_ones_own_flag_cannot_be_taken(queue):
-    from earmark.review import Reclaim, reclaim
+    from earmark.review.queue import Reclaim, reclaim
 
     flag = claim_next(queue, "ana", now=NOW)
     resolve(queue, flag.id, "ana", "violation", now=NOW, qa_share=1.0)
@@ -247,7 +247,7 @@ def test_lapsed_claims_return_with_a_lapse_in_the_trail(queue):
 
 
 def test_a_skip_can_be_undone_for_a_moment(queue):
-    from earmark.review import DEFAULT_UNDO_WINDOW, skip, unskip
+    from earmark.review.queue import DEFAULT_UNDO_WINDOW, skip, unskip
 
     top = claim_next(queue, "ana", now=NOW)
     skip(queue, top.id, "ana", now=NOW)

@@ -8,9 +8,10 @@ import json
 from datetime import timedelta
 
 import pytest
-from earmark import review, review_stats
 from earmark.cli import main as cli_main
-from earmark.review import correct
+from earmark.review import queue as review
+from earmark.review import stats as review_stats
+from earmark.review.queue import correct
 from earmark_dev.constructed_reviews import DAY, THRESHOLD, build
 
 

@@ -5,7 +5,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from earmark.config import Settings
-from earmark.schedule import cron_expression, deadline_for, deadline_interval, resolve_run_date
+from earmark.day.schedule import cron_expression, deadline_for, deadline_interval, resolve_run_date
 
 
 def settings(**env: str) -> Settings:
@@ -69,7 +69,7 @@ def test_deadline_is_local_noon_across_dst():
     ],
 )
 def test_run_conf_is_refused_with_what_is_accepted(conf, message):
-    from earmark.schedule import RunConfError, check_run_conf
+    from earmark.day.schedule import RunConfError, check_run_conf
 
     with pytest.raises(RunConfError, match=message) as refused:
         check_run_conf(conf)
@@ -80,13 +80,13 @@ def test_run_conf_is_refused_with_what_is_accepted(conf, message):
     "conf", [None, {}, {"date": "2026-11-29"}, {"date": None}, {"reprocess": True}]
 )
 def test_accepted_run_conf(conf):
-    from earmark.schedule import check_run_conf
+    from earmark.day.schedule import check_run_conf
 
     check_run_conf(conf)
 
 
 def test_deadline_counts_from_the_logical_date_when_there_is_one():
-    from earmark.schedule import deadline_reference
+    from earmark.day.schedule import deadline_reference
 
     logical = datetime(2026, 11, 30, 6, 0, tzinfo=UTC)
     now = datetime(2026, 11, 30, 7, 0, tzinfo=UTC)
@@ -96,7 +96,7 @@ def test_deadline_counts_from_the_logical_date_when_there_is_one():
 
 def test_a_manual_run_for_today_is_due_at_today_s_deadline():
     """No logical date (CLI, REST API): the day's local start time, with or without a date."""
-    from earmark.schedule import deadline_reference
+    from earmark.day.schedule import deadline_reference
 
     s = settings(timezone="Europe/London", start_time=time(6, 0), deadline_time=time(12, 0))
     now = datetime(2026, 7, 1, 9, 30, tzinfo=UTC)  # 10:30 in London (BST)
@@ -112,7 +112,7 @@ def test_a_manual_run_for_today_is_due_at_today_s_deadline():
 
 
 def test_reruns_of_earlier_days_and_refused_conf_have_no_deadline():
-    from earmark.schedule import deadline_reference
+    from earmark.day.schedule import deadline_reference
 
     s = settings(timezone="Europe/London")
     now = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
@@ -122,7 +122,7 @@ def test_reruns_of_earlier_days_and_refused_conf_have_no_deadline():
 
 
 def test_catch_up_window_runs_from_the_start_to_the_cut_off():
-    from earmark.schedule import catchup_cron, catchup_day
+    from earmark.day.schedule import catchup_cron, catchup_day
 
     s = settings(
         timezone="Europe/London",

@@ -11,12 +11,12 @@ import pytest
 import sqlalchemy as sa
 from delivery_kit import plan_test_units
 from earmark.config import Settings
-from earmark.ingest.intake import register_archives, unpack_archive
-from earmark.screening import (
+from earmark.gpu.screening import (
     classify_unit,
     stage_plan,
     transcribe_unit,
 )
+from earmark.ingest.intake import register_archives, unpack_archive
 from earmark_dev.sampledata import generate_day
 
 DAY = "2026-11-29"

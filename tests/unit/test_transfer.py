@@ -1,4 +1,4 @@
-"""earmark.transfer: settled archives reach incoming/ marker last, once, on both backends."""
+"""earmark.ingest.transfer: settled archives reach incoming/ marker last, once, on both backends."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from earmark import transfer
 from earmark.config import Settings
+from earmark.ingest import transfer
 
 NOW = time.time()
 
@@ -244,7 +244,7 @@ def test_source_unreachable_raises(store, tmp_path):
 
 def test_empty_source_does_nothing(store, tmp_path, caplog):
     settings = dataclasses.replace(Settings.from_env(), data_root=tmp_path, transfer_source="")
-    with caplog.at_level("INFO", logger="earmark.transfer"):
+    with caplog.at_level("INFO", logger="earmark.ingest.transfer"):
         assert transfer.discover(settings, store) == []
     assert "EARMARK_TRANSFER_SOURCE is empty" in caplog.text
 

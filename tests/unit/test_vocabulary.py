@@ -101,7 +101,7 @@ def test_schema_status_checks_equal_the_enums():
 def test_every_status_literal_in_the_sql_is_a_known_status():
     known = {s.value for enum in BY_TABLE.values() for s in enum}
     sources = [
-        *sorted((PROJECT_ROOT / "include" / "sql").glob("*.sql")),
+        *sorted((PROJECT_ROOT / "include" / "earmark" / "store" / "queries").glob("*.sql")),
         *_runtime_sources(),
         *sorted((PROJECT_ROOT / "dags").glob("*.py")),
     ]

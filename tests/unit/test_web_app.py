@@ -82,7 +82,7 @@ class Web:
         return self.store.rows("SELECT * FROM review_queue WHERE id = :i", i=item_id)[0]
 
     def events(self, item_id: int) -> list[tuple[str, str]]:
-        from earmark.review import history
+        from earmark.review.queue import history
 
         return [(e.action, e.reviewer) for e in history(self.store, item_id=item_id)]
 

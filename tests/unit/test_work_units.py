@@ -4,7 +4,7 @@ import math
 from datetime import date
 
 import pytest
-from earmark.work_units import (
+from earmark.gpu.work_units import (
     FileLength,
     UnitPlanError,
     measured_rate,

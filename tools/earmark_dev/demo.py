@@ -44,8 +44,8 @@ def run_day(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from earmark.day_report import stored_report  # noqa: PLC0415
-    from earmark.day_status import (  # noqa: PLC0415
+    from earmark.day.report import stored_report  # noqa: PLC0415
+    from earmark.day.status import (  # noqa: PLC0415
         day_status,
         format_items,
         format_summary,

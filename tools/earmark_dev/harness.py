@@ -34,7 +34,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from earmark.config import PROJECT_ROOT
-from earmark.deploy_config import parse_env
+from earmark.ops.deploy_config import parse_env
 from earmark_dev.localenv import AUTH_USERS
 from earmark_dev.postgres import admin_engine
 from earmark_dev.runs import DAG_ID

@@ -30,7 +30,7 @@ def screenshot(page_file: Path, out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from earmark.config import Settings  # noqa: PLC0415
-    from earmark.day_report import write_day_report  # noqa: PLC0415
+    from earmark.day.report import write_day_report  # noqa: PLC0415
     from earmark.store.db import Store  # noqa: PLC0415
     from earmark_dev.constructed_day import DAY, at, build  # noqa: PLC0415
 

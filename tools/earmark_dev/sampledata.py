@@ -35,7 +35,7 @@ from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
-from earmark.incoming import marker_path, marker_text
+from earmark.ingest.incoming import marker_path, marker_text
 
 __all__ = ["generate_day", "main", "marker_path"]
 

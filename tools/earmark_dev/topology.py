@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from earmark.config import PROJECT_ROOT
-from earmark.deploy_config import TEMPLATE, env_file_text, render_template
+from earmark.ops.deploy_config import TEMPLATE, env_file_text, render_template
 from earmark_dev.localenv import AUTH_USERS, HomeLayout, simple_auth_users
 from earmark_dev.mailsink import read_mails, wait_for_mail
 from earmark_dev.postgres import admin_engine, database_url

@@ -59,8 +59,8 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from earmark.config import Settings
-from earmark.incoming import ARCHIVE_SUFFIXES, MARKER_SUFFIX, parse_marker
 from earmark.ingest.extract import ArchiveRejected, ExtractLimits, ExtractResult, safe_extract
+from earmark.ingest.incoming import ARCHIVE_SUFFIXES, MARKER_SUFFIX, parse_marker
 from earmark.ingest.rejection import Rejected
 from earmark.ingest.validate import AudioInfo, AudioLimits, AudioRejected, validate_audio
 from earmark.names import printable, unsafe_characters

@@ -4,7 +4,7 @@ Airflow mounts it at ``/earmark`` (``plugins/earmark_review.py``). Mounted apps 
 authenticated by Airflow, so every route depends on ``requires_access_view(PLUGINS)``; the
 review pages also need the ``Earmark Review`` capability and the stats ``Earmark Stats``
 (``earmark.web.roles``). The reviewer is the authenticated Airflow user. Routes stay thin: the
-queue is ``earmark.review``, the counts ``earmark.day_status``. Transcript text goes into the
+queue is ``earmark.review.queue``, the counts ``earmark.day.status``. Transcript text goes into the
 item page only, never into a title, URL or log line.
 """
 
@@ -33,9 +33,12 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from earmark import day_report, day_status, review, review_stats
 from earmark.config import Settings
+from earmark.day import report as day_report
+from earmark.day import status as day_status
 from earmark.names import printable, printable_text
+from earmark.review import queue as review
+from earmark.review import stats as review_stats
 from earmark.store.db import Store
 from earmark.web import queries, roles
 
@@ -111,7 +114,7 @@ def get_store(settings: SettingsDep) -> Store:
     and 80-100 ms a page). A changed connection takes effect when the api-server restarts."""
     store = _STORES.get(settings.db_conn_id)
     if store is None:
-        from earmark.airflow_support import results_url  # noqa: PLC0415 - Airflow at request time
+        from earmark.orchestration.airflow_seam import results_url  # noqa: PLC0415 - Airflow at request time
 
         with _STORES_LOCK:
             store = _STORES.get(settings.db_conn_id)

@@ -1,4 +1,4 @@
-"""Reads the review pages need beyond ``earmark.review``: the held item, its transcript, policy.
+"""Reads the pages need beyond ``earmark.review.queue``: the held item, its transcript, policy.
 
 The transcript is returned to the caller only; nothing here logs it.
 """
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from earmark.day_status import as_utc
-from earmark.review import ReviewItem, not_held
+from earmark.review.queue import ReviewItem, not_held
 from earmark.store.db import Store
+from earmark.store.sql import as_utc
 
 _ITEM_SQL = (
     "SELECT r.id, r.file_id, r.policy, r.score, r.kind, r.claimed_by, r.claimed_until, f.path,"

@@ -30,8 +30,9 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from earmark.config import Settings
-from earmark.day_status import as_utc, day_status, format_duration, named_queries
+from earmark.day.status import day_status, format_duration
 from earmark.store.db import Store
+from earmark.store.sql import as_utc, named_queries
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 STATE_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}

@@ -1,6 +1,7 @@
 """The day's state from the results DB: noon check, ETA and the readable summary.
 
-Queries people read live in ``include/sql/``; this module runs them and shapes the answers.
+Queries people read live in ``earmark/store/queries/``; this module runs them and shapes
+the answers.
 Counts and ids only: nothing here touches transcript text.
 """
 
@@ -12,31 +13,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from earmark.config import PROJECT_ROOT, Settings
+from earmark.config import Settings
+from earmark.day.schedule import catchup_day, deadline_for
 from earmark.names import printable
-from earmark.schedule import catchup_day, deadline_for
 from earmark.statuses import FILE_DONE, ArchiveStatus
 from earmark.store.db import Store
-
-SQL_DIR = PROJECT_ROOT / "include" / "sql"
-
-
-def load_sql(name: str) -> str:
-    """The text of ``include/sql/<name>.sql``."""
-    return (SQL_DIR / f"{name}.sql").read_text(encoding="utf-8")
-
-
-def named_queries(name: str) -> dict[str, str]:
-    """Split a .sql file into its ``-- name: X`` sections."""
-    queries: dict[str, str] = {}
-    current: str | None = None
-    for line in load_sql(name).splitlines():
-        if line.startswith("-- name:"):
-            current = line.removeprefix("-- name:").strip()
-            queries[current] = ""
-        elif current is not None:
-            queries[current] += line + "\n"
-    return {k: v.strip().rstrip(";") for k, v in queries.items()}
+from earmark.store.sql import named_queries
 
 
 @dataclass
@@ -71,14 +53,6 @@ class DayStatus:
         return asdict(self)
 
 
-def as_utc(value: datetime | str) -> datetime:
-    """A timestamp from the results DB or an ISO string, timezone-aware (SQLite's
-    ``CURRENT_TIMESTAMP`` is UTC without a zone)."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def format_duration(seconds: float) -> str:
     """A duration as people read it, rounded honestly: "45 s", "12 min", "2.4 h", "3.1 days".
 
@@ -96,7 +70,7 @@ def format_duration(seconds: float) -> str:
 
 
 def data_quality_checks(run_date: str) -> dict[str, str]:
-    """The data-quality queries (``include/sql/data_quality.sql``) for ``run_date``, by name.
+    """The data-quality queries (``store/queries/data_quality.sql``) for ``run_date``, by name.
 
     The common-sql check operators run raw DB-API SQL, whose placeholders differ between
     Postgres and SQLite, so the date is written in; it is parsed as a date first.

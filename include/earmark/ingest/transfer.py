@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 
 from earmark.config import Settings
-from earmark.incoming import ARCHIVE_SUFFIXES, MARKER_SUFFIX, marker_text, parse_marker
+from earmark.ingest.incoming import ARCHIVE_SUFFIXES, MARKER_SUFFIX, marker_text, parse_marker
 from earmark.statuses import TransferStatus
 from earmark.store.db import Store
 

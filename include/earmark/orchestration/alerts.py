@@ -27,10 +27,16 @@ from zoneinfo import ZoneInfo
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from earmark.config import Settings
-from earmark.day_status import DayStatus, as_utc, day_status, format_duration, named_queries
+from earmark.day.schedule import (
+    deadline_for,
+    deadline_interval,
+    deadline_reference,
+    resolve_run_date,
+)
+from earmark.day.status import DayStatus, day_status, format_duration
 from earmark.names import printable
-from earmark.schedule import deadline_for, deadline_interval, deadline_reference, resolve_run_date
 from earmark.store.db import Store
+from earmark.store.sql import as_utc, named_queries
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +101,7 @@ def record_task_failure(context: Mapping[str, Any]) -> None:
             run_date = ti.xcom_pull(task_ids="resolve_run_date")
         except Exception:  # the task that failed may be the one that produces it
             run_date = None
-        from earmark.airflow_support import results_store  # noqa: PLC0415
+        from earmark.orchestration.airflow_seam import results_store  # noqa: PLC0415
 
         store = results_store(Settings.from_env())
         try:
@@ -280,7 +286,7 @@ def stage_lines(progress: RunProgress, timezone: str, day: str) -> list[tuple[st
 # ---- composing ---------------------------------------------------------------------------------
 def _templates() -> Environment:
     env = Environment(
-        loader=PackageLoader("earmark", "templates"), autoescape=select_autoescape(["html"])
+        loader=PackageLoader("earmark.day", "templates"), autoescape=select_autoescape(["html"])
     )
     env.filters["printable"] = printable
     return env
@@ -520,7 +526,7 @@ def _failed_without_record(dag: Any, run_id: str, known: list[FailedTask]) -> li
 
 def failure_mail(context: Mapping[str, Any], settings: Settings, base_url: str) -> Mail:
     """Everything the failure mail says, gathered from the run's context and the results DB."""
-    from earmark.airflow_support import results_store  # noqa: PLC0415
+    from earmark.orchestration.airflow_seam import results_store  # noqa: PLC0415
 
     run_id = str(context.get("run_id") or getattr(context.get("dag_run"), "run_id", ""))
     run_date = _run_date_of(context.get("dag_run"), settings)
@@ -585,7 +591,7 @@ def run_failed(context: Mapping[str, Any]) -> None:
 
 def deadline_mail(context: Mapping[str, Any], settings: Settings, base_url: str) -> Mail:
     """The deadline mail from the deadline callback's context (a serialised run)."""
-    from earmark.airflow_support import results_store  # noqa: PLC0415
+    from earmark.orchestration.airflow_seam import results_store  # noqa: PLC0415
 
     run = dict(context.get("dag_run") or {})
     run_id = str(run.get("dag_run_id") or run.get("run_id") or "")
@@ -635,8 +641,9 @@ async def deadline_missed(*, context: dict[str, Any]) -> None:
 
 
 def run_deadline(dag_run: Any, settings: Settings) -> datetime | None:
-    """The deadline a run was given (:class:`earmark.deadlines.RunDayDeadline`, from its conf
-    and dates when it was created); None for a run without one (a rerun of an earlier day)."""
+    """The deadline a run was given (:class:`earmark.orchestration.deadlines.RunDayDeadline`,
+    from its conf and dates when it was created); None for a run without one (a rerun of an
+    earlier day)."""
     run_after = getattr(dag_run, "run_after", None) or getattr(dag_run, "queued_at", None)
     conf = getattr(dag_run, "conf", None)
     reference = deadline_reference(
@@ -652,7 +659,7 @@ def run_deadline(dag_run: Any, settings: Settings) -> datetime | None:
 def late_mail(context: Mapping[str, Any], settings: Settings, base_url: str) -> Mail | None:
     """The "done late" mail for a run that has just succeeded after its deadline; None for a
     run that finished in time or had no deadline."""
-    from earmark.airflow_support import results_store  # noqa: PLC0415
+    from earmark.orchestration.airflow_seam import results_store  # noqa: PLC0415
 
     dag_run = context.get("dag_run")
     deadline = run_deadline(dag_run, settings)

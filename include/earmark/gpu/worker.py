@@ -21,7 +21,7 @@ PRELOADED = (
     "earmark.inference.transcriber",
     "earmark.inference.segments",
     "earmark.inference.classifier",
-    "earmark.screening",
+    "earmark.gpu.screening",
 )
 
 

@@ -3,7 +3,7 @@
 Airflow's ``DAGRUN_LOGICAL_DATE`` reference gives runs triggered from the CLI or the REST API
 (which have no logical date) no deadline at all, so a manual run for today would miss noon
 silently. :class:`RunDayDeadline` reads the run's conf and dates when the run is created and
-returns :func:`earmark.schedule.deadline_reference`. Airflow finds the class by its import path
+returns :func:`earmark.day.schedule.deadline_reference`. Airflow finds the class by its import path
 among the plugins' ``deadline_references`` (``plugins/earmark_deadlines.py``): every process that
 creates runs (scheduler, api-server, the ``airflow`` CLI) loads the plugins folder.
 """
@@ -31,7 +31,7 @@ class RunDayDeadline(BaseDeadlineReference):
         from sqlalchemy import select  # noqa: PLC0415
 
         from earmark.config import Settings  # noqa: PLC0415
-        from earmark.schedule import deadline_reference  # noqa: PLC0415
+        from earmark.day.schedule import deadline_reference  # noqa: PLC0415
 
         run = session.scalars(
             select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)

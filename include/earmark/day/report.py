@@ -20,19 +20,13 @@ import sqlalchemy as sa
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from earmark.config import Settings
-from earmark.day_status import (
-    DayStatus,
-    as_utc,
-    day_status,
-    format_summary,
-    named_queries,
-    quarantine_report,
-)
+from earmark.day.schedule import deadline_for
+from earmark.day.status import DayStatus, day_status, format_summary, quarantine_report
 from earmark.names import printable
 from earmark.reasons import code_of
-from earmark.review_stats import FlagQuality, flag_quality
-from earmark.schedule import deadline_for
+from earmark.review.stats import FlagQuality, flag_quality
 from earmark.store.db import Store
+from earmark.store.sql import as_utc, named_queries
 
 ARCHIVE_ROWS = 200  # the report lists this many archives, incomplete ones first
 REVIEW_STATUSES = ("pending", "claimed", "resolved")
@@ -275,7 +269,7 @@ def render_report(
     now = now or datetime.now(UTC)
     zone = ZoneInfo(settings.timezone)
     env = Environment(
-        loader=PackageLoader("earmark", "templates"), autoescape=select_autoescape(["html"])
+        loader=PackageLoader("earmark.day", "templates"), autoescape=select_autoescape(["html"])
     )
     env.filters["printable"] = printable
     env.filters["local"] = lambda v: (

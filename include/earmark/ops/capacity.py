@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 from earmark.config import Settings
+from earmark.gpu.work_units import RATE_WINDOW_DAYS, measured_rate
 from earmark.store.db import Store
-from earmark.work_units import RATE_WINDOW_DAYS, measured_rate
 
 HEADROOM = 0.7  # plan to be busy 70 % of the window: a retried unit, a late archive
 

@@ -16,7 +16,7 @@ from airflow.providers.standard.sensors.filesystem import FileSensor
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
 from earmark.config import Settings
-from earmark.schedule import deadline_for
+from earmark.day.schedule import deadline_for
 
 
 def nothing_arrived(run_date: str, deadline: datetime) -> str:

@@ -91,7 +91,7 @@ def celery_broker_url() -> str:
 
 def celery_workers(wait_s: float) -> dict[str, Any]:
     """Each live Celery worker: the queues it consumes and its pool's concurrency
-    (``earmark.health.Worker`` by worker name; empty when none answered).
+    (``earmark.ops.health.Worker`` by worker name; empty when none answered).
 
     One broadcast (``active_queues``): Celery stops listening ``wait_s`` seconds after the last
     reply, so a healthy cluster answers in about ``wait_s``. Then ``stats`` is asked of the
@@ -100,7 +100,7 @@ def celery_workers(wait_s: float) -> dict[str, Any]:
     """
     from airflow.providers.celery.executors.celery_executor_utils import app  # noqa: PLC0415
 
-    from earmark.health import Worker  # noqa: PLC0415
+    from earmark.ops.health import Worker  # noqa: PLC0415
 
     replies = app.control.inspect(timeout=wait_s).active_queues() or {}
     if not replies:

@@ -20,15 +20,10 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from earmark.config import Settings
-from earmark.day_status import (
-    DayStatus,
-    as_utc,
-    day_status,
-    named_queries,
-    quarantine_report,
-)
+from earmark.day.status import DayStatus, day_status, quarantine_report
 from earmark.reasons import code_of
 from earmark.store.db import Store
+from earmark.store.sql import as_utc, named_queries
 
 log = logging.getLogger(__name__)
 

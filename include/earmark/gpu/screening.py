@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import sqlalchemy as sa
 
 from earmark.config import Settings
-from earmark.review import sampled
+from earmark.review.queue import enqueue
 from earmark.statuses import FileStatus
 from earmark.store.db import Store
 
@@ -474,11 +474,6 @@ def _write_labels(
         }
         for f, s in scored
     ]
-    queued = [{**r, "k": "flag"} for r in rows if r["l"] == 1] + [
-        {**r, "k": "sample"}
-        for r in rows
-        if r["l"] == 0 and sampled(f"sample:{r['f']}:{r['p']}", settings.review_sample_share)
-    ]
     with store.begin() as conn:
         conn.execute(
             sa.text(
@@ -489,13 +484,4 @@ def _write_labels(
             ),
             rows,
         )
-        if queued:
-            conn.execute(
-                sa.text(
-                    "INSERT INTO review_queue (file_id, policy, score, kind)"
-                    " VALUES (:f, :p, :s, :k)"
-                    " ON CONFLICT (file_id, policy, kind) DO UPDATE SET score = excluded.score"
-                    " WHERE review_queue.status = 'pending'"
-                ),
-                queued,
-            )
+        enqueue(conn, rows, settings.review_sample_share)

@@ -22,14 +22,16 @@ correction is an event of its own and the first decision stays in the trail.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 import sqlalchemy as sa
 
-from earmark.day_status import as_utc
 from earmark.store.db import Store
+from earmark.store.sql import as_utc
 
 DECISIONS = ("violation", "no_violation", "unclear")
 KINDS = ("flag", "qa", "sample")
@@ -79,6 +81,32 @@ def sampled(key: str, share: float) -> bool:
     if share <= 0:
         return False
     return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) < share * 2**32
+
+
+def enqueue(conn: sa.Connection, labels: Sequence[Mapping[str, Any]], sample_share: float) -> int:
+    """Queue one policy's new labels for review: every flag, and a sample of the scores below
+    the threshold (``sample_share``, to measure what the threshold misses).
+
+    ``labels`` are rows ``{"f": file id, "p": policy, "s": score, "l": 0 or 1}``. One item per
+    file, policy and kind; a new score updates an item only while it is pending, never one a
+    reviewer holds or decided. Returns how many items were offered.
+    """
+    queued = [{**r, "k": "flag"} for r in labels if r["l"] == 1] + [
+        {**r, "k": "sample"}
+        for r in labels
+        if r["l"] == 0 and sampled(f"sample:{r['f']}:{r['p']}", sample_share)
+    ]
+    if queued:
+        conn.execute(
+            sa.text(
+                "INSERT INTO review_queue (file_id, policy, score, kind)"
+                " VALUES (:f, :p, :s, :k)"
+                " ON CONFLICT (file_id, policy, kind) DO UPDATE SET score = excluded.score"
+                " WHERE review_queue.status = 'pending'"
+            ),
+            queued,
+        )
+    return len(queued)
 
 
 def not_held(item_id: int, reviewer: str) -> ReviewError:

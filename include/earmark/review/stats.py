@@ -26,8 +26,8 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from earmark.day_status import as_utc, named_queries
 from earmark.store.db import Store
+from earmark.store.sql import as_utc, named_queries
 
 MIN_DECISIONS_FOR_SUGGESTION = 20
 Z95 = 1.959964

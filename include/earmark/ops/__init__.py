@@ -1,0 +1,1 @@
+"""Running the deployment: health checks, metrics, GPU capacity and deploy-time configuration."""

@@ -1,0 +1,1 @@
+"""The RA review queue (claims, decisions, the audit trail) and its statistics."""
