@@ -50,7 +50,7 @@ def test_small_run_prints_figures_per_route_and_the_invariants_hold(capsys):
     for route in ("item page", "audio", "decide"):
         assert report["routes"][route]["count"] == report["decisions"], route
     # One worker's pooled engine: at least one connection, never more than pool + overflow.
-    # The pages' pool bounds the connections at 4 + 4 overflow (earmark.web.app.POOL_*): a
+    # The pages' pool bounds the connections at 4 + 4 overflow (earmark.web.shared.POOL_*): a
     # request that opened a connection of its own, as before the pool, would pass 8.
     assert 1 <= report["connections_peak"] <= 8
 

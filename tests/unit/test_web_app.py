@@ -100,7 +100,8 @@ def _test_user(request: Request) -> Any:
 
 def _make_web(store: Store, run_date: str, items: dict[str, int], authenticate: bool) -> Web:
     from airflow.api_fastapi.core_api.security import get_user
-    from earmark.web.app import create_app, get_store
+    from earmark.web.app import create_app
+    from earmark.web.shared import get_store
 
     app = create_app()
     app.dependency_overrides[get_store] = lambda: store

@@ -16,7 +16,7 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> int:
     from earmark.review.stats import review_stats  # noqa: PLC0415
     from earmark.store.db import Store  # noqa: PLC0415
-    from earmark.web.app import TEMPLATES  # noqa: PLC0415
+    from earmark.web.shared import TEMPLATES  # noqa: PLC0415
     from earmark_dev.constructed_reviews import (  # noqa: PLC0415
         DAY,
         SELF_HARM_BELOW,

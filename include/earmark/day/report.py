@@ -252,14 +252,27 @@ def plot_review(figures: DayFigures) -> str:
 
 
 # ---- the page ----------------------------------------------------------------------------------
-def _verdict(status: DayStatus, now: datetime) -> tuple[str, str]:
+def day_verdict(status: DayStatus, now: datetime, timezone: str) -> tuple[str, str]:
+    """(badge class ``ok``/``warn``/``bad``, words) for where the day stands against its
+    deadline at ``now``, the ETA in ``timezone``: the one wording of the report and the day
+    page."""
     if status.nothing_delivered:
-        return "bad", "Nothing delivered"
+        if now > datetime.fromisoformat(status.deadline):
+            return "bad", "Nothing delivered by the deadline"
+        return "warn", "Nothing delivered for this day yet"
     if status.complete:
-        return ("ok", "Complete, on time") if status.on_time else ("bad", "Complete, late")
-    if status.on_time is None:
+        return (
+            ("ok", "Complete, on time")
+            if status.on_time
+            else ("bad", "Complete, AFTER the deadline")
+        )
+    if status.on_time is None or not status.eta:
         return "warn", "In progress, ETA unknown"
-    return ("ok", "In progress, on time") if status.on_time else ("bad", "In progress, late")
+    eta = datetime.fromisoformat(status.eta).astimezone(ZoneInfo(timezone))
+    eta_words = eta.strftime("%Y-%m-%d %H:%M %Z").strip()
+    if status.on_time:
+        return "ok", f"In progress, on time (ETA {eta_words})"
+    return "bad", f"INCOMPLETE, after the deadline (ETA {eta_words})"
 
 
 def render_report(
@@ -279,7 +292,7 @@ def render_report(
     return env.get_template("day_report.html").render(
         f=figures,
         s=figures.status,
-        verdict=_verdict(figures.status, now),
+        verdict=day_verdict(figures.status, now, settings.timezone),
         run_id=run_id,
         generated=now.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z"),
         deadline=deadline_for(figures.status.run_date, settings).strftime("%Y-%m-%d %H:%M %Z"),

@@ -118,9 +118,32 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-_BACK_TO_THE_QUEUE = (
-    "UPDATE review_queue SET status = 'pending', claimed_by = NULL, claimed_until = NULL"
-)
+def held_sql(alias: str = "") -> str:
+    """The SQL condition "``:who`` holds a live claim on this item at ``:now``" (on the columns
+    of table ``alias`` when given): the one spelling of a held item, for the queue's guards and
+    the pages' reads."""
+    col = f"{alias}." if alias else ""
+    return f"{col}status = 'claimed' AND {col}claimed_by = :who AND {col}claimed_until >= :now"
+
+
+def _update_item(
+    conn: sa.Connection,
+    set_clause: str,
+    guard: str,
+    params: Mapping[str, Any],
+    error: ReviewError | None,
+) -> bool:
+    """``UPDATE review_queue SET <set_clause> WHERE id = :id AND <guard>``: whether it changed
+    the item. When it did not, ``error`` is raised (rolling the transaction back), if given."""
+    sql = f"UPDATE review_queue SET {set_clause} WHERE id = :id AND {guard}"
+    done = conn.execute(sa.text(sql), params).rowcount == 1
+    if not done and error is not None:
+        raise error
+    return done
+
+
+_BACK_TO_THE_QUEUE = "status = 'pending', claimed_by = NULL, claimed_until = NULL"
+_CLAIMED_BY_WHO = "status = 'claimed', claimed_by = :who, claimed_until = :until"
 # An item ``:who`` may be offered: not one they skipped (and did not take back), not the blind
 # second review of a flag they decided themselves.
 _OFFERABLE_TO_WHO = (
@@ -146,8 +169,7 @@ def claim_next(
         _return_lapsed(conn, store.dialect, now)
         row = conn.execute(
             sa.text(
-                "UPDATE review_queue SET status = 'claimed', claimed_by = :who,"
-                " claimed_until = :until"
+                f"UPDATE review_queue SET {_CLAIMED_BY_WHO}"
                 " WHERE id = (SELECT q.id FROM review_queue q"
                 f"  WHERE q.status = 'pending' AND {_OFFERABLE_TO_WHO}"
                 "  ORDER BY CASE q.kind WHEN 'flag' THEN 0 WHEN 'qa' THEN 1 ELSE 2 END,"
@@ -181,28 +203,24 @@ def resolve(
     _check_decision(decision)
     now = now or _now()
     with store.begin() as conn:
-        done = conn.execute(
-            sa.text(
-                "UPDATE review_queue SET status = 'resolved', decision = :d, note = :n,"
-                " resolved_at = :now WHERE id = :id AND status = 'claimed' AND claimed_by = :who"
-                " AND claimed_until >= :now"
-            ),
+        _update_item(
+            conn,
+            "status = 'resolved', decision = :d, note = :n, resolved_at = :now",
+            held_sql(),
             {"d": decision, "n": note, "now": now, "id": item_id, "who": reviewer},
-        ).rowcount
-        if done == 1:
-            _record(conn, item_id, "decide", reviewer, now, decision=decision, note=note)
-            if sampled(f"qa:{item_id}", qa_share):
-                conn.execute(
-                    sa.text(
-                        "INSERT INTO review_queue (file_id, policy, score, kind, first_item_id)"
-                        " SELECT file_id, policy, score, 'qa', id FROM review_queue"
-                        " WHERE id = :id AND kind = 'flag'"
-                        " ON CONFLICT (file_id, policy, kind) DO NOTHING"
-                    ),
-                    {"id": item_id},
-                )
-    if done != 1:
-        raise not_held(item_id, reviewer)
+            not_held(item_id, reviewer),
+        )
+        _record(conn, item_id, "decide", reviewer, now, decision=decision, note=note)
+        if sampled(f"qa:{item_id}", qa_share):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO review_queue (file_id, policy, score, kind, first_item_id)"
+                    " SELECT file_id, policy, score, 'qa', id FROM review_queue"
+                    " WHERE id = :id AND kind = 'flag'"
+                    " ON CONFLICT (file_id, policy, kind) DO NOTHING"
+                ),
+                {"id": item_id},
+            )
 
 
 def correct(
@@ -218,22 +236,20 @@ def correct(
     row takes the new decision; the trail keeps both (a ``correct`` event)."""
     _check_decision(decision)
     now = now or _now()
+    minutes = int(window.total_seconds() // 60)
+    refused = ReviewError(
+        f"item {item_id} cannot be corrected by {reviewer}: only your own decision,"
+        f" within {minutes} min of making it"
+    )
     with store.begin() as conn:
-        done = conn.execute(
-            sa.text(
-                "UPDATE review_queue SET decision = :d, note = :n WHERE id = :id"
-                " AND status = 'resolved' AND claimed_by = :who AND resolved_at >= :since"
-            ),
+        _update_item(
+            conn,
+            "decision = :d, note = :n",
+            "status = 'resolved' AND claimed_by = :who AND resolved_at >= :since",
             {"d": decision, "n": note, "id": item_id, "who": reviewer, "since": now - window},
-        ).rowcount
-        if done == 1:
-            _record(conn, item_id, "correct", reviewer, now, decision=decision, note=note)
-    if done != 1:
-        minutes = int(window.total_seconds() // 60)
-        raise ReviewError(
-            f"item {item_id} cannot be corrected by {reviewer}: only your own decision,"
-            f" within {minutes} min of making it"
+            refused,
         )
+        _record(conn, item_id, "correct", reviewer, now, decision=decision, note=note)
 
 
 def _check_decision(decision: str) -> None:
@@ -252,15 +268,13 @@ def extend(
     end. Not an audit event: the claim is the same claim."""
     now = now or _now()
     with store.begin() as conn:
-        done = conn.execute(
-            sa.text(
-                "UPDATE review_queue SET claimed_until = :until WHERE id = :id"
-                " AND status = 'claimed' AND claimed_by = :who AND claimed_until >= :now"
-            ),
+        _update_item(
+            conn,
+            "claimed_until = :until",
+            held_sql(),
             {"until": now + lease, "id": item_id, "who": reviewer, "now": now},
-        ).rowcount
-    if done != 1:
-        raise not_held(item_id, reviewer)
+            not_held(item_id, reviewer),
+        )
     return now + lease
 
 
@@ -293,19 +307,18 @@ def reclaim(
         latest_claim = _latest_event(conn, item_id, action="claim")
         if latest_claim is None or latest_claim.reviewer != reviewer:
             return Reclaim.TAKEN
-        done = conn.execute(
-            sa.text(
-                "UPDATE review_queue SET status = 'claimed', claimed_by = :who,"
-                " claimed_until = :until WHERE id = (SELECT q.id FROM review_queue q"
-                f"  WHERE q.id = :id AND q.status = 'pending' AND {_OFFERABLE_TO_WHO}"
-                "  AND NOT EXISTS (SELECT 1 FROM review_queue h WHERE h.status = 'claimed'"
-                f"   AND h.claimed_by = :who AND h.claimed_until >= :now){lock})"
-            ),
+        done = _update_item(
+            conn,
+            _CLAIMED_BY_WHO,
+            "id = (SELECT q.id FROM review_queue q"
+            f" WHERE q.id = :id AND q.status = 'pending' AND {_OFFERABLE_TO_WHO}"
+            f" AND NOT EXISTS (SELECT 1 FROM review_queue h WHERE {held_sql('h')}){lock})",
             {"who": reviewer, "until": now + lease, "id": item_id, "now": now},
-        ).rowcount
-        if done == 1:
+            None,  # refused, not an error: the lapses returned above stay recorded
+        )
+        if done:
             _record(conn, item_id, "claim", reviewer, now)
-    return Reclaim.CLAIMED if done == 1 else Reclaim.REFUSED
+    return Reclaim.CLAIMED if done else Reclaim.REFUSED
 
 
 def release(store: Store, item_id: int, reviewer: str, now: datetime | None = None) -> None:
@@ -342,25 +355,23 @@ def unskip(
         held = (
             conn.execute(
                 sa.text(
-                    _BACK_TO_THE_QUEUE + " WHERE status = 'claimed' AND claimed_by = :who"
-                    " AND id <> :id RETURNING id"
+                    f"UPDATE review_queue SET {_BACK_TO_THE_QUEUE}"
+                    " WHERE status = 'claimed' AND claimed_by = :who AND id <> :id RETURNING id"
                 ),
                 {"who": reviewer, "id": item_id},
             )
             .scalars()
             .all()
         )
-        taken = conn.execute(
-            sa.text(
-                "UPDATE review_queue SET status = 'claimed', claimed_by = :who,"
-                " claimed_until = :until WHERE id = :id AND status = 'pending'"
-            ),
+        _update_item(  # refused: the transaction rolls back, the item the skip opened stays
+            conn,
+            _CLAIMED_BY_WHO,
+            "status = 'pending'",
             {"who": reviewer, "until": now + lease, "id": item_id},
-        ).rowcount
-        if taken != 1:
-            raise ReviewError(
+            ReviewError(
                 f"item {item_id} was taken by another reviewer meanwhile; your skip stands"
-            )  # the transaction rolls back: the item the skip opened stays yours
+            ),
+        )
         for other in held:
             _record(conn, other, "release", reviewer, now)
         _record(conn, item_id, "unskip", reviewer, now)
@@ -369,17 +380,14 @@ def unskip(
 
 def _give_back(store: Store, item_id: int, reviewer: str, action: str, now: datetime) -> None:
     with store.begin() as conn:
-        done = conn.execute(
-            sa.text(
-                _BACK_TO_THE_QUEUE + " WHERE id = :id AND status = 'claimed'"
-                " AND claimed_by = :who AND claimed_until >= :now"
-            ),
+        _update_item(
+            conn,
+            _BACK_TO_THE_QUEUE,
+            held_sql(),
             {"id": item_id, "who": reviewer, "now": now},
-        ).rowcount
-        if done == 1:
-            _record(conn, item_id, action, reviewer, now)
-    if done != 1:
-        raise not_held(item_id, reviewer)
+            not_held(item_id, reviewer),
+        )
+        _record(conn, item_id, action, reviewer, now)
 
 
 def _latest_event(
@@ -462,7 +470,7 @@ def _return_lapsed(conn: sa.Connection, dialect: str, now: datetime) -> int:
     ).all()
     for item in lapsed:
         conn.execute(
-            sa.text(_BACK_TO_THE_QUEUE + " WHERE id = :id"),
+            sa.text(f"UPDATE review_queue SET {_BACK_TO_THE_QUEUE} WHERE id = :id"),
             {"id": item.id},
         )
         _record(conn, item.id, "lapse", item.claimed_by, as_utc(item.claimed_until))

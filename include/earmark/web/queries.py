@@ -11,7 +11,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from earmark.review.queue import ReviewItem, not_held
+from earmark.review.queue import ReviewItem, held_sql, not_held
 from earmark.store.db import Store
 from earmark.store.sql import as_utc
 
@@ -63,8 +63,7 @@ def _now() -> datetime:
 def held_item(store: Store, reviewer: str, now: datetime | None = None) -> HeldItem | None:
     """The item ``reviewer`` holds an unexpired claim on, if any (the oldest claim first)."""
     rows = store.rows(
-        _ITEM_SQL + " WHERE r.status = 'claimed' AND r.claimed_by = :who"
-        " AND r.claimed_until >= :now ORDER BY r.claimed_until, r.id LIMIT 1",
+        f"{_ITEM_SQL} WHERE {held_sql('r')} ORDER BY r.claimed_until, r.id LIMIT 1",
         who=reviewer,
         now=now or _now(),
     )
@@ -74,8 +73,7 @@ def held_item(store: Store, reviewer: str, now: datetime | None = None) -> HeldI
 def held_by(store: Store, item_id: int, reviewer: str, now: datetime | None = None) -> HeldItem:
     """Item ``item_id`` if ``reviewer`` holds an unexpired claim on it; ReviewError otherwise."""
     rows = store.rows(
-        _ITEM_SQL + " WHERE r.id = :id AND r.status = 'claimed' AND r.claimed_by = :who"
-        " AND r.claimed_until >= :now",
+        f"{_ITEM_SQL} WHERE r.id = :id AND {held_sql('r')}",
         id=item_id,
         who=reviewer,
         now=now or _now(),
