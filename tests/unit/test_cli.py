@@ -43,6 +43,22 @@ def test_render_config_writes_the_hosts_environment_file(tmp_path, capsys):
     assert out.stat().st_mode & 0o777 == 0o640
 
 
+def test_render_config_reads_a_setting_under_its_former_name(tmp_path, caplog):
+    from earmark.config import PROJECT_ROOT
+    from earmark.ops.deploy_config import parse_env
+
+    values = (PROJECT_ROOT / "deploy" / "values.env").read_text()
+    assert "EARMARK_UNIT_MAX_FILES=" in values
+    old = tmp_path / "values.env"
+    old.write_text(values.replace("EARMARK_UNIT_MAX_FILES=", "EARMARK_BATCH_MAX_FILES="))
+    out = tmp_path / "airflow.env"
+    with caplog.at_level("WARNING"):
+        assert main(["render-config", "--values", str(old), "--out", str(out)]) == 0
+    expected = parse_env(values)["EARMARK_UNIT_MAX_FILES"]
+    assert parse_env(out.read_text())["EARMARK_UNIT_MAX_FILES"] == expected
+    assert "EARMARK_BATCH_MAX_FILES is deprecated: rename it EARMARK_UNIT_MAX_FILES" in caplog.text
+
+
 def test_report_stores_the_day_s_page_and_a_bad_date_is_a_usage_error(tmp_path, capsys):
     import pytest
     from earmark.day.report import stored_report

@@ -149,7 +149,7 @@ class Harness(HomeLayout, RunControl):
             "EARMARK_ASSUMED_REALTIME_X": "100",
             "EARMARK_FLAG_THRESHOLD": "0.42",
             "EARMARK_GPU_SLOTS": str(len(GPU_DEVICES) * GPU_CONCURRENCY),
-            "EARMARK_BATCH_MAX_FILES": "2000",
+            "EARMARK_UNIT_MAX_FILES": "2000",
             "EARMARK_UNPACK_TASKS_MAX": "256",
             "EARMARK_GPU_MEMORY_GIB": "22",
             "EARMARK_CLASSIFIER_ATTENTION": "eager",

@@ -84,7 +84,7 @@ def unit_count(
     needed = math.ceil(files / max_files)
     if max_units is not None and needed > max_units:
         raise UnitPlanError(
-            f"{files} files in units of at most {max_files} (EARMARK_BATCH_MAX_FILES) need "
+            f"{files} files in units of at most {max_files} (EARMARK_UNIT_MAX_FILES) need "
             f"{needed} GPU tasks; Airflow maps at most {max_units} ([core] max_map_length): "
             "raise one of them"
         )

@@ -7,11 +7,15 @@ the tests run is what production runs.
 
 from __future__ import annotations
 
+import logging
 import shlex
 import string
+from dataclasses import fields
 from pathlib import Path
 
-from earmark.config import PROJECT_ROOT
+from earmark.config import PROJECT_ROOT, Settings, declared
+
+log = logging.getLogger(__name__)
 
 TEMPLATE = PROJECT_ROOT / "deploy" / "airflow.env.template"
 
@@ -36,6 +40,18 @@ def render_template(text: str, values: dict[str, str]) -> dict[str, str]:
     return parse_env(string.Template(body).substitute(values))
 
 
+def with_current_names(values: dict[str, str]) -> dict[str, str]:
+    """``values`` where a setting written under its former name (an older ``values.env``) also
+    counts for its current name, with a line saying to rename it; the current name wins."""
+    renamed = dict(values)
+    for settings_field in fields(Settings):
+        declaration = declared(settings_field)
+        if declaration.old and declaration.old in values and declaration.env not in values:
+            log.warning("%s is deprecated: rename it %s", declaration.old, declaration.env)
+            renamed[declaration.env] = values[declaration.old]
+    return renamed
+
+
 def env_file_text(settings: dict[str, str]) -> str:
     """Settings as a systemd EnvironmentFile that a shell can source too."""
     return "".join(f"{key}={shlex.quote(value)}\n" for key, value in settings.items())
@@ -44,7 +60,8 @@ def env_file_text(settings: dict[str, str]) -> str:
 def render_config(values: Path, out: Path, template: Path = TEMPLATE) -> dict[str, str]:
     """Render ``template`` with the KEY=VALUE ``values`` file into ``out`` (mode 0640)."""
     rendered = render_template(
-        template.read_text(encoding="utf-8"), parse_env(values.read_text(encoding="utf-8"))
+        template.read_text(encoding="utf-8"),
+        with_current_names(parse_env(values.read_text(encoding="utf-8"))),
     )
     out.write_text(env_file_text(rendered), encoding="utf-8")
     out.chmod(0o640)
