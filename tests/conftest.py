@@ -94,7 +94,7 @@ def tiny_settings(tiny_models):
 @pytest.fixture(scope="session")
 def models(tiny_settings):
     """The production loaders, once per run: a GPU task loads its models once too."""
-    from earmark.gpu.screening import load_classifier, load_transcriber
+    from earmark.gpu.models import load_classifier, load_transcriber
 
     return {
         "transcriber": load_transcriber(tiny_settings),

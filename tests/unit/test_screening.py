@@ -11,12 +11,11 @@ import pytest
 import sqlalchemy as sa
 from delivery_kit import plan_test_units
 from earmark.config import Settings
-from earmark.gpu.screening import (
-    classify_unit,
-    stage_plan,
-    transcribe_unit,
-)
-from earmark.ingest.intake import register_archives, unpack_archive
+from earmark.gpu.classify import classify_unit
+from earmark.gpu.models import stage_plan
+from earmark.gpu.transcribe import transcribe_unit
+from earmark.ingest.deliveries import register_archives
+from earmark.ingest.unpack import unpack_archive
 from earmark_dev.sampledata import generate_day
 
 DAY = "2026-11-29"

@@ -21,7 +21,8 @@ PRELOADED = (
     "earmark.inference.transcriber",
     "earmark.inference.segments",
     "earmark.inference.classifier",
-    "earmark.gpu.screening",
+    "earmark.gpu.transcribe",
+    "earmark.gpu.classify",
 )
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-WHISPER_SAMPLE_RATE = 16000
+from earmark.inference import SAMPLE_RATE
 
 
 class AudioDecodeError(Exception):
@@ -29,7 +29,7 @@ class AudioMissingError(AudioDecodeError):
         super().__init__(message)
 
 
-def load_audio(path: Path, target_sr: int = WHISPER_SAMPLE_RATE) -> np.ndarray:
+def load_audio(path: Path, target_sr: int = SAMPLE_RATE) -> np.ndarray:
     """Decode ``path``, downmix to mono and resample to ``target_sr``; returns float32 1-D."""
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
@@ -62,7 +62,7 @@ def _safe_load(path: Path, target_sr: int, then: Callable[[np.ndarray], Any] | N
 
 def load_many(
     paths: Iterable[Path],
-    target_sr: int = WHISPER_SAMPLE_RATE,
+    target_sr: int = SAMPLE_RATE,
     workers: int = 4,
     prefetch: int | None = None,
     then: Callable[[np.ndarray], Any] | None = None,

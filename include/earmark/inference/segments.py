@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from earmark.inference import SAMPLE_RATE
+
 WINDOW_S = 30.0
 VAD_FRAME = 512  # silero-vad's frame at 16 kHz (32 ms)
 SEGMENTERS = ("vad", "windows")

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor, StoppingCriteriaList
 
+from earmark.inference import SAMPLE_RATE
 from earmark.inference.guard import LoopRule, RepetitionGuard, loop_start
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 

@@ -251,7 +251,8 @@ def _bench_policies(dest: Path, chars: int) -> Path:
 
 def run_production(settings: Any, store: Any) -> tuple[list[int], list[Any], float]:
     """Exactly what the DAG's GPU part does for a day: plan, then each unit's two stages."""
-    from earmark.gpu.screening import classify_unit, transcribe_unit  # noqa: PLC0415
+    from earmark.gpu.classify import classify_unit  # noqa: PLC0415
+    from earmark.gpu.transcribe import transcribe_unit  # noqa: PLC0415
     from earmark.gpu.work_units import plan_work_units  # noqa: PLC0415
 
     started = time.perf_counter()
@@ -263,7 +264,7 @@ def run_production(settings: Any, store: Any) -> tuple[list[int], list[Any], flo
         gpu_slots=settings.gpu_slots,
         target_unit_s=settings.unit_target_minutes * 60,
         assumed_realtime_x=settings.assumed_realtime_x,
-        max_files=settings.batch_max_files,
+        max_files=settings.unit_max_files,
     )
     results = []
     for unit_id in units:
@@ -275,7 +276,7 @@ def run_production(settings: Any, store: Any) -> tuple[list[int], list[Any], flo
 def run_baseline(settings: Any, corpus: list[tuple[Path, float]]) -> tuple[float, int]:
     """Sequential long-form Whisper, one file at a time, and one full classifier pass per
     prompt, models loaded once."""
-    from earmark.gpu.screening import stage_plan  # noqa: PLC0415
+    from earmark.gpu.models import stage_plan  # noqa: PLC0415
     from earmark.inference.audio import load_audio  # noqa: PLC0415
     from earmark.inference.classifier import Classifier, ClassifierOptions  # noqa: PLC0415
     from earmark.inference.policies import load_policies  # noqa: PLC0415

@@ -1,0 +1,133 @@
+"""The screening stage of one work unit: score its transcripts against every policy.
+
+The task loads the classifier once (only if something needs scoring) and scores the unit policy
+by policy. Labels are upserts keyed on the contract's unique keys, so a retried task ends in the
+same state as a clean one; flags, and a sample of the scores below the threshold, go to the
+review queue through :func:`earmark.review.queue.enqueue`. Transcript text is never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from earmark.config import Settings
+from earmark.gpu.figures import Stage, StageResult, record_figures
+from earmark.gpu.models import (
+    ClassifierLike,
+    ModelOnce,
+    asr_model_id,
+    classifier_model_id,
+    load_classifier,
+)
+from earmark.gpu.unit_inputs import labelled_pairs, unit_transcripts
+from earmark.review.queue import enqueue
+from earmark.store.db import Store
+
+if TYPE_CHECKING:
+    from earmark.inference.policies import Policy
+
+log = logging.getLogger(__name__)
+
+
+def classify_unit(
+    settings: Settings,
+    store: Store,
+    unit_id: int,
+    *,
+    reprocess: bool = False,
+    classifier: ClassifierLike | None = None,
+) -> StageResult:
+    """Score every transcribed file of the unit against every policy; flag into the RA queue.
+
+    A file with no speech (an empty transcript) has nothing to match: it scores 0 under every
+    policy without a forward pass.
+    """
+    from earmark.inference.policies import load_policies  # noqa: PLC0415
+
+    started = time.perf_counter()
+    policies = load_policies(settings.policies_dir)
+    model = classifier_model_id(settings)
+    transcripts = unit_transcripts(store, unit_id, asr_model_id(settings))
+    labelled = set() if reprocess else labelled_pairs(store, unit_id, model, policies)
+    cope = ModelOnce(classifier, lambda: load_classifier(settings))
+    items = 0
+    for policy in policies:
+        todo = [t for t in transcripts if (t.file_id, policy.name) not in labelled]
+        if todo:
+            _write_labels(store, policy, model, settings, _scores(cope, policy, todo))
+            items += len(todo)
+    _mark_classified(store, unit_id, model, len(policies))
+    result = StageResult(
+        unit_id,
+        items,
+        len(transcripts) * len(policies) - items,
+        0,
+        sum(float(t.duration_s or 0.0) for t in transcripts),
+        time.perf_counter() - started,
+        load_s=cope.load_s,
+        model_loads=cope.loads,
+    )
+    record_figures(store, Stage.CLASSIFY, result)
+    log.info("unit %s classified: %s", unit_id, result)
+    return result
+
+
+def _scores(
+    classifier: ModelOnce[ClassifierLike], policy: Policy, todo: list[sa.Row]
+) -> list[tuple[int, float]]:
+    """Each file's score under the policy; an empty transcript scores 0 without the model."""
+    spoken = [t for t in todo if t.text.strip()]
+    scored = [(t.file_id, 0.0) for t in todo if not t.text.strip()]
+    if spoken:
+        scores = classifier.get().score(policy, [t.text for t in spoken])
+        scored.extend((t.file_id, s) for t, s in zip(spoken, scores, strict=True))
+    return scored
+
+
+def _mark_classified(store: Store, unit_id: int, model: str, policies: int) -> None:
+    """Move the unit's transcribed files labelled under every policy to classified."""
+    with store.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE audio_files SET status = 'classified', updated_at = CURRENT_TIMESTAMP"
+                " WHERE status = 'transcribed' AND id IN (SELECT file_id FROM batch_files"
+                " WHERE batch_id = :b)"
+                " AND (SELECT count(*) FROM labels l WHERE l.file_id = audio_files.id"
+                " AND l.model = :m) >= :n"
+            ),
+            {"b": unit_id, "m": model, "n": policies},
+        )
+
+
+def _write_labels(
+    store: Store, policy: Any, model: str, settings: Settings, scored: Sequence[tuple[int, float]]
+) -> None:
+    """Labels for one policy; flags go to the review queue, and so does a sample of the
+    scores below the threshold (``EARMARK_REVIEW_SAMPLE_SHARE``), to measure what it misses."""
+    rows = [
+        {
+            "f": f,
+            "p": policy.name,
+            "sha": policy.sha256,
+            "m": model,
+            "s": min(1.0, max(0.0, float(s))),
+            "l": int(s >= settings.flag_threshold),
+        }
+        for f, s in scored
+    ]
+    with store.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO labels (file_id, policy, policy_sha, model, score, label)"
+                " VALUES (:f, :p, :sha, :m, :s, :l)"
+                " ON CONFLICT (file_id, policy, policy_sha, model) DO UPDATE SET"
+                " score = excluded.score, label = excluded.label, created_at = CURRENT_TIMESTAMP"
+            ),
+            rows,
+        )
+        enqueue(conn, rows, settings.review_sample_share)
