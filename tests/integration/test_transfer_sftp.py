@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import asyncssh
 import pytest
 from earmark.config import Settings
-from earmark.ingest import transfer
+from earmark.ingest import transfer, transfer_source
 
 pytestmark = pytest.mark.integration
 
@@ -157,12 +157,12 @@ def drop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Drop]:
         transfer_delete_source=False,
     )
     FaultySFTP.faults.clear()
-    transfer._CONNECTED.clear()  # every test connects anew to its own server
+    transfer_source._CONNECTED.clear()  # every test connects anew to its own server
     try:
         yield Drop(root, port, key_file, known_hosts, settings)
     finally:
         FaultySFTP.faults.clear()
-        transfer._CONNECTED.clear()
+        transfer_source._CONNECTED.clear()
         loop.call_soon_threadsafe(server[0].close)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
@@ -223,7 +223,7 @@ def test_an_interrupted_copy_starts_again_and_leaves_nothing_half_written(drop: 
     drop.put("big.tar", payload)
     FaultySFTP.faults["big.tar"] = "abort"
     [transfer_id] = transfer.discover(drop.settings, store)
-    with pytest.raises(transfer.TransferSourceError, match=r"copy of big\.tar interrupted"):
+    with pytest.raises(transfer_source.TransferSourceError, match=r"copy of big\.tar interrupted"):
         transfer.copy_one(drop.settings, store, transfer_id)
     assert _ledger(store) == {"big.tar": ("pending", None)}
     assert drop.incoming() == {}  # the partial file is gone
@@ -273,7 +273,7 @@ def test_refused_connection_and_an_unknown_host_key_raise_clearly(drop: Drop, st
     os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"] = os.environ[
         f"AIRFLOW_CONN_{CONN_ID.upper()}"
     ].replace(f'"port": {drop.port}', f'"port": {closed}')
-    with pytest.raises(transfer.TransferSourceError, match="cannot connect to the transfer"):
+    with pytest.raises(transfer_source.TransferSourceError, match="cannot connect to the transfer"):
         transfer.discover(drop.settings, store)
     assert _ledger(store) == {} and drop.incoming() == {}
 
@@ -282,11 +282,11 @@ def test_refused_connection_and_an_unknown_host_key_raise_clearly(drop: Drop, st
     ].replace(f'"port": {closed}', f'"port": {drop.port}')
     impostor = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
     drop.known_hosts.write_text(f"[127.0.0.1]:{drop.port} {impostor}")
-    with pytest.raises(transfer.TransferSourceError, match="cannot connect") as raised:
+    with pytest.raises(transfer_source.TransferSourceError, match="cannot connect") as raised:
         transfer.discover(drop.settings, store)
     assert "HostKeyNotVerifiable" in str(raised.value) or "host key" in str(raised.value).lower()
     missing = dataclasses.replace(drop.settings, transfer_known_hosts=tmp_path / "nope")
-    with pytest.raises(transfer.TransferSourceError, match="no known_hosts file"):
+    with pytest.raises(transfer_source.TransferSourceError, match="no known_hosts file"):
         transfer.discover(missing, store)
     assert _ledger(store) == {} and drop.incoming() == {}
 

@@ -20,15 +20,16 @@ from pathlib import Path
 
 import pytest
 from earmark.ingest import extract
+from earmark.ingest.destination import InsufficientDisk
 from earmark.ingest.extract import (
     ArchiveRejected,
     ExtractLimits,
     ExtractResult,
-    InsufficientDisk,
     Member,
     safe_extract,
     scan_archive,
 )
+from earmark.ingest.formats import ARCHIVE_SUFFIXES, FORMATS, HEAD_BYTES, ArchiveFormat, recognise
 
 NO_MARGIN = ExtractLimits(free_disk_margin_bytes=0)
 
@@ -172,6 +173,31 @@ def test_gzip_bomb_refused_by_compression_ratio_before_decompressing(site: Site)
     assert safe_extract(plain, site.dest, limits).members == (Member("zeros.wav", 4 * 1024**2),)
     noisy = site.archive([F("n.wav", os.urandom(2 * 1024**2))], name="noisy.tar.gz", gz=True)
     assert safe_extract(noisy, site.work / "noisy", limits).members
+
+
+# Every format of the table, built here: a format added there without a builder fails below.
+COMPRESSORS = {"gzip": lambda raw: gzip.compress(raw, mtime=0)}
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=lambda fmt: fmt.name)
+def test_every_format_is_recognised_and_guarded_by_the_compression_ratio(
+    site: Site, fmt: ArchiveFormat
+) -> None:
+    assert fmt.name in COMPRESSORS, f"build a {fmt.name} archive here to test its guard"
+    plain = build_tar(site.archives / "zeros.tar", [F("zeros.wav", bytes(1024**2))])
+    packed = site.archives / f"bomb{fmt.suffixes[0]}"
+    packed.write_bytes(COMPRESSORS[fmt.name](plain.read_bytes()))
+    assert recognise(packed.read_bytes()[:HEAD_BYTES]) == fmt
+    assert all(suffix in ARCHIVE_SUFFIXES for suffix in fmt.suffixes)
+    limits = ExtractLimits(
+        free_disk_margin_bytes=0, max_compression_ratio=10, compression_check_floor_bytes=0
+    )
+    refusal = rejected(site, packed, limits)
+    assert refusal.code == "compression_ratio", refusal
+    with pytest.raises(ArchiveRejected, match=r"^compression_ratio: "):
+        scan_archive(packed, limits)
+    # Under the ratio the same archive is read: the guard, not the format, refused it.
+    assert scan_archive(packed, NO_MARGIN) == (Member("zeros.wav", 1024**2),)
 
 
 def test_empty_tar_gives_no_members(site: Site) -> None:

@@ -17,7 +17,8 @@ import sqlalchemy as sa
 from delivery_kit import deliver, tar_bytes, wav
 from earmark.config import Settings
 from earmark.day.status import format_duration
-from earmark.ingest.intake import register_archives, unpack_archive
+from earmark.ingest.deliveries import register_archives
+from earmark.ingest.unpack import unpack_archive
 from earmark.ops import health
 from earmark_dev.postgres import admin_url
 

@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 from delivery_kit import deliver, sha256, tar_bytes, wav, write_then_rename
 from earmark.config import Settings
-from earmark.ingest.extract import InsufficientDisk
+from earmark.ingest.deliveries import register_archives
+from earmark.ingest.destination import InsufficientDisk
+from earmark.ingest.homes import audio_home
 from earmark.ingest.incoming import sha256_file
-from earmark.ingest.intake import audio_home, register_archives, unpack_archive
+from earmark.ingest.unpack import unpack_archive
 from earmark_dev.sampledata import generate_day
 
 DAY = "2026-11-29"
@@ -190,7 +192,7 @@ def test_disk_full_raises_and_leaves_archive_for_retry(settings, store, monkeypa
 
 
 def test_retention_prunes_old_processed_days_only(settings):
-    from earmark.ingest.intake import prune_processed
+    from earmark.ingest.retention import prune_processed
 
     for day in ("2026-10-01", "2026-11-20", "not-a-date"):
         (settings.processed / day).mkdir(parents=True)
@@ -204,7 +206,7 @@ def test_retention_prunes_old_processed_days_only(settings):
 
 
 def test_archives_are_grouped_only_past_the_task_limit():
-    from earmark.ingest.intake import unpack_groups
+    from earmark.ingest.unpack import unpack_groups
 
     ids = list(range(1, 11))
     assert unpack_groups(ids, 256) == [[k] for k in ids]

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 from earmark.config import Settings
+from earmark.ingest.deliveries import register_archives
 from earmark.ingest.extract import ExtractLimits
 from earmark.ingest.incoming import sha256_file
-from earmark.ingest.intake import register_archives, unpack_archive
+from earmark.ingest.unpack import unpack_archive
 
 DAY = "2026-11-29"
 SR = 16_000

@@ -1,7 +1,7 @@
 """Intake stopped dead at every step boundary, then the day run again, on SQLite and Postgres.
 
 A child process runs the day (register, unpack every archive) and exits with ``os._exit`` right
-after the k-th step that changed the disk or the DB (``intake._step_done``), for every k; the
+after the k-th step that changed the disk or the DB (``intake.step_done``), for every k; the
 test then runs the day again in its own process and checks that the end state is the one a run
 that was never interrupted reaches: every delivery with exactly one verdict, no delivered byte
 lost, nothing left in ``claimed/`` or half-extracted under ``audio/``.
@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 from delivery_kit import deliver, tar_bytes, wav, write_then_rename
 from earmark.config import Settings
-from earmark.ingest import intake
+from earmark.ingest import deliveries, intake, unpack
 from earmark.store.db import Store
 
 DAY = "2026-11-29"
@@ -48,8 +48,8 @@ def _deliveries(settings: Settings, outside: Path) -> dict[str, bytes]:
 
 
 def _run_day(settings: Settings, store: Store) -> None:
-    for archive_id in intake.register_archives(settings, store, DAY):
-        intake.unpack_archive(settings, store, archive_id, workers=1)
+    for archive_id in deliveries.register_archives(settings, store, DAY):
+        unpack.unpack_archive(settings, store, archive_id, workers=1)
 
 
 def _outcome(store: Store) -> list[tuple]:
@@ -147,7 +147,7 @@ def _crash_after(step: int, settings: Settings, store: Store) -> int:
                 if next(count) == step:
                     os._exit(CRASHED)
 
-            intake._step_done = crash
+            intake.step_done = crash
             _run_day(settings, Store.from_url(url))
             code = 0
         finally:
@@ -159,7 +159,7 @@ def _crash_after(step: int, settings: Settings, store: Store) -> int:
 def test_a_crash_at_any_step_leaves_a_state_the_next_run_settles(store, fresh, monkeypatch):
     settings, sent = fresh("clean")
     steps: list[str] = []
-    monkeypatch.setattr(intake, "_step_done", steps.append)
+    monkeypatch.setattr(intake, "step_done", steps.append)
     _run_day(settings, store)
     monkeypatch.undo()
     expected = _outcome(store)
@@ -189,7 +189,7 @@ def test_what_an_interrupted_claim_left_is_settled(store, tmp_path):
     (settings.incoming / "b.tar.sha256").rename(half / "b.tar.sha256")
     (settings.claimed / "stray.bin").write_bytes(b"left by hand")
 
-    ids = intake.register_archives(settings, store, DAY)
+    ids = deliveries.register_archives(settings, store, DAY)
     verdicts = {
         r.name: (r.status, r.reason)
         for r in store.rows("SELECT name, status, reason FROM deliveries")
@@ -202,5 +202,5 @@ def test_what_an_interrupted_claim_left_is_settled(store, tmp_path):
     )
     assert len(ids) == 2 and not (settings.claimed / "20261129T060000-000000-deadbeef").exists()
     for archive_id in ids:
-        intake.unpack_archive(settings, store, archive_id, workers=1)
+        unpack.unpack_archive(settings, store, archive_id, workers=1)
     assert not list(settings.claimed.iterdir())

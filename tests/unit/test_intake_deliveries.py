@@ -18,10 +18,12 @@ from delivery_kit import (
     wav,
     write_then_rename,
 )
-from earmark.gpu.screening import classify_unit, transcribe_unit
-from earmark.ingest import intake
+from earmark.gpu.classify import classify_unit
+from earmark.gpu.transcribe import transcribe_unit
+from earmark.ingest import deliveries, unpack
+from earmark.ingest.deliveries import register_archives
 from earmark.ingest.incoming import sha256_file
-from earmark.ingest.intake import register_archives, unpack_archive
+from earmark.ingest.unpack import unpack_archive
 
 DAY = "2026-11-29"
 
@@ -211,7 +213,7 @@ def test_colliding_names_never_touch_screened_recordings(settings, store, models
 def test_one_failing_delivery_does_not_stop_the_others_and_resumes(settings, store, monkeypatch):
     for i in range(3):
         deliver(settings.incoming, f"d{i}.tar", tar_bytes({"x.wav": wav(0.3, 200.0 + i)}))
-    real = intake._record
+    real = deliveries._record
     calls = {"n": 0}
 
     def cut_once(store_, folder, verdict, run_date):
@@ -220,7 +222,7 @@ def test_one_failing_delivery_does_not_stop_the_others_and_resumes(settings, sto
             raise ConnectionError("connection to the results DB lost")
         return real(store_, folder, verdict, run_date)
 
-    monkeypatch.setattr(intake, "_record", cut_once)
+    monkeypatch.setattr(deliveries, "_record", cut_once)
     with pytest.raises(ConnectionError):
         register_archives(settings, store, DAY)
     assert store.scalar("SELECT count(*) FROM deliveries") == 2
@@ -242,7 +244,7 @@ def test_interrupted_unpack_is_redone_from_its_own_home_only(settings, store, mo
     def killed(*_args, **_kwargs):
         raise OSError("killed before registering the files")
 
-    monkeypatch.setattr(intake, "register_files", killed)
+    monkeypatch.setattr(unpack, "register_files", killed)
     with pytest.raises(OSError, match="killed"):
         unpack_archive(settings, store, one)
     assert (settings.audio / DAY / f"archive-{one}" / "x.wav").exists()  # left by the attempt

@@ -21,8 +21,9 @@ import pytest
 import sqlalchemy as sa
 from delivery_kit import sha256, tar_bytes, wav, write_then_rename
 from earmark.config import Settings
+from earmark.ingest.deliveries import register_archives
 from earmark.ingest.incoming import sha256_file
-from earmark.ingest.intake import register_archives, unpack_archive
+from earmark.ingest.unpack import unpack_archive
 from earmark.store.db import Store
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st

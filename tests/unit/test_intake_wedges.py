@@ -16,8 +16,9 @@ import pytest
 from delivery_kit import deliver, sha256, tar_bytes, wav, write_then_rename
 from earmark.config import Settings
 from earmark.day.status import quarantine_report
-from earmark.ingest.extract import InsufficientDisk
-from earmark.ingest.intake import register_archives, unpack_archive
+from earmark.ingest.deliveries import register_archives
+from earmark.ingest.destination import InsufficientDisk
+from earmark.ingest.unpack import unpack_archive
 
 DAY = "2026-11-29"
 

@@ -18,7 +18,8 @@ import pytest
 import sqlalchemy as sa
 from delivery_kit import deliver, tar_bytes, wav
 from earmark.config import PROJECT_ROOT, Settings
-from earmark.ingest.intake import register_archives, unpack_archive
+from earmark.ingest.deliveries import register_archives
+from earmark.ingest.unpack import unpack_archive
 from earmark.ops.metrics import METRIC_NAMES, EarmarkCollector
 from earmark.store.db import Store
 from prometheus_client import CollectorRegistry, generate_latest

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from earmark.config import Settings
-from earmark.ingest import transfer
+from earmark.ingest import transfer, transfer_source
 
 NOW = time.time()
 
@@ -148,7 +148,7 @@ def test_crash_between_rename_and_marker_recovers(store, dirs):
     incoming.mkdir(parents=True)
     # First attempt: streamed and renamed, then the worker died before the marker.
     partial = incoming / ".a.tar.partial"
-    assert transfer.stream_to_partial((source / "a.tar").as_uri(), partial)[0] == digest
+    assert transfer_source.stream_to_partial((source / "a.tar").as_uri(), partial)[0] == digest
     partial.replace(incoming / "a.tar")
     assert not (incoming / "a.tar.sha256").exists()
     # The retry ends in the state of a clean run.
@@ -172,7 +172,7 @@ def test_crash_after_marker_before_ledger_is_not_recopied(store, dirs):
             {"s": digest, "id": transfer_id},
         )
     partial = incoming / ".a.tar.partial"
-    transfer.stream_to_partial((source / "a.tar").as_uri(), partial)
+    transfer_source.stream_to_partial((source / "a.tar").as_uri(), partial)
     transfer.publish(incoming, partial, "a.tar", digest)
     # The daily DAG already took it away; the retry must not deliver it again.
     processed = data / "processed"
@@ -237,7 +237,9 @@ def test_occupied_incoming_name_raises_for_retry(store, dirs):
 
 def test_source_unreachable_raises(store, tmp_path):
     settings = make_settings(tmp_path / "missing", tmp_path / "data")
-    with pytest.raises(transfer.TransferSourceError, match="cannot list the transfer source"):
+    with pytest.raises(
+        transfer_source.TransferSourceError, match="cannot list the transfer source"
+    ):
         transfer.discover(settings, store, now=NOW)
     assert transfer.ledger_counts(store) == {}
 

@@ -108,7 +108,7 @@ def day_status(
     deadline = deadline_for(run_date, settings)
     status.deadline = deadline.isoformat()
     if run_date == now.astimezone(deadline.tzinfo).date().isoformat():
-        from earmark.ingest.intake import waiting_deliveries  # noqa: PLC0415
+        from earmark.ingest.deliveries import waiting_deliveries  # noqa: PLC0415
 
         status.waiting = [printable(name) for name in waiting_deliveries(settings)]
     if status.waiting:

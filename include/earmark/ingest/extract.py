@@ -11,19 +11,20 @@ temporary directory is removed, so a destination either holds a complete extract
 nothing new. An existing destination is never replaced or removed: the caller gives every
 archive a home of its own, and a destination that exists is an error (`FileExistsError`).
 
-Gzip bombs: besides the size caps, the sizes the headers declare may not exceed
-`max_compression_ratio` times the compressed file (checked header by header, before the
-member is decompressed).
+Formats: the content, never the name, decides how the archive is read: a plain tar or one of
+the compressions in `earmark.ingest.formats.FORMATS`. Compression bombs: besides the size caps,
+the sizes the headers declare may not exceed `max_compression_ratio` times the compressed file
+(checked header by header, before the member is decompressed), for every format in the table.
 
 Read once: given a `digest` (a hashlib object), extraction feeds it every byte of the archive
-file, in order, as it reads them, so the checksum costs no second read. The hashing runs in a
-helper thread (hashlib releases the GIL), overlapping the extraction on another core. A plain
-tar's headers, read by the scan, are hashed again from the page cache; anything extraction did
-not read (the tail after the end marker, or the rest of an archive rejected part-way) is read at
-the end, so the digest always covers the whole file.
+file, in order, as it reads them (`earmark.ingest.read_once`), so the checksum costs no second
+read. A plain tar's headers, read by the scan, are hashed again from the page cache; anything
+extraction did not read (the tail after the end marker, or the rest of an archive rejected
+part-way) is read at the end, so the digest always covers the whole file.
 
-Errors: `ArchiveRejected` means the input is bad (do not retry); `InsufficientDisk` and any
-other `OSError` (ENOSPC, EIO, ...) are infrastructure problems (retry later).
+Errors: `ArchiveRejected` means the input is bad (do not retry); `InsufficientDisk` (from
+`earmark.ingest.destination`) and any other `OSError` (ENOSPC, EIO, ...) are infrastructure
+problems (retry later).
 
 Truncation: a cut inside a member is always detected. A cut exactly at a member boundary is
 detected because the end-of-archive marker (a zero block) must be present. A cut inside the
@@ -34,26 +35,35 @@ verified by the caller, remains the authority on completeness.
 from __future__ import annotations
 
 import contextlib
-import errno
-import gzip
-import math
 import os
-import queue
-import re
 import secrets
 import shutil
 import stat
 import tarfile
-import threading
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:
     from hashlib import _Hash
 
+from earmark.ingest.destination import (
+    check_free_disk,
+    refuse_existing,
+    remove_stale,
+)
+from earmark.ingest.formats import (
+    DECOMPRESSION_ERRORS,
+    HEAD_BYTES,
+    SUPPORTED,
+    ArchiveFormat,
+    ByteStream,
+    format_raising,
+    is_unsupported,
+    recognise,
+)
+from earmark.ingest.read_once import HashingReader
 from earmark.ingest.rejection import Rejected
 from earmark.names import unsafe_characters
 
@@ -61,7 +71,6 @@ __all__ = [
     "ArchiveRejected",
     "ExtractLimits",
     "ExtractResult",
-    "InsufficientDisk",
     "Member",
     "safe_extract",
     "scan_archive",
@@ -73,14 +82,7 @@ NAME_MAX_BYTES = 255  # longest single path component most filesystems accept
 _BLOCK = tarfile.BLOCKSIZE
 _MAX_SINGLE_READ = 4 * 1024 * 1024  # headers (pax, GNU long names) larger than this are bombs
 _COPY_BUFSIZE = 1024 * 1024
-_MAX_GZIP_TRAILER = 1024 * 1024  # decompressed bytes allowed after the tar end marker
-_DISK_BLOCK = 4096
-_GZIP_MAGIC = b"\x1f\x8b"
-_OTHER_COMPRESSION = (b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd", b"PK\x03\x04")
-# Gaps up to this size between what was hashed and what is read next (a plain tar's headers,
-# which extraction seeks over) are filled from the file; larger ones are left to `finish`.
-_MAX_HASH_GAP = 64 * 1024
-_HASH_QUEUE_CHUNKS = 16
+_MAX_TRAILER = 1024 * 1024  # decompressed bytes allowed after the tar end marker
 
 
 @dataclass(frozen=True)
@@ -104,26 +106,6 @@ class ExtractLimits:
 
 class ArchiveRejected(Rejected):
     """The archive itself is unacceptable; `code` is a short snake_case reason."""
-
-
-class InsufficientDisk(OSError):  # noqa: N818 - public name fixed by the API
-    """Not enough free space to extract right now; retry later, the archive is fine."""
-
-    def __init__(self, path: Path, needed: int, free: int, margin: int = 0) -> None:
-        super().__init__(
-            errno.ENOSPC,
-            f"need {needed} bytes ({needed - margin} for the members and a margin of {margin};"
-            f" EARMARK_FREE_DISK_MARGIN_MB/_SHARE set it), {free} free",
-            str(path),
-        )
-        self.path = Path(path)
-        self.needed = needed
-        self.free = free
-
-        self.margin = margin
-
-    def __reduce__(self) -> tuple[type[InsufficientDisk], tuple[Path, int, int, int]]:
-        return (type(self), (self.path, self.needed, self.free, self.margin))
 
 
 @dataclass(frozen=True)
@@ -155,19 +137,10 @@ class _Entry:
         return cls(info.replace(name=path, deep=False), path)
 
 
-class _Source(Protocol):
-    """What the archive is read through: the file, its hashing wrapper, or the gzip stream."""
-
-    def read(self, size: int = -1, /) -> bytes: ...
-    def seek(self, offset: int, whence: int = os.SEEK_SET, /) -> int: ...
-    def tell(self) -> int: ...
-    def close(self) -> None: ...
-
-
 class _BoundedReader:
     """File-like wrapper refusing single huge reads, so header bombs fail instead of OOM."""
 
-    def __init__(self, inner: _Source) -> None:
+    def __init__(self, inner: ByteStream) -> None:
         self._inner = inner
 
     def read(self, size: int = -1) -> bytes:
@@ -180,85 +153,6 @@ class _BoundedReader:
 
     def tell(self) -> int:
         return self._inner.tell()
-
-
-class _HashingReader:
-    """The archive file, feeding ``digest`` each byte once, in file order, as reads reach it.
-
-    Tracks how far the file has been hashed. A read that continues from there is hashed; a
-    small gap before it is filled with ``pread`` first; reads behind it (gzip rewinding for the
-    extraction pass) are not hashed again. `finish` hashes whatever is left and waits for the
-    helper thread.
-    """
-
-    def __init__(self, raw: BinaryIO, digest: _Hash) -> None:
-        self._raw = raw
-        self._fd = raw.fileno()
-        self._position = raw.tell()
-        self._hashed = 0
-        self._digest = digest
-        self._chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=_HASH_QUEUE_CHUNKS)
-        self._failure: BaseException | None = None
-        self._thread = threading.Thread(target=self._hash_chunks, daemon=True)
-        self._thread.start()
-
-    def _hash_chunks(self) -> None:
-        # Keeps taking chunks even after a failure, so a reader never blocks on a full queue.
-        while (chunk := self._chunks.get()) is not None:
-            if self._failure is None:
-                try:
-                    self._digest.update(chunk)
-                except BaseException as exc:  # handed to finish()
-                    self._failure = exc
-
-    def _feed(self, chunk: bytes) -> None:
-        self._chunks.put(chunk)
-        self._hashed += len(chunk)
-
-    def _fill_gap_to(self, offset: int) -> None:
-        while self._hashed < offset:
-            chunk = os.pread(self._fd, min(_COPY_BUFSIZE, offset - self._hashed), self._hashed)
-            if not chunk:
-                raise EOFError(f"archive shorter than offset {offset}")
-            self._feed(chunk)
-
-    def read(self, size: int = -1) -> bytes:
-        start = self._position
-        data = self._raw.read(size)
-        self._position += len(data)
-        if start > self._hashed and start - self._hashed <= _MAX_HASH_GAP:
-            self._fill_gap_to(start)
-        if start <= self._hashed < self._position:
-            self._feed(data[self._hashed - start :])
-        return data
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        self._position = self._raw.seek(offset, whence)
-        return self._position
-
-    def tell(self) -> int:
-        return self._position
-
-    def fileno(self) -> int:
-        return self._fd
-
-    def close(self) -> None:
-        """The file is closed by whoever opened it."""
-
-    def finish(self) -> None:
-        """Hash the rest of the file and wait until the digest holds all of it."""
-        try:
-            self._fill_gap_to(os.fstat(self._fd).st_size)
-        finally:
-            self._chunks.put(None)
-            self._thread.join()
-        if self._failure is not None:
-            raise RuntimeError("hashing the archive failed") from self._failure
-
-    def abandon(self) -> None:
-        """Stop the helper thread without completing the digest (an I/O error ends the read)."""
-        self._chunks.put(None)
-        self._thread.join()
 
 
 FILTER_CODES = {  # the data filter's refusals; any other FilterError is an unsafe member
@@ -280,8 +174,9 @@ def _translate(exc: BaseException, opening: bool) -> ArchiveRejected | None:  # 
         if message.startswith("zlib error"):  # tarfile's wrapping of a damaged deflate stream
             return ArchiveRejected("corrupt", message)
         return ArchiveRejected("not_a_tar" if opening else "corrupt", message)
-    if isinstance(exc, zlib.error | gzip.BadGzipFile):
-        return ArchiveRejected("corrupt", f"gzip stream is damaged ({exc})")
+    damaged = format_raising(exc)
+    if damaged is not None:
+        return ArchiveRejected("corrupt", f"{damaged.name} stream is damaged ({exc})")
     if isinstance(exc, tarfile.FilterError):
         return ArchiveRejected(FILTER_CODES.get(type(exc), "unsafe_member_type"), str(exc))
     if isinstance(exc, tarfile.TarError | ValueError | RecursionError):
@@ -289,19 +184,22 @@ def _translate(exc: BaseException, opening: bool) -> ArchiveRejected | None:  # 
     return None
 
 
+# What parsing and decompressing an archive raise for bad input (`_translate` maps them).
+_INPUT_ERRORS: tuple[type[Exception], ...] = (
+    ArchiveRejected,
+    EOFError,
+    tarfile.TarError,
+    ValueError,
+    RecursionError,
+    *DECOMPRESSION_ERRORS,
+)
+
+
 @contextlib.contextmanager
 def _rejecting(opening: bool = False) -> Iterator[None]:
     try:
         yield
-    except (
-        ArchiveRejected,
-        EOFError,
-        zlib.error,
-        tarfile.TarError,
-        ValueError,
-        RecursionError,
-        gzip.BadGzipFile,
-    ) as exc:
+    except _INPUT_ERRORS as exc:
         rejected = _translate(exc, opening)
         if rejected is None or rejected is exc:
             raise
@@ -309,13 +207,13 @@ def _rejecting(opening: bool = False) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _hashing(raw: BinaryIO, digest: _Hash | None) -> Iterator[_Source]:
+def _hashing(raw: BinaryIO, digest: _Hash | None) -> Iterator[ByteStream]:
     """``raw``, fed to ``digest`` as it is read; the digest is complete when this exits normally
     or with `ArchiveRejected` (the verdict on the content does not spare reading the bytes)."""
     if digest is None:
         yield raw
         return
-    reader = _HashingReader(raw, digest)
+    reader = HashingReader(raw, digest)
     try:
         yield reader
     except ArchiveRejected:
@@ -327,17 +225,28 @@ def _hashing(raw: BinaryIO, digest: _Hash | None) -> Iterator[_Source]:
     reader.finish()
 
 
+@dataclass(frozen=True)
+class _OpenArchive:
+    """An archive opened for reading: its tar, its format (None: a plain tar) and, compressed,
+    the size of the file, which the ratio guard weighs the declared sizes against."""
+
+    tar: tarfile.TarFile
+    format: ArchiveFormat | None
+    compressed: int | None
+
+
 @contextlib.contextmanager
-def _open_tar(archive: Path, digest: _Hash | None = None) -> Iterator[tarfile.TarFile]:
-    """Open .tar or .tar.gz (decided by content, not name) behind a bounded reader."""
+def _open_tar(archive: Path, digest: _Hash | None = None) -> Iterator[_OpenArchive]:
+    """Open a plain tar or one in a format of `FORMATS` (decided by content, not name) behind a
+    bounded reader."""
     with Path(archive).open("rb") as file, _hashing(file, digest) as raw:
-        magic = raw.read(8)
+        head = raw.read(HEAD_BYTES)
         raw.seek(0)
-        if magic.startswith(_OTHER_COMPRESSION):
-            raise ArchiveRejected("not_a_tar", "unsupported compression (only tar and tar.gz)")
-        stream: _Source = (
-            gzip.GzipFile(fileobj=raw, mode="rb") if magic.startswith(_GZIP_MAGIC) else raw
-        )
+        fmt = recognise(head)
+        if fmt is None and is_unsupported(head):
+            raise ArchiveRejected("not_a_tar", f"unsupported compression (only {SUPPORTED})")
+        stream = raw if fmt is None else fmt.open_stream(raw)
+        compressed = None if fmt is None else fmt.compressed_bytes(raw)
         with contextlib.closing(stream):
             with _rejecting(opening=True):
                 bounded = _BoundedReader(stream)
@@ -346,7 +255,7 @@ def _open_tar(archive: Path, digest: _Hash | None = None) -> Iterator[tarfile.Ta
                 tf = tarfile.open(fileobj=bounded, mode="r:")  # type: ignore[call-overload]  # noqa: SIM115
             with tf:
                 tf.copybufsize = _COPY_BUFSIZE
-                yield tf
+                yield _OpenArchive(tf, fmt, compressed)
 
 
 def _show(name: str) -> str:
@@ -418,15 +327,8 @@ class _Layout:
         (self.dirs if is_dir else self.files).add(path)
 
 
-def _compressed_bytes(tf: tarfile.TarFile) -> int | None:
-    """Size of the archive file when its stream is gzip-compressed; None for a plain tar."""
-    inner = getattr(tf.fileobj, "_inner", None)
-    if not isinstance(inner, gzip.GzipFile):
-        return None
-    return os.fstat(inner.fileno()).st_size  # GzipFile.fileno() is its fileobj's
-
-
 def _check_ratio(total: int, compressed: int | None, limits: ExtractLimits) -> None:
+    """The compression-ratio guard: refuse when the declared sizes so far exceed the ratio."""
     if compressed is None or total <= limits.compression_check_floor_bytes:
         return
     if total > limits.max_compression_ratio * max(compressed, 1):
@@ -437,9 +339,9 @@ def _check_ratio(total: int, compressed: int | None, limits: ExtractLimits) -> N
         )
 
 
-def _scan(tf: tarfile.TarFile, limits: ExtractLimits) -> list[_Entry]:
+def _scan(archive: _OpenArchive, limits: ExtractLimits) -> list[_Entry]:
     """Read every header (no data written) and enforce all structural rules and limits."""
-    compressed = _compressed_bytes(tf)
+    tf = archive.tar
     entries: list[_Entry] = []
     layout = _Layout()
     count = 0
@@ -474,15 +376,16 @@ def _scan(tf: tarfile.TarFile, limits: ExtractLimits) -> list[_Entry]:
                 raise ArchiveRejected(
                     "archive_too_large", f"members total more than {limits.max_total_bytes} bytes"
                 )
-            _check_ratio(total, compressed, limits)
+            _check_ratio(total, archive.compressed, limits)
             layout.add(path, is_dir=False)
             entries.append(_Entry.of(info, path))
-        _check_end_marker(tf)
+        _check_end_marker(tf, drain=archive.format is not None)
     return entries
 
 
-def _check_end_marker(tf: tarfile.TarFile) -> None:
-    """Require the zero block that ends a tar; for gzip, also read to the CRC trailer.
+def _check_end_marker(tf: tarfile.TarFile, drain: bool) -> None:
+    """Require the zero block that ends a tar; ``drain`` (a compressed one) also reads to the end
+    of the stream, so its decompressor checks the trailer (gzip's CRC).
 
     tarfile silently stops at a missing or garbled header, which would hide a cut exactly at
     a member boundary or a damaged header in the middle.
@@ -494,11 +397,11 @@ def _check_end_marker(tf: tarfile.TarFile) -> None:
         raise ArchiveRejected("truncated", f"no end-of-archive marker at offset {tf.offset}")
     if block.count(0) != _BLOCK:
         raise ArchiveRejected("corrupt", f"unreadable header at offset {tf.offset}")
-    if isinstance(getattr(fileobj, "_inner", None), gzip.GzipFile):
+    if drain:
         drained = 0
         while chunk := fileobj.read(_COPY_BUFSIZE):
             drained += len(chunk)
-            if drained > _MAX_GZIP_TRAILER:
+            if drained > _MAX_TRAILER:
                 raise ArchiveRejected("corrupt", "unexpected data after the end of the tar")
 
 
@@ -511,21 +414,8 @@ def scan_archive(archive: Path, limits: ExtractLimits = ExtractLimits()) -> tupl
 
     Nothing is written. Raises `ArchiveRejected` for any unsafe or malformed archive.
     """
-    with _open_tar(archive) as tf:
-        return _members(_scan(tf, limits))
-
-
-def _space_needed(entries: list[_Entry]) -> int:
-    blocks = sum(-(-e.info.size // _DISK_BLOCK) + 1 for e in entries)
-    return (blocks + 1) * _DISK_BLOCK
-
-
-def _check_free_disk(directory: Path, entries: list[_Entry], limits: ExtractLimits) -> None:
-    members = _space_needed(entries)
-    margin = limits.free_disk_margin_bytes + math.ceil(limits.free_disk_margin_share * members)
-    free = shutil.disk_usage(directory).free
-    if free < members + margin:
-        raise InsufficientDisk(directory, members + margin, free, margin)
+    with _open_tar(archive) as opened:
+        return _members(_scan(opened, limits))
 
 
 def _sanitise(member: tarfile.TarInfo, dest_path: str) -> tarfile.TarInfo:
@@ -535,26 +425,6 @@ def _sanitise(member: tarfile.TarInfo, dest_path: str) -> tarfile.TarInfo:
     # None leaves ownership alone (documented since 3.11.4; the data filter does the same);
     # typeshed's replace() still says int/str.
     return filtered.replace(mode=mode, uid=None, gid=None, uname=None, gname=None, deep=False)  # type: ignore[arg-type]
-
-
-def _leftover_pattern(name: str) -> re.Pattern[str]:
-    return re.compile(rf"\.tmp-{re.escape(name)}-[0-9a-f]{{8}}")
-
-
-def _remove_tree(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-
-
-def _remove_stale(parent: Path, name: str) -> None:
-    """Remove temporary folders a killed earlier attempt for this same destination left."""
-    pattern = _leftover_pattern(name)
-    for entry in parent.iterdir():
-        if pattern.fullmatch(entry.name):
-            _remove_tree(entry)
 
 
 def _verify_tree(root: Path, entries: list[_Entry]) -> None:
@@ -571,11 +441,6 @@ def _verify_tree(root: Path, entries: list[_Entry]) -> None:
                 continue
             if info is None or not stat.S_ISREG(st.st_mode) or st.st_size != info.size:
                 raise ArchiveRejected("corrupt", f"extracted {rel!r} does not match its header")
-
-
-def _refuse_existing(destination: Path) -> None:
-    if os.path.lexists(destination):
-        raise FileExistsError(errno.EEXIST, "extraction destination exists", str(destination))
 
 
 def safe_extract(
@@ -597,21 +462,26 @@ def safe_extract(
     """
     destination = Path(destination)
     parent = destination.parent
-    _refuse_existing(destination)
-    with _open_tar(archive, digest) as tf:
-        entries = _scan(tf, limits)
+    refuse_existing(destination)
+    with _open_tar(archive, digest) as opened:
+        entries = _scan(opened, limits)
         parent.mkdir(parents=True, exist_ok=True)
-        _check_free_disk(parent, entries, limits)
-        _remove_stale(parent, destination.name)
+        check_free_disk(
+            parent,
+            [e.info.size for e in entries],
+            limits.free_disk_margin_bytes,
+            limits.free_disk_margin_share,
+        )
+        remove_stale(parent, destination.name)
         tmp = parent / f".tmp-{destination.name}-{secrets.token_hex(4)}"
         tmp.mkdir(mode=0o700)
         try:
             with _rejecting():
                 # Members were pre-scanned (regular files and dirs only) and are filtered again.
-                tf.extractall(tmp, members=[e.info for e in entries], filter=_sanitise)  # noqa: S202
+                opened.tar.extractall(tmp, members=[e.info for e in entries], filter=_sanitise)  # noqa: S202
             _verify_tree(tmp, entries)
             tmp.chmod(DIR_MODE)
-            _refuse_existing(destination)
+            refuse_existing(destination)
             tmp.rename(destination)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

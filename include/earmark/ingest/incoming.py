@@ -1,8 +1,9 @@
 """The ``incoming/`` contract, shared by whoever writes archives there and by intake.
 
-An archive ``NAME.tar`` (or ``.tar.gz``/``.tgz``) is ready once ``NAME.tar.sha256`` exists beside
-it, written last, holding the archive's hex sha256 (``sha256sum`` output is fine). Light on
-purpose: the transfer DAG, the sample-data generator and intake all import it.
+An archive ``NAME.tar`` (or another of `earmark.ingest.formats.ARCHIVE_SUFFIXES`: ``.tar.gz``,
+``.tgz``) is ready once ``NAME.tar.sha256`` exists beside it, written last, holding the archive's
+hex sha256 (``sha256sum`` output is fine). Light on purpose: the transfer DAG, the sample-data
+generator and intake all import it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import hashlib
 from pathlib import Path
 
 MARKER_SUFFIX = ".sha256"
-ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 _HEX = frozenset("0123456789abcdef")
 _CHUNK = 4 * 1024 * 1024
 

@@ -3,9 +3,11 @@
 The source is an Airflow ``ObjectStoragePath`` URL: ``file:///srv/dropbox``, or
 ``sftp://conn_id@host/path`` read through Airflow's SFTP provider (``sshfs``) with the connection
 ``conn_id`` (host, port, login, ``key_file``), its host key always checked against
-``EARMARK_TRANSFER_KNOWN_HOSTS`` (the provider alone would not check it). A source archive is
-complete when a companion ``NAME.sha256`` sits beside it, or else once its size and mtime have not
-changed for ``EARMARK_TRANSFER_SETTLE_SECONDS``; a file still being uploaded is never copied.
+``EARMARK_TRANSFER_KNOWN_HOSTS`` (the provider alone would not check it). Reaching, listing and
+reading the source is `earmark.ingest.transfer_source`; the ledger and the copy are here. A source
+archive is complete when a companion ``NAME.sha256`` sits beside it, or else once its size and
+mtime have not changed for ``EARMARK_TRANSFER_SETTLE_SECONDS``; a file still being uploaded is
+never copied.
 
 Every settled source archive gets one row in the ``transfers`` ledger (keyed by its URI) and ends
 ``copied`` or ``failed`` (reason in ``error``), so a rerun or a redelivered task never copies a file
@@ -24,39 +26,39 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import logging
 import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
 from earmark.config import Settings
-from earmark.ingest.incoming import ARCHIVE_SUFFIXES, MARKER_SUFFIX, marker_text, parse_marker
+from earmark.ingest.incoming import MARKER_SUFFIX, marker_text, parse_marker
+from earmark.ingest.transfer_source import (
+    SourceArchive,
+    SourceReadError,
+    TransferSourceError,
+    companion_digest,
+    connect_source,
+    connect_source_lost,
+    from_source,
+    list_source,
+    redacted,
+    source_error,
+    source_path,
+    source_stat,
+    stream_to_partial,
+)
 from earmark.statuses import TransferStatus
 from earmark.store.db import Store
 
 log = logging.getLogger(__name__)
 
-_CHUNK = 4 * 1024 * 1024
 _LOCK_BUCKETS = 64
-
-
-@dataclass(frozen=True)
-class SourceArchive:
-    """One archive seen at the source."""
-
-    uri: str
-    name: str
-    bytes: int
-    mtime: float
-    has_companion: bool
 
 
 @dataclass(frozen=True)
@@ -68,98 +70,6 @@ class CopyResult:
     status: str
     action: str  # copied | already_done | recovered | failed
     error: str | None = None
-
-
-SFTP_SCHEMES = ("sftp", "ssh")
-
-
-class TransferSourceError(RuntimeError):
-    """The source cannot be reached, or not trusted: the task fails and Airflow retries it."""
-
-
-def _source_path(uri: str) -> Any:
-    from airflow.sdk import ObjectStoragePath  # noqa: PLC0415 - Airflow only when transferring
-
-    return ObjectStoragePath(uri)
-
-
-def _redacted(uri: str) -> str:
-    parts = urlsplit(uri)
-    return f"{parts.scheme}://{parts.hostname or ''}{parts.path}" if parts.scheme else uri
-
-
-def connect_source(settings: Settings, uri: str) -> None:
-    """For an SFTP source, bind Airflow's store for its connection to an SFTP filesystem that
-    checks the server's host key against ``EARMARK_TRANSFER_KNOWN_HOSTS`` (once per process,
-    again after ``connect_source_lost``). Other schemes need nothing."""
-    parts = urlsplit(uri)
-    if parts.scheme not in SFTP_SCHEMES:
-        return
-    conn_id = parts.username
-    if not conn_id:
-        raise TransferSourceError(
-            f"an SFTP source names its Airflow connection: {parts.scheme}://<conn_id>@host/path"
-        )
-    key = (parts.scheme, conn_id)
-    if key in _CONNECTED:
-        return
-    known_hosts = settings.transfer_known_hosts
-    if not known_hosts.is_file():
-        raise TransferSourceError(
-            f"no known_hosts file at {known_hosts} (EARMARK_TRANSFER_KNOWN_HOSTS): the SFTP"
-            f" server's host key must be checked; add it with ssh-keyscan -p <port>"
-            f" {parts.hostname} >> {known_hosts} and compare the fingerprint with the vendor's"
-        )
-    from airflow.providers.sftp.fs.sftp import get_fs  # noqa: PLC0415
-    from airflow.sdk.io import attach  # noqa: PLC0415
-
-    try:
-        fs = get_fs(conn_id, {"known_hosts": str(known_hosts), "skip_instance_cache": True})
-    except Exception as exc:
-        _CONNECTED.discard(key)
-        raise TransferSourceError(
-            f"cannot connect to the transfer source {_redacted(uri)} (connection {conn_id}):"
-            f" {type(exc).__name__}: {exc}"
-        ) from exc
-    attach(parts.scheme, conn_id).fs = fs  # what ObjectStoragePath(uri) then uses
-    _CONNECTED.add(key)
-
-
-_CONNECTED: set[tuple[str, str]] = set()
-
-
-def _stat(path: Any) -> tuple[int, float]:
-    st = path.stat()
-    size = getattr(st, "st_size", None)
-    mtime = getattr(st, "st_mtime", None)
-    if size is None or mtime is None:  # some fsspec backends answer with a plain dict
-        size = st.get("size")
-        mtime = st.get("mtime") or st.get("LastModified") or st.get("modified")
-    if isinstance(mtime, datetime):
-        mtime = mtime.timestamp()
-    return int(size), float(mtime)
-
-
-def is_archive(name: str) -> bool:
-    return name.endswith(ARCHIVE_SUFFIXES) and not name.startswith(".")
-
-
-def list_source(source: str) -> tuple[list[SourceArchive], list[str]]:
-    """Archives at ``source`` (top level) and the names of the other files there (ignored)."""
-    root = _source_path(source)
-    entries = {p.name: p for p in root.iterdir() if p.is_file()}
-    archives, ignored = [], []
-    for name in sorted(entries):
-        if is_archive(name):
-            size, mtime = _stat(entries[name])
-            archives.append(
-                SourceArchive(
-                    str(entries[name]), name, size, mtime, f"{name}{MARKER_SUFFIX}" in entries
-                )
-            )
-        elif not (name.endswith(MARKER_SUFFIX) and is_archive(name.removesuffix(MARKER_SUFFIX))):
-            ignored.append(name)
-    return archives, ignored
 
 
 def is_settled(archive: SourceArchive, settle_seconds: float, now: float) -> bool:
@@ -183,7 +93,7 @@ def discover(settings: Settings, store: Store, now: float | None = None) -> list
     except (OSError, TransferSourceError) as exc:
         connect_source_lost(settings.transfer_source)
         raise TransferSourceError(
-            f"cannot list the transfer source {_redacted(settings.transfer_source)}:"
+            f"cannot list the transfer source {redacted(settings.transfer_source)}:"
             f" {type(exc).__name__}: {exc}"
         ) from exc
     if ignored:
@@ -234,15 +144,8 @@ def discover(settings: Settings, store: Store, now: float | None = None) -> list
     return [int(i) for i in ids]
 
 
-def connect_source_lost(uri: str) -> None:
-    """Forget an SFTP connection that failed: the next use connects again."""
-    parts = urlsplit(uri)
-    if parts.scheme in SFTP_SCHEMES and parts.username:
-        _CONNECTED.discard((parts.scheme, parts.username))
-
-
 def _fail_vanished(conn: sa.Connection, source: str, present: set[str]) -> None:
-    prefix = str(_source_path(source)).rstrip("/") + "/"
+    prefix = str(source_path(source)).rstrip("/") + "/"
     rows = conn.execute(
         sa.text("SELECT id, source_uri FROM transfers WHERE status = 'pending'")
     ).all()
@@ -278,48 +181,12 @@ def _row_lock(settings: Settings, transfer_id: int) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def _companion_digest(uri: str) -> tuple[bool, str | None]:
-    """(exists, digest or None if unreadable) for the companion ``NAME.sha256`` at the source."""
-    companion = _source_path(f"{uri}{MARKER_SUFFIX}")
-    if not companion.exists():
-        return False, None
-    return True, parse_marker(companion.read_text(encoding="ascii", errors="replace"))
-
-
 def _fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-class SourceReadError(Exception):
-    """An error raised by the source (not by our own disk): ``__cause__`` holds it."""
-
-
-def _from_source(call: Any, *args: Any) -> Any:
-    """``call(*args)`` on the source; whatever it raises comes back as a SourceReadError, so a
-    failure of the local disk (ENOSPC, a read-only incoming/) is never taken for the source's."""
-    try:
-        return call(*args)
-    except Exception as exc:
-        raise SourceReadError(f"{type(exc).__name__}: {exc}") from exc
-
-
-def stream_to_partial(uri: str, partial: Path) -> tuple[str, int]:
-    """Copy the source into ``partial`` (fsynced), hashing on the fly; (sha256, bytes).
-    Source errors raise SourceReadError; local ones raise as they are."""
-    digest, total = hashlib.sha256(), 0
-    src = _from_source(lambda: _source_path(uri).open("rb"))
-    with src, partial.open("wb") as dst:
-        while chunk := _from_source(src.read, _CHUNK):
-            digest.update(chunk)
-            dst.write(chunk)
-            total += len(chunk)
-        dst.flush()
-        os.fsync(dst.fileno())
-    return digest.hexdigest(), total
 
 
 def publish(incoming: Path, partial: Path, name: str, digest: str) -> None:
@@ -420,13 +287,13 @@ def _copy_checked(
     has companion, companion digest). A problem with the file itself is returned; a lost
     connection raises (the partial file is removed by the caller, the next try starts over)."""
     try:
-        before = _from_source(lambda: _stat(_source_path(uri)))
+        before = from_source(lambda: source_stat(source_path(uri)))
         digest, size = stream_to_partial(uri, partial)
-        after = _from_source(lambda: _stat(_source_path(uri)))
-        has_companion, expected = _from_source(_companion_digest, uri)
+        after = from_source(lambda: source_stat(source_path(uri)))
+        has_companion, expected = from_source(companion_digest, uri)
     except SourceReadError as failure:
         exc = failure.__cause__ or failure
-        kind = _source_error(exc)
+        kind = source_error(exc)
         if kind is None:
             raise exc from None
         if kind == "vanished":
@@ -468,20 +335,6 @@ def _copy_checked(
     return problem, digest, size, has_companion, expected
 
 
-def _source_error(exc: BaseException) -> str | None:
-    """What an error the source raised means: the file is gone, it may not be read, or the
-    connection was lost (an SFTP client raises its own errors, not always OSError); None for
-    anything else."""
-    name = type(exc).__name__
-    if isinstance(exc, FileNotFoundError) or name == "SFTPNoSuchFile":
-        return "vanished"
-    if isinstance(exc, PermissionError) or name == "SFTPPermissionDenied":
-        return "unreadable"
-    if isinstance(exc, OSError) or type(exc).__module__.startswith("asyncssh"):
-        return "lost"
-    return None
-
-
 def _delete_source(uri: str, name: str, verified: bool) -> None:
     """EARMARK_TRANSFER_DELETE_SOURCE: remove the source archive and its companion, only when
     the companion's digest matched what was copied."""
@@ -489,8 +342,8 @@ def _delete_source(uri: str, name: str, verified: bool) -> None:
         log.info("%s kept at the source: no companion digest confirmed the copy", name)
         return
     try:
-        _source_path(f"{uri}{MARKER_SUFFIX}").unlink()
-        _source_path(uri).unlink()
+        source_path(f"{uri}{MARKER_SUFFIX}").unlink()
+        source_path(uri).unlink()
     except OSError as exc:
         log.warning(
             "%s copied but not deleted at the source: %s: %s", name, type(exc).__name__, exc

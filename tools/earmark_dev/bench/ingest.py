@@ -27,7 +27,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from earmark.config import Settings
-from earmark.ingest.intake import register_archives, register_files, unpack_archive
+from earmark.ingest.deliveries import register_archives
+from earmark.ingest.unpack import register_files, unpack_archive
 from earmark.store.db import Store
 from earmark_dev.postgres import admin_url, throwaway_database
 from earmark_dev.sampledata import generate_day
