@@ -1,42 +1,4 @@
-"""Earmark's daily DAG: wiring, params and docs only; the logic lives in ``include/earmark``."""
-
-from __future__ import annotations
-
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
-
-from airflow.providers.common.sql.operators.sql import SQLCheckOperator, SQLColumnCheckOperator
-from airflow.sdk import CronTriggerTimetable, Param, dag, task, task_group
-from earmark.config import Settings
-from earmark.day.schedule import cron_expression, deadline_interval
-from earmark.orchestration.alerts import (
-    deadline_missed,
-    record_task_failure,
-    run_failed,
-    run_succeeded,
-)
-from earmark.orchestration.deadlines import RunDayDeadline
-from earmark.orchestration.sensors import ArchivesSensor
-from earmark.store.sql import named_queries
-
-if TYPE_CHECKING:  # task-sdk 1.3.2's airflow/sdk/__init__.pyi omits both; the module exports them
-    from airflow.sdk.definitions.callback import AsyncCallback
-    from airflow.sdk.definitions.deadline import DeadlineAlert
-    from earmark.orchestration.airflow_seam import TaskEnv
-else:
-    from airflow.sdk import AsyncCallback, DeadlineAlert
-
-settings = Settings.from_env()
-# GPU tasks: the gpu Celery queue, a pool slot per GPU, a readable unit name, well under an hour.
-GPU_TASK: dict[str, Any] = {
-    "queue": "gpu",
-    "pool": "gpu",
-    "map_index_template": "{{ unit_label }}",
-    "execution_timeout": timedelta(hours=1),
-}
-
-DOC = """
-# earmark_daily
+"""# earmark_daily
 
 Screens one day of audio: every recording that arrived in `incoming/` is unpacked, transcribed
 (Whisper) and scored against every policy (CoPE-A); flagged recordings wait in the RA review queue.
@@ -76,7 +38,46 @@ and why (every task records its reason in `task_failures`), the counts, and link
 the day page and the report. Rerun a day:
 `airflow dags trigger earmark_daily --conf '{"date": "2026-11-29"}'` (add `"reprocess": true`
 to redo transcription and screening); any other conf key fails the run at once.
+
+This file is wiring, params and docs only; the logic lives in `include/earmark`.
 """
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.sql.operators.sql import SQLCheckOperator, SQLColumnCheckOperator
+from airflow.sdk import CronTriggerTimetable, Param, dag, task, task_group
+from earmark.config import Settings
+from earmark.day.schedule import cron_expression, deadline_interval
+from earmark.orchestration.alerts import (
+    deadline_missed,
+    record_task_failure,
+    run_failed,
+    run_succeeded,
+)
+from earmark.orchestration.dag_defaults import task_defaults
+from earmark.orchestration.deadlines import RunDayDeadline
+from earmark.orchestration.sensors import ArchivesSensor
+from earmark.store.sql import named_queries
+
+if TYPE_CHECKING:  # task-sdk 1.3.2's airflow/sdk/__init__.pyi omits both; the module exports them
+    from airflow.sdk.definitions.callback import AsyncCallback
+    from airflow.sdk.definitions.deadline import DeadlineAlert
+    from airflow.sdk.types import DagRunProtocol
+    from earmark.orchestration.airflow_seam import TaskEnv
+else:
+    from airflow.sdk import AsyncCallback, DeadlineAlert
+
+settings = Settings.from_env()
+# GPU tasks: the gpu Celery queue, a pool slot per GPU, a readable unit name, well under an hour.
+GPU_TASK: dict[str, Any] = {
+    "queue": "gpu",
+    "pool": "gpu",
+    "map_index_template": "{{ unit_label }}",
+    "execution_timeout": timedelta(hours=1),
+}
 
 
 def _deadline() -> DeadlineAlert | None:
@@ -109,7 +110,7 @@ def _reprocess(params: dict[str, Any] | None) -> bool:
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
-    doc_md=DOC,
+    doc_md=__doc__,
     tags=["earmark", "daily", "gpu"],
     params={
         "date": Param(
@@ -127,13 +128,9 @@ def _reprocess(params: dict[str, Any] | None) -> bool:
             "replacing earlier results (still one row each).",
         ),
     },
-    default_args={
-        "retries": 3,
-        "retry_delay": timedelta(seconds=settings.retry_delay_seconds),
-        "retry_exponential_backoff": 2.0,
-        "max_retry_delay": timedelta(minutes=15),
-        "on_failure_callback": record_task_failure,
-    },
+    default_args=task_defaults(
+        settings, max_retry_delay=timedelta(minutes=15), on_failure_callback=record_task_failure
+    ),
     deadline=_deadline(),
     on_failure_callback=run_failed,
     on_success_callback=run_succeeded,
@@ -147,39 +144,40 @@ def earmark_daily() -> None:
         return migrate()
 
     @task
-    def check_run_conf() -> None:
+    def check_run_conf(dag_run: DagRunProtocol | None = None) -> None:
         """Refuse a conf with an unknown key or a bad value: no retry, the accepted keys in the
         message. A setup task, so every task after it (the all_done ones too) is then
         upstream_failed: nothing is read or written."""
-        from airflow.sdk import get_current_context  # noqa: PLC0415
         from airflow.sdk.exceptions import AirflowFailException  # noqa: PLC0415
         from earmark.day.schedule import RunConfError  # noqa: PLC0415
         from earmark.day.schedule import check_run_conf as check  # noqa: PLC0415
+        from earmark.orchestration.airflow_seam import given_run  # noqa: PLC0415
 
         try:
-            check(get_current_context()["dag_run"].conf)
+            check(given_run(dag_run).conf)
         except RunConfError as refused:
             raise AirflowFailException(str(refused)) from None
 
     @task
-    def resolve_run_date(params: dict[str, Any] | None = None) -> str:
+    def resolve_run_date(
+        params: dict[str, Any] | None = None, dag_run: DagRunProtocol | None = None
+    ) -> str:
         """The day this run screens: param ``date``, else the logical date, local time."""
         from earmark.day.schedule import resolve_run_date as resolve  # noqa: PLC0415
-        from earmark.orchestration.airflow_seam import task_env  # noqa: PLC0415
+        from earmark.orchestration.airflow_seam import given_run  # noqa: PLC0415
 
-        env = task_env()
-        dag_run = env.context["dag_run"]
+        run = given_run(dag_run)
         return resolve(
             (params or {}).get("date"),
-            dag_run.logical_date,
-            dag_run.run_after,
-            env.settings.timezone,
+            run.logical_date,
+            run.run_after,
+            Settings.from_env().timezone,
         )
 
     @task.branch
     def check_for_work(run_date: str) -> str:
         """Skip waiting when archives are already there or registered."""
-        from earmark.ingest.intake import day_has_work  # noqa: PLC0415
+        from earmark.ingest.deliveries import day_has_work  # noqa: PLC0415
         from earmark.orchestration.airflow_seam import task_env  # noqa: PLC0415
 
         env = task_env()
@@ -203,8 +201,8 @@ def earmark_daily() -> None:
         """Claim deliveries from incoming/, read their markers, register archives; the archives to
         unpack, in groups (one per mapped unpack task, never more than Airflow maps)."""
         from airflow.sdk.configuration import conf  # noqa: PLC0415
-        from earmark.ingest.intake import register_archives as register  # noqa: PLC0415
-        from earmark.ingest.intake import unpack_groups  # noqa: PLC0415
+        from earmark.ingest.deliveries import register_archives as register  # noqa: PLC0415
+        from earmark.ingest.unpack import unpack_groups  # noqa: PLC0415
         from earmark.orchestration.airflow_seam import task_env  # noqa: PLC0415
 
         env = task_env()
@@ -219,7 +217,7 @@ def earmark_daily() -> None:
         import time  # noqa: PLC0415
         from dataclasses import asdict  # noqa: PLC0415
 
-        from earmark.ingest.intake import group_label, unpack_archive  # noqa: PLC0415
+        from earmark.ingest.unpack import group_label, unpack_archive  # noqa: PLC0415
         from earmark.orchestration.airflow_seam import task_env  # noqa: PLC0415
 
         env = task_env()
@@ -251,7 +249,7 @@ def earmark_daily() -> None:
             gpu_slots=env.settings.gpu_slots,
             target_unit_s=env.settings.unit_target_minutes * 60,
             assumed_realtime_x=env.settings.assumed_realtime_x,
-            max_files=env.settings.batch_max_files,
+            max_files=env.settings.unit_max_files,
             max_units=conf.getint("core", "max_map_length"),
         )
 
@@ -260,7 +258,7 @@ def earmark_daily() -> None:
         @task(**GPU_TASK)
         def transcribe(unit_id: int, params: dict[str, Any] | None = None) -> int:
             """Whisper over every pending file of the work unit."""
-            from earmark.gpu.screening import transcribe_unit  # noqa: PLC0415
+            from earmark.gpu.transcribe import transcribe_unit  # noqa: PLC0415
 
             env = _gpu_task_env(unit_id)
             transcribe_unit(env.settings, env.store, unit_id, reprocess=_reprocess(params))
@@ -269,7 +267,7 @@ def earmark_daily() -> None:
         @task(**GPU_TASK)
         def classify(unit_id: int, params: dict[str, Any] | None = None) -> int:
             """CoPE-A scores against every policy; flagged items to the review queue."""
-            from earmark.gpu.screening import classify_unit  # noqa: PLC0415
+            from earmark.gpu.classify import classify_unit  # noqa: PLC0415
 
             env = _gpu_task_env(unit_id)
             classify_unit(env.settings, env.store, unit_id, reprocess=_reprocess(params))
@@ -342,7 +340,7 @@ def earmark_daily() -> None:
     @task(trigger_rule="all_done")
     def prune_processed() -> int:
         """Delete archives in processed/ older than the retention; how many day folders went."""
-        from earmark.ingest.intake import prune_processed as prune  # noqa: PLC0415
+        from earmark.ingest.retention import prune_processed as prune  # noqa: PLC0415
 
         return len(prune(Settings.from_env()))
 

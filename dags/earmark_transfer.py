@@ -1,17 +1,4 @@
-"""Earmark's transfer DAG: wiring and docs only; the logic lives in ``include/earmark/transfer``."""
-
-from __future__ import annotations
-
-from datetime import datetime, timedelta
-from typing import Any
-
-from airflow.sdk import CronTriggerTimetable, dag, task
-from earmark.config import Settings
-
-settings = Settings.from_env()
-
-DOC = """
-# earmark_transfer
+"""# earmark_transfer
 
 Copies new archives from the transfer source (`EARMARK_TRANSFER_SOURCE`, an ObjectStoragePath URL:
 `file:///srv/dropbox`, or `sftp://conn_id@host/path` where configured) into `incoming/`, keeping
@@ -33,7 +20,20 @@ partial file removed, nothing in `incoming/`). Reruns and redelivered tasks copy
 even after `earmark_daily` has moved an archive on to `processed/`. Infrastructure errors (source
 unreachable, disk full) fail the task so Airflow retries. A `failed` row is retried when the
 source file changes; see the ledger with `SELECT status, count(*) FROM transfers GROUP BY status`.
+
+This file is wiring and docs only; the logic lives in `include/earmark/ingest/transfer.py`.
 """
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.sdk import CronTriggerTimetable, dag, task
+from earmark.config import Settings
+from earmark.orchestration.dag_defaults import task_defaults
+
+settings = Settings.from_env()
 
 
 @dag(
@@ -42,15 +42,9 @@ source file changes; see the ledger with `SELECT status, count(*) FROM transfers
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
-    doc_md=DOC,
+    doc_md=__doc__,
     tags=["earmark", "transfer"],
-    default_args={
-        "queue": "transfer",
-        "retries": 3,
-        "retry_delay": timedelta(seconds=settings.retry_delay_seconds),
-        "retry_exponential_backoff": 2.0,
-        "max_retry_delay": timedelta(minutes=10),
-    },
+    default_args=task_defaults(settings, max_retry_delay=timedelta(minutes=10), queue="transfer"),
 )
 def earmark_transfer() -> None:
     @task(queue="transfer")

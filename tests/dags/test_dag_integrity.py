@@ -35,6 +35,29 @@ def test_every_task_retries(daily):
         assert task.retries >= 1, task.task_id
 
 
+def test_every_dag_retries_as_the_shared_defaults_say(dagbag):
+    """Every task retries, the first retry after EARMARK_RETRY_DELAY_SECONDS; earmark_daily and
+    earmark_transfer back off up to their cap; earmark_daily's tasks record why they failed."""
+    from earmark.config import Settings
+    from earmark.orchestration.alerts import record_task_failure
+
+    delay = Settings.from_env().retry_delay_seconds
+    caps = {"earmark_daily": 15 * 60, "earmark_transfer": 10 * 60, "earmark_catchup": None}
+    for dag_id, cap in caps.items():
+        for task in dagbag.dags[dag_id].tasks:
+            assert task.retries >= 2, task.task_id
+            assert task.retry_delay.total_seconds() == delay, task.task_id
+            if cap is None:
+                assert not task.retry_exponential_backoff, task.task_id
+            else:
+                assert task.retry_exponential_backoff == 2.0, task.task_id
+                assert task.max_retry_delay.total_seconds() == cap, task.task_id
+            callbacks = task.on_failure_callback
+            callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+            recorded = record_task_failure in callbacks
+            assert recorded == (dag_id == "earmark_daily"), task.task_id
+
+
 def test_gpu_tasks_on_gpu_queue_and_pool(daily):
     for task_id in ("gpu_unit.transcribe", "gpu_unit.classify"):
         task = daily.get_task(task_id)

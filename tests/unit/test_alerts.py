@@ -9,21 +9,23 @@ from types import SimpleNamespace
 
 import pytest
 from earmark.config import Settings
-from earmark.day.status import day_status
-from earmark.orchestration.alerts import (
+from earmark.day.mail import (
     NO_REASON,
-    REASON_MAX,
     FailedTask,
     RunProgress,
     compose_deadline_mail,
     compose_failure_mail,
     compose_late_mail,
     count_task_states,
+    run_progress,
+)
+from earmark.day.status import day_status
+from earmark.orchestration.alerts import (
+    REASON_MAX,
     late_mail,
     reason_line,
     recorded_failures,
     run_deadline,
-    run_progress,
 )
 from earmark_dev.constructed_day import DAY, at, build
 

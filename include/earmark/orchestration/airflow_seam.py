@@ -16,6 +16,7 @@ from earmark.store.db import Store
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+    from airflow.sdk.types import DagRunProtocol
 
 
 def url_from_connection(conn: Any) -> str:
@@ -68,6 +69,14 @@ def task_env() -> TaskEnv:
 
     settings = Settings.from_env()
     return TaskEnv(settings, results_store(settings), get_current_context())
+
+
+def given_run(dag_run: DagRunProtocol | None) -> DagRunProtocol:
+    """The run Airflow passes a task that names ``dag_run`` among its arguments. The argument
+    defaults to None only so that the DAG file can call the task without it."""
+    if dag_run is None:
+        raise TypeError("a task's dag_run is given by Airflow when the task runs; none was")
+    return dag_run
 
 
 def migrate_results_db() -> list[str]:
