@@ -129,7 +129,7 @@ def assert_placement(h: Harness, run_id: str, *, each_gpu: bool = False) -> None
         transcribed_on = sorted(ti.hostname for ti in gpu if ti.task_id == "gpu_unit.transcribe")
         assert transcribed_on == sorted(GPU_HOSTNAMES.values()), tis
         units = h.results_store()
-        hosts = [r.transcribe_host for r in units.rows("SELECT transcribe_host FROM gpu_batches")]
+        hosts = [r.transcribe_host for r in units.rows("SELECT transcribe_host FROM work_units")]
         units.dispose()
         assert sorted(hosts) == [f"{GPU_HOSTNAMES[r]} gpu {r[-1]}" for r in sorted(GPU_ROLES)]
     unpack = [ti for ti in tis if ti.task_id == "unpack"]

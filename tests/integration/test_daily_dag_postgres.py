@@ -143,7 +143,7 @@ def test_daily_dag_end_to_end_then_rerun(tmp_path, pg_url):
     queued = store.rows("SELECT file_id, policy FROM review_queue ORDER BY 1, 2")
     assert [tuple(r) for r in flagged] == [tuple(r) for r in queued]
     assert store.scalar("SELECT count(*) FROM labels WHERE score < 0 OR score > 1") == 0
-    assert store.scalar("SELECT count(*) FROM gpu_batches WHERE transcribe_wall_s IS NULL") == 0
+    assert store.scalar("SELECT count(*) FROM work_units WHERE transcribe_wall_s IS NULL") == 0
 
     # The same day again, the same archives delivered again: nothing new.
     generate_day(

@@ -29,7 +29,7 @@ def _unit(store, seq: int, audio_s: float, wall_s: float, load_s: float) -> None
     with store.begin() as conn:
         conn.execute(
             sa.text(
-                "INSERT INTO gpu_batches (run_id, run_date, seq, n_files, audio_s,"
+                "INSERT INTO work_units (run_id, run_date, seq, n_files, audio_s,"
                 " transcribe_wall_s, classify_wall_s, transcribe_load_s, classify_load_s)"
                 " VALUES ('r', :d, :s, 3, :a, :w, :w, :l, :l)"
             ),
@@ -43,7 +43,7 @@ def test_sized_from_the_measured_units(store, settings):
     _unit(store, 2, 18_000, 630, 30)
     _unit(store, 3, 9_000, 300, 0)  # a unit still running: classify not done
     with store.begin() as conn:
-        conn.execute(sa.text("UPDATE gpu_batches SET classify_wall_s = NULL WHERE seq = 3"))
+        conn.execute(sa.text("UPDATE work_units SET classify_wall_s = NULL WHERE seq = 3"))
     sized = capacity(settings, store, 40, DAY)
     assert sized.measured_units == 2
     assert sized.realtime_x == pytest.approx(30.0) and sized.load_s == pytest.approx(30.0)

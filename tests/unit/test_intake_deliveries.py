@@ -40,9 +40,9 @@ def _screen(settings, store, models, run_id: str) -> None:
     for archive_id in store.rows("SELECT id FROM archives WHERE status = 'registered'"):
         unpack_archive(settings, store, archive_id.id)
     transcriber, classifier = models["transcriber"], models["classifier"]
-    for batch_id in plan_test_units(store, run_id, DAY):
-        transcribe_unit(settings, store, batch_id, transcriber=transcriber)
-        classify_unit(settings, store, batch_id, classifier=classifier)
+    for unit_id in plan_test_units(store, run_id, DAY):
+        transcribe_unit(settings, store, unit_id, transcriber=transcriber)
+        classify_unit(settings, store, unit_id, classifier=classifier)
 
 
 def _deliveries(store) -> dict[str, tuple[str, str | None]]:

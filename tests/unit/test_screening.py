@@ -37,12 +37,12 @@ def test_cpu_plan_uses_the_settings():
     assert (plan.device, plan.dtype) == ("cpu", "float32")
 
 
-def transcribe(settings, store, batch_id, models, **kw):
-    return transcribe_unit(settings, store, batch_id, transcriber=models["transcriber"], **kw)
+def transcribe(settings, store, unit_id, models, **kw):
+    return transcribe_unit(settings, store, unit_id, transcriber=models["transcriber"], **kw)
 
 
-def classify(settings, store, batch_id, models, **kw):
-    return classify_unit(settings, store, batch_id, classifier=models["classifier"], **kw)
+def classify(settings, store, unit_id, models, **kw):
+    return classify_unit(settings, store, unit_id, classifier=models["classifier"], **kw)
 
 
 @pytest.fixture
@@ -59,8 +59,8 @@ def day(tmp_path, store, tiny_settings):
     )
     for archive_id in register_archives(settings, store, DAY):
         unpack_archive(settings, store, archive_id)
-    [batch_id] = plan_test_units(store, "run-1", DAY)
-    return settings, store, batch_id
+    [unit_id] = plan_test_units(store, "run-1", DAY)
+    return settings, store, unit_id
 
 
 def _counts(store):
@@ -71,12 +71,12 @@ def _counts(store):
 
 
 def test_batch_with_a_bad_file_keeps_the_others(day, models):
-    settings, store, batch_id = day
+    settings, store, unit_id = day
     victim = store.rows("SELECT id, path FROM audio_files ORDER BY id LIMIT 1")[0]
     with Path(victim.path).open("r+b") as handle:  # damaged on the volume after validation
         handle.truncate(20)
 
-    result = transcribe(settings, store, batch_id, models)
+    result = transcribe(settings, store, unit_id, models)
     assert (result.items, result.quarantined) == (3, 1)
     status = dict(store.rows("SELECT id, status FROM audio_files"))
     assert status.pop(victim.id) == "quarantined"
@@ -85,7 +85,7 @@ def test_batch_with_a_bad_file_keeps_the_others(day, models):
         "undecodable"
     )
 
-    classify(settings, store, batch_id, models)
+    classify(settings, store, unit_id, models)
     assert set(dict(store.rows("SELECT id, status FROM audio_files")).values()) == {
         "classified",
         "quarantined",
@@ -99,70 +99,70 @@ def test_batch_with_a_bad_file_keeps_the_others(day, models):
 
 
 def test_rerun_and_reprocess_leave_one_row_each(day, models):
-    settings, store, batch_id = day
-    transcribe(settings, store, batch_id, models)
-    classify(settings, store, batch_id, models)
+    settings, store, unit_id = day
+    transcribe(settings, store, unit_id, models)
+    classify(settings, store, unit_id, models)
     first = _counts(store)
 
-    again = transcribe(settings, store, batch_id, models)
+    again = transcribe(settings, store, unit_id, models)
     assert (again.items, again.skipped) == (0, 4)
-    assert classify(settings, store, batch_id, models).items == 0
+    assert classify(settings, store, unit_id, models).items == 0
     assert _counts(store) == first
 
-    redo = transcribe(settings, store, batch_id, models, reprocess=True)
+    redo = transcribe(settings, store, unit_id, models, reprocess=True)
     assert redo.items == 4
-    assert classify(settings, store, batch_id, models, reprocess=True).items == 8
+    assert classify(settings, store, unit_id, models, reprocess=True).items == 8
     assert _counts(store) == first
-    assert store.scalar("SELECT count(*) FROM gpu_batches WHERE transcribe_wall_s > 0") == 1
+    assert store.scalar("SELECT count(*) FROM work_units WHERE transcribe_wall_s > 0") == 1
 
 
 def test_changed_policy_is_scored_again(day, models, tmp_path):
-    settings, store, batch_id = day
-    transcribe(settings, store, batch_id, models)
-    classify(settings, store, batch_id, models)
+    settings, store, unit_id = day
+    transcribe(settings, store, unit_id, models)
+    classify(settings, store, unit_id, models)
     policies = tmp_path / "policies"
     policies.mkdir()
     for source in sorted(settings.policies_dir.glob("*.md")):
         (policies / source.name).write_text(source.read_text() + "\nRevised.\n")
     revised = replace(settings, policies_dir=policies)
-    assert classify(revised, store, batch_id, models).items == 8
+    assert classify(revised, store, unit_id, models).items == 8
     assert store.scalar("SELECT count(DISTINCT policy_sha) FROM labels") == 4
 
 
 def test_silence_is_not_decoded_or_scored_and_the_unit_records_its_figures(day, models):
-    settings, store, batch_id = day
+    settings, store, unit_id = day
     silent = store.rows("SELECT id FROM audio_files ORDER BY id LIMIT 1")[0].id
     with store.begin() as conn:  # intake found it silent
         conn.exec_driver_sql(f"UPDATE audio_files SET silent = 1 WHERE id = {silent}")
     rows_before = models["transcriber"].counters.rows
 
-    result = transcribe(settings, store, batch_id, models)
+    result = transcribe(settings, store, unit_id, models)
     assert (result.items, result.silent_files) == (4, 1)
     assert store.scalar("SELECT text FROM transcripts WHERE file_id = :f", f=silent) == ""
     assert result.asr_rows == models["transcriber"].counters.rows - rows_before > 0
     assert result.asr_forwards >= 1 and result.asr_batch_size == settings.asr_batch_size
-    unit = store.rows("SELECT * FROM gpu_batches WHERE id = :b", b=batch_id)[0]
+    unit = store.rows("SELECT * FROM work_units WHERE id = :b", b=unit_id)[0]
     assert (unit.asr_rows, unit.asr_forwards) == (result.asr_rows, result.asr_forwards)
     assert unit.asr_fed_s > 0 and unit.asr_padded_s >= 0 and unit.transcribe_host
     assert unit.transcribe_load_s == 0  # the model was handed in, not loaded
 
-    classify(settings, store, batch_id, models)
+    classify(settings, store, unit_id, models)
     scores = store.rows("SELECT score, label FROM labels WHERE file_id = :f", f=silent)
     assert len(scores) == 2 and all((r.score, r.label) == (0.0, 0) for r in scores)
     assert not store.scalar("SELECT count(*) FROM review_queue WHERE file_id = :f", f=silent)
-    assert store.scalar("SELECT classify_host FROM gpu_batches WHERE id = :b", b=batch_id)
+    assert store.scalar("SELECT classify_host FROM work_units WHERE id = :b", b=unit_id)
 
 
 def test_a_share_of_scores_below_the_threshold_is_queued_as_samples(day, models):
-    settings, store, batch_id = day
-    transcribe(settings, store, batch_id, models)
-    classify(replace(settings, review_sample_share=1.0), store, batch_id, models)
+    settings, store, unit_id = day
+    transcribe(settings, store, unit_id, models)
+    classify(replace(settings, review_sample_share=1.0), store, unit_id, models)
     below = store.scalar("SELECT count(*) FROM labels WHERE label = 0")
     flagged = store.scalar("SELECT count(*) FROM labels WHERE label = 1")
     kinds = dict(store.rows("SELECT kind, count(*) FROM review_queue GROUP BY kind ORDER BY kind"))
     assert kinds == {k: n for k, n in (("flag", flagged), ("sample", below)) if n}
     assert below + flagged == 8
-    classify(replace(settings, review_sample_share=0.0), store, batch_id, models, reprocess=True)
+    classify(replace(settings, review_sample_share=0.0), store, unit_id, models, reprocess=True)
     assert store.scalar("SELECT count(*) FROM review_queue WHERE kind = 'sample'") == below
 
 
@@ -170,16 +170,16 @@ def test_audio_gone_since_intake_is_set_aside_as_vanished(day, models):
     """A spoken file and a file intake found silent, both deleted after the unpack: each ends
     quarantined as ``vanished`` (not ``undecodable``, and the silent one not classified
     unopened); the others are screened."""
-    settings, store, batch_id = day
+    settings, store, unit_id = day
     spoken, silent, *_ = store.rows("SELECT id, path FROM audio_files ORDER BY id")
     with store.begin() as conn:
         conn.execute(sa.text("UPDATE audio_files SET silent = 1 WHERE id = :i"), {"i": silent.id})
     Path(spoken.path).unlink()
     Path(silent.path).unlink()
 
-    result = transcribe(settings, store, batch_id, models)
+    result = transcribe(settings, store, unit_id, models)
     assert (result.items, result.quarantined) == (2, 2)
-    classify(settings, store, batch_id, models)
+    classify(settings, store, unit_id, models)
     rows = {
         r.id: (r.status, r.error) for r in store.rows("SELECT id, status, error FROM audio_files")
     }

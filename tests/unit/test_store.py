@@ -252,3 +252,50 @@ def test_0008_keeps_the_queue_and_its_trail_and_adds_kinds_and_corrections(
     with pytest.raises(sa.exc.IntegrityError), store.begin() as conn:
         conn.execute(sa.text("DELETE FROM review_queue WHERE id = 5"))
     store.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_0010_renames_gpu_batches_to_work_units_keeping_rows_keys_and_ids(
+    backend, tmp_path, request
+):
+    """A unit planned before the rename keeps its row, its files and its id; the foreign keys
+    follow the new names, and new units number on from the old ones."""
+    store = _store_before("0010", backend, tmp_path, request)
+    with store.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO archives (id, name, sha256, run_date, status, path)"
+                " VALUES (7, 'day.tar', 'd7', '2026-11-29', 'unpacked', '/p')"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO audio_files (id, archive_id, member_path, path, status)"
+                " VALUES (3, 7, 'a.wav', '/a', 'ready')"
+            )
+        )
+        unit = conn.execute(
+            sa.text(
+                "INSERT INTO gpu_batches (run_id, run_date, seq, n_files, audio_s)"
+                " VALUES ('r1', '2026-11-29', 0, 1, 60) RETURNING id"
+            )
+        ).scalar_one()
+        conn.execute(
+            sa.text("INSERT INTO batch_files (batch_id, file_id) VALUES (:u, 3)"), {"u": unit}
+        )
+    assert store.migrate() == ["0010_work_units"]
+    assert tuple(store.rows("SELECT unit_id, file_id FROM work_unit_files")[0]) == (unit, 3)
+    with store.begin() as conn:
+        later = conn.execute(
+            sa.text(
+                "INSERT INTO work_units (run_id, run_date, seq, n_files, audio_s)"
+                " VALUES ('r2', '2026-11-30', 0, 1, 60) RETURNING id"
+            )
+        ).scalar_one()
+    assert later > unit
+    with pytest.raises(sa.exc.IntegrityError), store.begin() as conn:
+        conn.execute(sa.text("INSERT INTO work_unit_files (unit_id, file_id) VALUES (999, 3)"))
+    with store.begin() as conn:
+        conn.execute(sa.text("DELETE FROM work_units WHERE id = :u"), {"u": unit})
+    assert store.scalar("SELECT count(*) FROM work_unit_files") == 0  # ON DELETE CASCADE
+    store.dispose()

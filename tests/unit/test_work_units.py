@@ -80,7 +80,7 @@ def test_plan_uses_the_measured_rate_once_there_is_one(store):
     assert measured_rate(store, DAY, 100).measured_units == 0
     with store.begin() as conn:  # the units ran at 300x, with 5 s of loading each
         conn.exec_driver_sql(
-            "UPDATE gpu_batches SET transcribe_wall_s = audio_s / 600 + 2,"
+            "UPDATE work_units SET transcribe_wall_s = audio_s / 600 + 2,"
             " classify_wall_s = audio_s / 600 + 3, transcribe_load_s = 2, classify_load_s = 3"
         )
     rate = measured_rate(store, DAY, 100)

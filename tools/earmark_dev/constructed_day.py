@@ -39,7 +39,7 @@ def build(store: Store) -> dict[str, int]:
             columns = ", ".join(values)
             marks = ", ".join(f":{k}" for k in values)
             sql = f"INSERT INTO {table} ({columns}) VALUES ({marks}) RETURNING "
-            sql += "id" if table != "batch_files" else "batch_id"
+            sql += "id" if table != "work_unit_files" else "unit_id"
             return int(conn.execute(sa.text(sql), values).scalar_one())
 
         for name, sha in (("a.tar", "a" * 64), ("b.tar", "b" * 64), ("c.tar", "c" * 64)):
@@ -141,7 +141,7 @@ def build(store: Store) -> dict[str, int]:
         )
         for run_id, seq, members, audio_s, transcribe_s, classify_s in units:
             unit = insert(
-                "gpu_batches",
+                "work_units",
                 run_id=run_id,
                 run_date=DAY,
                 seq=seq,
@@ -154,7 +154,7 @@ def build(store: Store) -> dict[str, int]:
             )
             ids[f"{run_id}/{seq}"] = unit
             for member in members:
-                insert("batch_files", batch_id=unit, file_id=ids[member])
+                insert("work_unit_files", unit_id=unit, file_id=ids[member])
         for task_id, map_index, tries, minute in (
             ("gpu_unit.transcribe", 1, 2, 5),
             ("report", -1, 1, 30),

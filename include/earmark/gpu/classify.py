@@ -95,8 +95,8 @@ def _mark_classified(store: Store, unit_id: int, model: str, policies: int) -> N
         conn.execute(
             sa.text(
                 "UPDATE audio_files SET status = 'classified', updated_at = CURRENT_TIMESTAMP"
-                " WHERE status = 'transcribed' AND id IN (SELECT file_id FROM batch_files"
-                " WHERE batch_id = :b)"
+                " WHERE status = 'transcribed' AND id IN (SELECT file_id FROM work_unit_files"
+                " WHERE unit_id = :b)"
                 " AND (SELECT count(*) FROM labels l WHERE l.file_id = audio_files.id"
                 " AND l.model = :m) >= :n"
             ),

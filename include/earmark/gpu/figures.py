@@ -1,4 +1,4 @@
-"""A GPU stage's figures for one work unit: the counts it returns, and their row in gpu_batches.
+"""A GPU stage's figures for one work unit: the counts it returns, and their row in work_units.
 
 Both stages record the same way — wall time, items, model load seconds and the worker that ran
 them (transcription adds Whisper's batch figures) — so work-unit planning can measure the GPU
@@ -42,13 +42,13 @@ class StageResult:
 
 
 class Stage(Enum):
-    """The two stages of a unit; each value names the gpu_batches column of its worker."""
+    """The two stages of a unit; each value names the work_units column of its worker."""
 
     TRANSCRIBE = "transcribe_host"
     CLASSIFY = "classify_host"
 
 
-# The gpu_batches column each stage writes, and the StageResult field it takes.
+# The work_units column each stage writes, and the StageResult field it takes.
 STAGE_COLUMNS: dict[Stage, dict[str, str]] = {
     Stage.TRANSCRIBE: {
         "transcribe_wall_s": "wall_s",
@@ -69,7 +69,7 @@ STAGE_COLUMNS: dict[Stage, dict[str, str]] = {
 
 
 def worker_name() -> str:
-    """Which worker and GPU ran a stage, for gpu_batches (never anything from the audio)."""
+    """Which worker and GPU ran a stage, for work_units (never anything from the audio)."""
     from earmark.hostname import node_name  # noqa: PLC0415
 
     gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -77,17 +77,17 @@ def worker_name() -> str:
 
 
 def _update_statement(stage: Stage) -> sa.TextClause:
-    """``UPDATE gpu_batches`` of the stage's columns (the constants above, never input)."""
+    """``UPDATE work_units`` of the stage's columns (the constants above, never input)."""
     columns = [*STAGE_COLUMNS[stage], stage.value]
     assignments = ", ".join(f"{column} = :{column}" for column in columns)
-    return sa.text(f"UPDATE gpu_batches SET {assignments} WHERE id = :unit_id")
+    return sa.text(f"UPDATE work_units SET {assignments} WHERE id = :unit_id")
 
 
 UPDATES = {stage: _update_statement(stage) for stage in Stage}
 
 
 def record_figures(store: Store, stage: Stage, result: StageResult) -> None:
-    """Write the stage's figures and this worker's name onto the unit's gpu_batches row."""
+    """Write the stage's figures and this worker's name onto the unit's work_units row."""
     values = {column: getattr(result, field) for column, field in STAGE_COLUMNS[stage].items()}
     with store.begin() as conn:
         conn.execute(

@@ -47,8 +47,8 @@ def transcription_inputs(
 
 def _unit_files(store: Store, unit_id: int) -> list[sa.Row]:
     return store.rows(
-        "SELECT f.id, f.path, f.duration_s, f.status, f.silent FROM batch_files b"
-        " JOIN audio_files f ON f.id = b.file_id WHERE b.batch_id = :b ORDER BY f.id",
+        "SELECT f.id, f.path, f.duration_s, f.status, f.silent FROM work_unit_files b"
+        " JOIN audio_files f ON f.id = b.file_id WHERE b.unit_id = :b ORDER BY f.id",
         b=unit_id,
     )
 
@@ -57,8 +57,8 @@ def _transcribed_ids(store: Store, unit_id: int, model: str) -> set[int]:
     return {
         row.file_id
         for row in store.rows(
-            "SELECT t.file_id FROM transcripts t JOIN batch_files b ON b.file_id = t.file_id"
-            " WHERE b.batch_id = :b AND t.model = :m",
+            "SELECT t.file_id FROM transcripts t JOIN work_unit_files b ON b.file_id = t.file_id"
+            " WHERE b.unit_id = :b AND t.model = :m",
             b=unit_id,
             m=model,
         )
@@ -92,10 +92,10 @@ def _silent_still_there(store: Store, silent: list[Any]) -> tuple[list[Any], int
 def unit_transcripts(store: Store, unit_id: int, asr_model: str) -> list[sa.Row]:
     """The transcripts of the unit's transcribed (or already classified) files."""
     return store.rows(
-        "SELECT t.file_id, t.text, f.duration_s FROM batch_files b"
+        "SELECT t.file_id, t.text, f.duration_s FROM work_unit_files b"
         " JOIN audio_files f ON f.id = b.file_id"
         " JOIN transcripts t ON t.file_id = f.id AND t.model = :asr"
-        " WHERE b.batch_id = :b AND f.status IN ('transcribed', 'classified') ORDER BY f.id",
+        " WHERE b.unit_id = :b AND f.status IN ('transcribed', 'classified') ORDER BY f.id",
         b=unit_id,
         asr=asr_model,
     )
@@ -111,8 +111,8 @@ def labelled_pairs(
         (r.file_id, r.policy)
         for r in store.rows(
             "SELECT l.file_id, l.policy, l.policy_sha FROM labels l"
-            " JOIN batch_files b ON b.file_id = l.file_id"
-            " WHERE b.batch_id = :b AND l.model = :m",
+            " JOIN work_unit_files b ON b.file_id = l.file_id"
+            " WHERE b.unit_id = :b AND l.model = :m",
             b=unit_id,
             m=model,
         )

@@ -1,6 +1,6 @@
 """Plan the day's GPU work units from expected GPU time: one mapped GPU task per unit.
 
-A *work unit* is a set of files one GPU task transcribes and screens (a row of ``gpu_batches``);
+A *work unit* is a set of files one GPU task transcribes and screens (a row of ``work_units``);
 inside it Whisper and the classifier batch across all its files. Units are sized by the GPU
 seconds they are expected to take — the audio divided by the rate measured on recent units
 (wall time less model loading), or a conservative assumed rate before anything was measured —
@@ -46,7 +46,7 @@ def measured_rate(store: Store, run_date: str, assumed_realtime_x: float) -> Gpu
         "SELECT count(*) AS n, sum(audio_s) AS audio,"
         " sum(transcribe_wall_s + classify_wall_s) AS wall,"
         " sum(coalesce(transcribe_load_s, 0) + coalesce(classify_load_s, 0)) AS loads"
-        " FROM gpu_batches WHERE transcribe_wall_s IS NOT NULL AND classify_wall_s IS NOT NULL"
+        " FROM work_units WHERE transcribe_wall_s IS NOT NULL AND classify_wall_s IS NOT NULL"
         " AND audio_s > 0 AND run_date <= :d AND run_date > :since",
         d=run_date,
         since=_days_before(run_date, RATE_WINDOW_DAYS),
@@ -150,17 +150,17 @@ def plan_work_units(
     ids = []
     with store.begin() as conn:
         old = (
-            conn.execute(sa.text("SELECT id FROM gpu_batches WHERE run_id = :r"), {"r": run_id})
+            conn.execute(sa.text("SELECT id FROM work_units WHERE run_id = :r"), {"r": run_id})
             .scalars()
             .all()
         )
         for unit_id in old:
-            conn.execute(sa.text("DELETE FROM batch_files WHERE batch_id = :b"), {"b": unit_id})
-        conn.execute(sa.text("DELETE FROM gpu_batches WHERE run_id = :r"), {"r": run_id})
+            conn.execute(sa.text("DELETE FROM work_unit_files WHERE unit_id = :b"), {"b": unit_id})
+        conn.execute(sa.text("DELETE FROM work_units WHERE run_id = :r"), {"r": run_id})
         for seq, unit in enumerate(units):
             unit_id = conn.execute(
                 sa.text(
-                    "INSERT INTO gpu_batches"
+                    "INSERT INTO work_units"
                     " (run_id, run_date, seq, n_files, audio_s, expected_gpu_s)"
                     " VALUES (:r, :d, :seq, :n, :a, :e) RETURNING id"
                 ),
@@ -174,7 +174,7 @@ def plan_work_units(
                 },
             ).scalar_one()
             conn.execute(
-                sa.text("INSERT INTO batch_files (batch_id, file_id) VALUES (:b, :f)"),
+                sa.text("INSERT INTO work_unit_files (unit_id, file_id) VALUES (:b, :f)"),
                 [{"b": unit_id, "f": f.file_id} for f in unit],
             )
             ids.append(unit_id)
@@ -183,5 +183,5 @@ def plan_work_units(
 
 def unit_label(store: Store, unit_id: int) -> str:
     """A readable name for the UI's map index: date, sequence, size (never content)."""
-    row = store.rows("SELECT run_date, seq, n_files FROM gpu_batches WHERE id = :b", b=unit_id)[0]
+    row = store.rows("SELECT run_date, seq, n_files FROM work_units WHERE id = :b", b=unit_id)[0]
     return f"{row.run_date} unit {row.seq:03d} ({row.n_files} files)"

@@ -1,5 +1,5 @@
 """How many GPUs a day needs: hours of audio per day, screened between the start time and the
-deadline, at the throughput the GPU work units measured (``gpu_batches``, the last two weeks,
+deadline, at the throughput the GPU work units measured (``work_units``, the last two weeks,
 as the planner uses it), with headroom for a retry and late archives.
 
     GPU seconds = audio seconds / realtime factor + units x model-load seconds

@@ -3,7 +3,7 @@
 Starts the harness (real scheduler, Celery workers, Redis, Postgres; tiny models), delivers a
 generated day of ``--archives`` x ``--files`` recordings of mixed lengths, unpauses
 ``earmark_daily`` and lets the scheduler's own run screen it. From the task instances (metadata
-DB), the unpack tasks' own timings (their XCom) and the GPU units' (``gpu_batches``) it prints:
+DB), the unpack tasks' own timings (their XCom) and the GPU units' (``work_units``) it prints:
 
 - wall time per stage: first task start to last task end, and the task-seconds spent in it;
 - orchestration overhead per archive: slot-seconds of the unpack stage not spent unpacking,
@@ -237,7 +237,7 @@ def measure(harness: Any, run_id: str, archive_bytes: int, unpack_slots: int) ->
     try:
         units = store.rows(
             "SELECT coalesce(transcribe_wall_s, 0) + coalesce(classify_wall_s, 0) AS work_s"
-            " FROM gpu_batches WHERE run_id = :r",
+            " FROM work_units WHERE run_id = :r",
             r=run_id,
         )
         files = store.rows(

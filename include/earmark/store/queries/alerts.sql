@@ -43,4 +43,4 @@ SELECT
      FROM labels l JOIN audio_files f ON f.id = l.file_id
      JOIN archives a ON a.id = f.archive_id
      WHERE a.run_date = :d) AS labelled,
-    (SELECT max(b.created_at) FROM gpu_batches b WHERE b.run_id = :run_id) AS units_planned;
+    (SELECT max(b.created_at) FROM work_units b WHERE b.run_id = :run_id) AS units_planned;

@@ -14,7 +14,7 @@ ORDER BY f.updated_at, f.id;
 -- GPU seconds, and the hosts that ran each stage.
 SELECT b.run_id, b.seq, b.n_files, b.audio_s, b.expected_gpu_s,
        b.transcribe_wall_s, b.classify_wall_s, b.transcribe_host, b.classify_host, b.created_at
-FROM gpu_batches b
+FROM work_units b
 WHERE b.run_date = :d
 ORDER BY b.created_at, b.run_id, b.seq;
 

@@ -52,7 +52,7 @@ GROUP BY 1;
 SELECT
     sum(audio_s) AS audio_s,
     sum(coalesce(transcribe_wall_s, 0) + coalesce(classify_wall_s, 0)) AS wall_s
-FROM gpu_batches
+FROM work_units
 WHERE run_date = :d AND transcribe_wall_s IS NOT NULL AND classify_wall_s IS NOT NULL;
 
 -- name: quarantine

@@ -29,8 +29,8 @@ WHERE status = 'registered';
 -- over (failed or marked done) as left behind, to be screened by a rerun of the day.
 SELECT b.run_id, b.run_date, count(DISTINCT b.id) AS units, count(*) AS files,
        min(b.created_at) AS oldest
-FROM gpu_batches b
-JOIN batch_files bf ON bf.batch_id = b.id
+FROM work_units b
+JOIN work_unit_files bf ON bf.unit_id = b.id
 JOIN audio_files f ON f.id = bf.file_id
 WHERE f.status IN ('ready', 'transcribed')
 GROUP BY b.run_id, b.run_date
