@@ -49,10 +49,10 @@ def earmark_catchup() -> None:
     @task.short_circuit
     def late_archives_waiting(dag_run: DagRunProtocol | None = None) -> str | None:
         """The day to catch up, when a late delivery waits and the cut-off has not passed."""
-        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance  # noqa: PLC0415
-        from earmark.day.schedule import catchup_day  # noqa: PLC0415
-        from earmark.ingest.deliveries import waiting_deliveries  # noqa: PLC0415
-        from earmark.orchestration.airflow_seam import given_run  # noqa: PLC0415
+        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+        from earmark.day.schedule import catchup_day
+        from earmark.ingest.deliveries import waiting_deliveries
+        from earmark.orchestration.airflow_seam import given_run
 
         env = Settings.from_env()
         run = given_run(dag_run)

@@ -92,8 +92,8 @@ def _deadline() -> DeadlineAlert | None:
 
 def _gpu_task_env(unit_id: int) -> TaskEnv:
     """The task's env, with the work unit's readable name for the UI's map index."""
-    from earmark.gpu.work_units import unit_label  # noqa: PLC0415
-    from earmark.orchestration.airflow_seam import task_env  # noqa: PLC0415
+    from earmark.gpu.work_units import unit_label
+    from earmark.orchestration.airflow_seam import task_env
 
     env = task_env()
     env.set_template_var("unit_label", unit_label(env.store, unit_id))
@@ -139,7 +139,7 @@ def earmark_daily() -> None:
     @task
     def migrate_results_db() -> list[str]:
         """Apply pending results-DB migrations (idempotent; an advisory lock on Postgres)."""
-        from earmark.orchestration.airflow_seam import migrate_results_db as migrate  # noqa: PLC0415
+        from earmark.orchestration.airflow_seam import migrate_results_db as migrate
 
         return migrate()
 
@@ -148,10 +148,10 @@ def earmark_daily() -> None:
         """Refuse a conf with an unknown key or a bad value: no retry, the accepted keys in the
         message. A setup task, so every task after it (the all_done ones too) is then
         upstream_failed: nothing is read or written."""
-        from airflow.sdk.exceptions import AirflowFailException  # noqa: PLC0415
-        from earmark.day.schedule import RunConfError  # noqa: PLC0415
-        from earmark.day.schedule import check_run_conf as check  # noqa: PLC0415
-        from earmark.orchestration.airflow_seam import given_run  # noqa: PLC0415
+        from airflow.sdk.exceptions import AirflowFailException
+        from earmark.day.schedule import RunConfError
+        from earmark.day.schedule import check_run_conf as check
+        from earmark.orchestration.airflow_seam import given_run
 
         try:
             check(given_run(dag_run).conf)
@@ -163,8 +163,8 @@ def earmark_daily() -> None:
         params: dict[str, Any] | None = None, dag_run: DagRunProtocol | None = None
     ) -> str:
         """The day this run screens: param ``date``, else the logical date, local time."""
-        from earmark.day.schedule import resolve_run_date as resolve  # noqa: PLC0415
-        from earmark.orchestration.airflow_seam import given_run  # noqa: PLC0415
+        from earmark.day.schedule import resolve_run_date as resolve
+        from earmark.orchestration.airflow_seam import given_run
 
         run = given_run(dag_run)
         return resolve(
@@ -177,8 +177,8 @@ def earmark_daily() -> None:
     @task.branch
     def check_for_work(run_date: str) -> str:
         """Skip waiting when archives are already there or registered."""
-        from earmark.ingest.deliveries import day_has_work  # noqa: PLC0415
-        from earmark.orchestration.airflow_seam import task_env  # noqa: PLC0415
+        from earmark.ingest.deliveries import day_has_work
+        from earmark.orchestration.airflow_seam import task_env
 
         env = task_env()
         if day_has_work(env.settings, env.store, run_date):
@@ -200,10 +200,10 @@ def earmark_daily() -> None:
     def register_archives(run_date: str) -> list[list[int]]:
         """Claim deliveries from incoming/, read their markers, register archives; the archives to
         unpack, in groups (one per mapped unpack task, never more than Airflow maps)."""
-        from airflow.sdk.configuration import conf  # noqa: PLC0415
-        from earmark.ingest.deliveries import register_archives as register  # noqa: PLC0415
-        from earmark.ingest.unpack import unpack_groups  # noqa: PLC0415
-        from earmark.orchestration.airflow_seam import task_env  # noqa: PLC0415
+        from airflow.sdk.configuration import conf
+        from earmark.ingest.deliveries import register_archives as register
+        from earmark.ingest.unpack import unpack_groups
+        from earmark.orchestration.airflow_seam import task_env
 
         env = task_env()
         max_tasks = min(env.settings.unpack_tasks_max, conf.getint("core", "max_map_length"))
@@ -214,11 +214,11 @@ def earmark_daily() -> None:
         """Extract each archive of the group safely, validate and register its files; per
         archive its summary and the seconds the unpack itself took (the day benchmark's
         measure of the task's own overhead)."""
-        import time  # noqa: PLC0415
-        from dataclasses import asdict  # noqa: PLC0415
+        import time
+        from dataclasses import asdict
 
-        from earmark.ingest.unpack import group_label, unpack_archive  # noqa: PLC0415
-        from earmark.orchestration.airflow_seam import task_env  # noqa: PLC0415
+        from earmark.ingest.unpack import group_label, unpack_archive
+        from earmark.orchestration.airflow_seam import task_env
 
         env = task_env()
         env.set_template_var("archive_label", group_label(env.store, archive_ids))
@@ -236,9 +236,9 @@ def earmark_daily() -> None:
 
         Runs whatever became of the unpacks, so one failed archive does not hold up the day.
         """
-        from airflow.sdk.configuration import conf  # noqa: PLC0415
-        from earmark.gpu.work_units import plan_work_units as plan  # noqa: PLC0415
-        from earmark.orchestration.airflow_seam import task_env  # noqa: PLC0415
+        from airflow.sdk.configuration import conf
+        from earmark.gpu.work_units import plan_work_units as plan
+        from earmark.orchestration.airflow_seam import task_env
 
         env = task_env()
         return plan(
@@ -258,7 +258,7 @@ def earmark_daily() -> None:
         @task(**GPU_TASK)
         def transcribe(unit_id: int, params: dict[str, Any] | None = None) -> int:
             """Whisper over every pending file of the work unit."""
-            from earmark.gpu.transcribe import transcribe_unit  # noqa: PLC0415
+            from earmark.gpu.transcribe import transcribe_unit
 
             env = _gpu_task_env(unit_id)
             transcribe_unit(env.settings, env.store, unit_id, reprocess=_reprocess(params))
@@ -267,7 +267,7 @@ def earmark_daily() -> None:
         @task(**GPU_TASK)
         def classify(unit_id: int, params: dict[str, Any] | None = None) -> int:
             """CoPE-A scores against every policy; flagged items to the review queue."""
-            from earmark.gpu.classify import classify_unit  # noqa: PLC0415
+            from earmark.gpu.classify import classify_unit
 
             env = _gpu_task_env(unit_id)
             classify_unit(env.settings, env.store, unit_id, reprocess=_reprocess(params))
@@ -278,8 +278,8 @@ def earmark_daily() -> None:
     @task(trigger_rule="all_done")
     def noon_check(run_date: str) -> dict[str, Any]:
         """Complete or not, ETA and throughput (counts only)."""
-        from earmark.day.status import day_status  # noqa: PLC0415
-        from earmark.orchestration.airflow_seam import task_env  # noqa: PLC0415
+        from earmark.day.status import day_status
+        from earmark.orchestration.airflow_seam import task_env
 
         env = task_env()
         return day_status(env.settings, env.store, run_date).as_dict()
@@ -287,7 +287,7 @@ def earmark_daily() -> None:
     @task(trigger_rule="all_done", multiple_outputs=True)
     def data_quality_queries(run_date: str) -> dict[str, str]:
         """The data-quality checks' SQL for the run date (one output per check)."""
-        from earmark.day.status import data_quality_checks  # noqa: PLC0415
+        from earmark.day.status import data_quality_checks
 
         return data_quality_checks(run_date)
 
@@ -315,11 +315,11 @@ def earmark_daily() -> None:
         """The day's summary in the log and its HTML report with plots (stored with the day);
         fails the run when nothing was delivered or the day is incomplete, without retrying:
         the verdict cannot change by asking again (a rerun of the day can)."""
-        from airflow.sdk.exceptions import AirflowFailException  # noqa: PLC0415
-        from earmark.day.report import write_day_report  # noqa: PLC0415
-        from earmark.day.schedule import deadline_for  # noqa: PLC0415
-        from earmark.day.status import day_status, format_summary  # noqa: PLC0415
-        from earmark.orchestration.airflow_seam import task_env  # noqa: PLC0415
+        from airflow.sdk.exceptions import AirflowFailException
+        from earmark.day.report import write_day_report
+        from earmark.day.schedule import deadline_for
+        from earmark.day.status import day_status, format_summary
+        from earmark.orchestration.airflow_seam import task_env
 
         env = task_env()
         status = day_status(env.settings, env.store, run_date)
@@ -340,7 +340,7 @@ def earmark_daily() -> None:
     @task(trigger_rule="all_done")
     def prune_processed() -> int:
         """Delete archives in processed/ older than the retention; how many day folders went."""
-        from earmark.ingest.retention import prune_processed as prune  # noqa: PLC0415
+        from earmark.ingest.retention import prune_processed as prune
 
         return len(prune(Settings.from_env()))
 

@@ -50,8 +50,8 @@ def earmark_transfer() -> None:
     @task(queue="transfer")
     def discover() -> list[int]:
         """Record complete source archives in the ledger; ids of those still to copy."""
-        from earmark.ingest.transfer import discover as discover_source  # noqa: PLC0415
-        from earmark.orchestration.airflow_seam import task_env  # noqa: PLC0415
+        from earmark.ingest.transfer import discover as discover_source
+        from earmark.orchestration.airflow_seam import task_env
 
         env = task_env()
         return discover_source(env.settings, env.store)
@@ -63,10 +63,10 @@ def earmark_transfer() -> None:
     )
     def copy(transfer_id: int) -> dict[str, Any]:
         """Copy one archive into incoming/, its ready marker last."""
-        from dataclasses import asdict  # noqa: PLC0415
+        from dataclasses import asdict
 
-        from earmark.ingest.transfer import copy_one, transfer_name  # noqa: PLC0415
-        from earmark.orchestration.airflow_seam import task_env  # noqa: PLC0415
+        from earmark.ingest.transfer import copy_one, transfer_name
+        from earmark.orchestration.airflow_seam import task_env
 
         env = task_env()
         env.set_template_var("transfer_label", transfer_name(env.store, transfer_id))
@@ -75,7 +75,7 @@ def earmark_transfer() -> None:
     @task(queue="transfer")
     def migrate_results_db() -> list[str]:
         """Apply pending results-DB migrations (the transfers ledger lives there too)."""
-        from earmark.orchestration.airflow_seam import migrate_results_db as migrate  # noqa: PLC0415
+        from earmark.orchestration.airflow_seam import migrate_results_db as migrate
 
         return migrate()
 

@@ -20,7 +20,7 @@ class LazyReviewApp:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if self._app is None:
-            from earmark.web.app import create_app  # noqa: PLC0415 - only in the api-server
+            from earmark.web.app import create_app
 
             self._app = create_app()
         await self._app(scope, receive, send)
@@ -38,7 +38,7 @@ class SlashRedirect:
         path = scope.get("path", "")
         root = scope.get("root_path", "")
         if scope["type"] == "http" and path in (self.prefix, root + self.prefix):
-            from starlette.responses import RedirectResponse  # noqa: PLC0415 - api-server only
+            from starlette.responses import RedirectResponse
 
             query = scope.get("query_string", b"").decode("latin-1")
             target = root + self.prefix + "/" + (f"?{query}" if query else "")

@@ -50,7 +50,7 @@ from earmark.store.db import Store
 def _store(args: argparse.Namespace, settings: Settings) -> Store:
     if args.db_url:
         return Store.from_url(args.db_url)
-    from earmark.orchestration.airflow_seam import results_store  # noqa: PLC0415
+    from earmark.orchestration.airflow_seam import results_store
 
     return results_store(settings)
 
@@ -106,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from earmark.day import status as day_status  # noqa: PLC0415
+    from earmark.day import status as day_status
 
     args = _parser().parse_args(argv)
 
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in own_exit_code:
             return own_exit_code[args.command](args, settings, store)
         if args.command == "metrics":
-            from earmark.ops.metrics import serve  # noqa: PLC0415
+            from earmark.ops.metrics import serve
 
             serve(
                 settings,
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         day = args.date or datetime.now(ZoneInfo(settings.timezone)).date().isoformat()
         if args.command == "report":
-            from earmark.day.report import write_day_report  # noqa: PLC0415
+            from earmark.day.report import write_day_report
 
             html = write_day_report(settings, store, day, "earmark report")
             if args.out:
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _review_stats(args: argparse.Namespace, settings: Settings, store: Store) -> int:
-    from earmark.review import stats as review_stats  # noqa: PLC0415
+    from earmark.review import stats as review_stats
 
     last = args.last or datetime.now(ZoneInfo(settings.timezone)).date().isoformat()
     first = args.first or (date.fromisoformat(last) - timedelta(days=6)).isoformat()
@@ -186,7 +186,7 @@ def _review_stats(args: argparse.Namespace, settings: Settings, store: Store) ->
 
 
 def _capacity(args: argparse.Namespace, settings: Settings, store: Store) -> int:
-    from earmark.ops.capacity import capacity  # noqa: PLC0415
+    from earmark.ops.capacity import capacity
 
     if args.hours <= 0:
         print("--hours must be more than 0")
@@ -196,8 +196,8 @@ def _capacity(args: argparse.Namespace, settings: Settings, store: Store) -> int
 
 
 def _health(args: argparse.Namespace, settings: Settings, store: Store) -> int:
-    from earmark.ops import health  # noqa: PLC0415
-    from earmark.orchestration import airflow_seam as airflow_support  # noqa: PLC0415
+    from earmark.ops import health
+    from earmark.orchestration import airflow_seam as airflow_support
 
     checks = health.run_checks(
         settings,
@@ -214,7 +214,7 @@ def _health(args: argparse.Namespace, settings: Settings, store: Store) -> int:
 
 
 def _models(action: str, dtype: str, settings: Settings) -> int:
-    from earmark.inference.prepared import (  # noqa: PLC0415
+    from earmark.inference.prepared import (
         PreparedModelError,
         check_prepared,
         prepare_classifier,

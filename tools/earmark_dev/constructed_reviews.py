@@ -41,7 +41,7 @@ def first_decision(item: Any) -> str:
 def build(store: Any) -> None:
     """The constructed day, every item decided: ana first (40 s each), ben the blind second
     reviews (20 s each)."""
-    from earmark.review.queue import claim_next, resolve  # noqa: PLC0415
+    from earmark.review.queue import claim_next, resolve
 
     with store.begin() as conn:
         archive = conn.execute(

@@ -44,16 +44,16 @@ def run_day(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from earmark.day.report import stored_report  # noqa: PLC0415
-    from earmark.day.status import (  # noqa: PLC0415
+    from earmark.day.report import stored_report
+    from earmark.day.status import (
         day_status,
         format_items,
         format_summary,
         quarantine_report,
         review_items,
     )
-    from earmark.store.db import Store  # noqa: PLC0415
-    from earmark_dev.sampledata import generate_day  # noqa: PLC0415
+    from earmark.store.db import Store
+    from earmark_dev.sampledata import generate_day
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--home", type=Path, default=PROJECT_ROOT / ".demo")

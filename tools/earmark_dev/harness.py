@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _deliver_sample_day(incoming: Path, day: date) -> list[Path]:
     """Two archives of three recordings each, and their markers, written last."""
-    from earmark_dev.sampledata import generate_day  # noqa: PLC0415
+    from earmark_dev.sampledata import generate_day
 
     return generate_day(incoming, day, archives=2, files_per_archive=3, minutes=1.0, seed=0)
 

@@ -71,7 +71,7 @@ class LocalEnv(HomeLayout):
     def db_connection(self) -> dict[str, object]:
         if self.results_db_url is None:
             return {"conn_type": "sqlite", "host": str(self.results_db)}
-        from sqlalchemy.engine import make_url  # noqa: PLC0415
+        from sqlalchemy.engine import make_url
 
         url = make_url(self.results_db_url)
         return {
@@ -164,7 +164,7 @@ class LocalEnv(HomeLayout):
         With ``EARMARK_DEV_CACHE`` set, a new metadata DB is a copy of one migrated (with the
         pool) once per Airflow version: ``airflow db migrate`` from nothing takes seconds.
         """
-        from earmark_dev.tiny_models import build_tiny_models, dev_cache  # noqa: PLC0415
+        from earmark_dev.tiny_models import build_tiny_models, dev_cache
 
         for folder in (self.airflow_home, self.data_root / "incoming", self.models):
             folder.mkdir(parents=True, exist_ok=True)
@@ -193,6 +193,6 @@ class LocalEnv(HomeLayout):
 
 
 def _airflow_version() -> str:
-    from importlib.metadata import version  # noqa: PLC0415
+    from importlib.metadata import version
 
     return version("apache-airflow")

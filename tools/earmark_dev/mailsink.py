@@ -18,7 +18,7 @@ from typing import Any
 
 def serve_smtp(port: int, maildir: Path) -> None:
     """Accept every message on 127.0.0.1:``port``; write each to ``maildir/NNNN.eml``."""
-    from aiosmtpd.controller import Controller  # noqa: PLC0415
+    from aiosmtpd.controller import Controller
 
     maildir.mkdir(parents=True, exist_ok=True)
 

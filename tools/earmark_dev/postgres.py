@@ -34,13 +34,13 @@ def admin_url() -> str:
 
 
 def database_url(database: str) -> str:
-    from sqlalchemy.engine import make_url  # noqa: PLC0415
+    from sqlalchemy.engine import make_url
 
     return make_url(admin_url()).set(database=database).render_as_string(hide_password=False)
 
 
 def admin_engine() -> Any:
-    import sqlalchemy as sa  # noqa: PLC0415
+    import sqlalchemy as sa
 
     return sa.create_engine(
         admin_url(), isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
@@ -51,7 +51,7 @@ def admin_engine() -> Any:
 def throwaway_database(server_url: str, prefix: str = "earmark_bench") -> Iterator[str]:
     """A new, empty database on ``server_url``'s server, dropped afterwards (on errors and
     Ctrl-C too); its URL."""
-    import sqlalchemy as sa  # noqa: PLC0415
+    import sqlalchemy as sa
 
     admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
@@ -67,7 +67,7 @@ def throwaway_database(server_url: str, prefix: str = "earmark_bench") -> Iterat
 
 def answers(url: str, timeout_s: float = 3) -> bool:
     """Whether a Postgres server at ``url`` accepts this user's connection now."""
-    import sqlalchemy as sa  # noqa: PLC0415
+    import sqlalchemy as sa
 
     engine = sa.create_engine(url, connect_args={"connect_timeout": max(1, int(timeout_s))})
     try:

@@ -51,7 +51,7 @@ class Proc:
 
 def stop_all(procs: list[Proc], timeout: float = 15.0) -> None:
     """``Proc.stop`` for several at once: SIGTERM every group, then wait for all together."""
-    import time  # noqa: PLC0415
+    import time
 
     for proc in procs:
         if proc.alive():

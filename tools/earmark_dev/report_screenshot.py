@@ -16,7 +16,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 
 def screenshot(page_file: Path, out: Path) -> None:
     """``page_file`` opened in headless Chromium, 1300 px wide, saved whole as a PNG."""
-    from playwright.sync_api import sync_playwright  # noqa: PLC0415
+    from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
@@ -29,10 +29,10 @@ def screenshot(page_file: Path, out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from earmark.config import Settings  # noqa: PLC0415
-    from earmark.day.report import write_day_report  # noqa: PLC0415
-    from earmark.store.db import Store  # noqa: PLC0415
-    from earmark_dev.constructed_day import DAY, at, build  # noqa: PLC0415
+    from earmark.config import Settings
+    from earmark.day.report import write_day_report
+    from earmark.store.db import Store
+    from earmark_dev.constructed_day import DAY, at, build
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("docs/day-report.png"))

@@ -14,17 +14,17 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    from earmark.review.stats import review_stats  # noqa: PLC0415
-    from earmark.store.db import Store  # noqa: PLC0415
-    from earmark.web.shared import TEMPLATES  # noqa: PLC0415
-    from earmark_dev.constructed_reviews import (  # noqa: PLC0415
+    from earmark.review.stats import review_stats
+    from earmark.store.db import Store
+    from earmark.web.shared import TEMPLATES
+    from earmark_dev.constructed_reviews import (
         DAY,
         SELF_HARM_BELOW,
         SELF_HARM_SAMPLES,
         THRESHOLD,
         build,
     )
-    from earmark_dev.report_screenshot import screenshot  # noqa: PLC0415
+    from earmark_dev.report_screenshot import screenshot
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("docs/review-stats.png"))

@@ -18,8 +18,8 @@ SAMPLE_RATE = 16000
 
 def say(text: str) -> np.ndarray:
     """``text`` spoken by espeak-ng as 16 kHz mono float32."""
-    import soundfile as sf  # noqa: PLC0415
-    import soxr  # noqa: PLC0415
+    import soundfile as sf
+    import soxr
 
     binary = shutil.which("espeak-ng")
     if binary is None:

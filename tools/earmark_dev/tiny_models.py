@@ -87,7 +87,7 @@ def build_tiny_models(dest: Path) -> TinyModelPaths:
     _build_whisper(paths.asr)
     _build_gemma(paths.base)
     _build_adapter(paths.base, paths.adapter)
-    from earmark.inference.prepared import prepare_classifier  # noqa: PLC0415
+    from earmark.inference.prepared import prepare_classifier
 
     prepare_classifier(paths.base, paths.adapter, paths.prepared, "float32")
     (dest / MARKER).write_text("ok\n", encoding="utf-8")
@@ -125,8 +125,8 @@ def whisper_special_tokens(eot: int, sot: int) -> dict[str, object]:
 
 
 def _build_whisper(out: Path) -> None:
-    import torch  # noqa: PLC0415
-    from transformers import (  # noqa: PLC0415
+    import torch
+    from transformers import (
         GenerationConfig,
         WhisperConfig,
         WhisperFeatureExtractor,
@@ -206,8 +206,8 @@ def _build_whisper(out: Path) -> None:
 
 
 def _build_gemma(out: Path) -> None:
-    import torch  # noqa: PLC0415
-    from transformers import Gemma2Config, Gemma2ForCausalLM, GemmaTokenizer  # noqa: PLC0415
+    import torch
+    from transformers import Gemma2Config, Gemma2ForCausalLM, GemmaTokenizer
 
     specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
     vocab: dict[str, int] = {tok: i for i, tok in enumerate(specials)}
@@ -240,9 +240,9 @@ def _build_gemma(out: Path) -> None:
 
 
 def _build_adapter(base_dir: Path, out: Path) -> None:
-    import torch  # noqa: PLC0415
-    from peft import LoraConfig, get_peft_model  # noqa: PLC0415
-    from transformers import AutoModelForCausalLM  # noqa: PLC0415
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(base_dir, attn_implementation="eager")
     torch.manual_seed(SEED + 1)

@@ -103,7 +103,7 @@ class Harness(HomeLayout, RunControl):
         return database_url(self.results_db)
 
     def template_values(self) -> dict[str, str]:
-        from sqlalchemy.engine import make_url  # noqa: PLC0415
+        from sqlalchemy.engine import make_url
 
         results = make_url(self.results_url).set(drivername="postgresql")
         return {
@@ -164,7 +164,7 @@ class Harness(HomeLayout, RunControl):
         known = json.loads(path.read_text()) if path.exists() else {}
         if kind not in known:
             if kind == "fernet":
-                from cryptography.fernet import Fernet  # noqa: PLC0415
+                from cryptography.fernet import Fernet
 
                 known[kind] = Fernet.generate_key().decode()
             else:
@@ -349,7 +349,7 @@ class Harness(HomeLayout, RunControl):
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def create_databases(self) -> None:
-        import sqlalchemy as sa  # noqa: PLC0415
+        import sqlalchemy as sa
 
         engine = admin_engine()
         with engine.connect() as conn:
@@ -360,7 +360,7 @@ class Harness(HomeLayout, RunControl):
         engine.dispose()
 
     def drop_databases(self) -> None:
-        import sqlalchemy as sa  # noqa: PLC0415
+        import sqlalchemy as sa
 
         for engine in self._engines.values():
             engine.dispose()
@@ -380,7 +380,7 @@ class Harness(HomeLayout, RunControl):
         The databases are new, so the data root and the mail of an earlier ``up`` in the same
         home go too (files the new results DB knows nothing of); the built models stay.
         """
-        from earmark_dev.tiny_models import build_tiny_models  # noqa: PLC0415
+        from earmark_dev.tiny_models import build_tiny_models
 
         atexit.register(self.down)
         started = time.monotonic()
@@ -458,7 +458,7 @@ class Harness(HomeLayout, RunControl):
 
     # ---- databases ---------------------------------------------------------------------------
     def _engine(self, which: str) -> Any:
-        import sqlalchemy as sa  # noqa: PLC0415
+        import sqlalchemy as sa
 
         if which not in self._engines:
             url = self.meta_url if which == "meta" else self.results_url
@@ -466,7 +466,7 @@ class Harness(HomeLayout, RunControl):
         return self._engines[which]
 
     def meta_rows(self, sql: str, **params: Any) -> list[Any]:
-        import sqlalchemy as sa  # noqa: PLC0415
+        import sqlalchemy as sa
 
         try:
             with self._engine("meta").connect() as conn:
@@ -476,19 +476,19 @@ class Harness(HomeLayout, RunControl):
 
     def meta_execute(self, sql: str, **params: Any) -> int:
         """Change Airflow's metadata DB as a test needs (rows affected)."""
-        import sqlalchemy as sa  # noqa: PLC0415
+        import sqlalchemy as sa
 
         with self._engine("meta").begin() as conn:
             return conn.execute(sa.text(sql), params).rowcount
 
     def results_store(self) -> Any:
-        from earmark.store.db import Store  # noqa: PLC0415
+        from earmark.store.db import Store
 
         return Store.from_url(self.results_url)
 
     def reset_results(self) -> None:
         """Empty results DB and data root, as before a first run (the DAG migrates again)."""
-        import sqlalchemy as sa  # noqa: PLC0415
+        import sqlalchemy as sa
 
         with self._engine("results").begin() as conn:
             conn.execute(sa.text("DROP SCHEMA public CASCADE"))

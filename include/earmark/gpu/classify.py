@@ -47,7 +47,7 @@ def classify_unit(
     A file with no speech (an empty transcript) has nothing to match: it scores 0 under every
     policy without a forward pass.
     """
-    from earmark.inference.policies import load_policies  # noqa: PLC0415
+    from earmark.inference.policies import load_policies
 
     started = time.perf_counter()
     policies = load_policies(settings.policies_dir)

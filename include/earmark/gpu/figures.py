@@ -70,7 +70,7 @@ STAGE_COLUMNS: dict[Stage, dict[str, str]] = {
 
 def worker_name() -> str:
     """Which worker and GPU ran a stage, for work_units (never anything from the audio)."""
-    from earmark.hostname import node_name  # noqa: PLC0415
+    from earmark.hostname import node_name
 
     gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
     return f"{node_name()} gpu {gpus}" if gpus else node_name()

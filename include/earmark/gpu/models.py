@@ -32,7 +32,7 @@ class ClassifierLike(Protocol):
 def resolve_device(setting: str) -> str:
     if setting != "auto":
         return setting
-    import torch  # noqa: PLC0415 - heavy; only inside tasks
+    import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -43,7 +43,7 @@ def resolve_dtype(setting: str, device: str) -> str:
         return setting
     if not device.startswith("cuda"):
         return "float32"
-    import torch  # noqa: PLC0415
+    import torch
 
     return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
 
@@ -80,7 +80,7 @@ def stage_plan(settings: Settings) -> StagePlan:
     dtype = resolve_dtype(settings.dtype, device)
     if not device.startswith("cuda"):
         return StagePlan(device, dtype, settings.asr_batch_size, settings.classify_batch_size)
-    from earmark.inference.budget import batch_sizes, classifier_fits  # noqa: PLC0415
+    from earmark.inference.budget import batch_sizes, classifier_fits
 
     fits = batch_sizes(
         settings.gpu_memory_gib,
@@ -101,7 +101,7 @@ def stage_plan(settings: Settings) -> StagePlan:
 
 
 def load_transcriber(settings: Settings) -> TranscriberLike:
-    from earmark.inference.transcriber import Transcriber, TranscriberOptions  # noqa: PLC0415
+    from earmark.inference.transcriber import Transcriber, TranscriberOptions
 
     plan = stage_plan(settings)
     return Transcriber(
@@ -117,14 +117,14 @@ def load_transcriber(settings: Settings) -> TranscriberLike:
 
 
 def segmenter_options(settings: Settings) -> Any:
-    from earmark.inference.segments import SegmenterOptions  # noqa: PLC0415
+    from earmark.inference.segments import SegmenterOptions
 
     return SegmenterOptions(mode=settings.asr_segmenter)
 
 
 def load_classifier(settings: Settings) -> ClassifierLike:
-    from earmark.inference.classifier import Classifier, ClassifierOptions  # noqa: PLC0415
-    from earmark.inference.prepared import check_prepared  # noqa: PLC0415
+    from earmark.inference.classifier import Classifier, ClassifierOptions
+    from earmark.inference.prepared import check_prepared
 
     plan = stage_plan(settings)
     prepared = check_prepared(

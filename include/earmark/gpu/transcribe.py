@@ -110,8 +110,8 @@ def _transcribe_spoken(
 ) -> SpokenFigures:
     """Decode and segment the files in threads, feed the segments to Whisper in full batches
     across files, and write each file's text once its last segment is done."""
-    from earmark.inference.audio import AudioDecodeError, load_many  # noqa: PLC0415
-    from earmark.inference.segments import SegmentStream  # noqa: PLC0415
+    from earmark.inference.audio import AudioDecodeError, load_many
+    from earmark.inference.segments import SegmentStream
 
     before = replace(transcriber.counters)
     cut = _segmenter(segmenter_options(settings))
@@ -135,7 +135,7 @@ def _transcribe_spoken(
 
 def _segmenter(options: Any) -> Callable[[Any], tuple[Any, list]]:
     """The cut run on each decoded file in the decode threads, overlapping the GPU."""
-    from earmark.inference.segments import SpeechDetector, segment  # noqa: PLC0415
+    from earmark.inference.segments import SpeechDetector, segment
 
     local = threading.local()
 
@@ -149,7 +149,7 @@ def _segmenter(options: Any) -> Callable[[Any], tuple[Any, list]]:
 
 
 def _quarantine_reason(error: AudioDecodeError) -> str:
-    from earmark.inference.audio import AudioMissingError  # noqa: PLC0415
+    from earmark.inference.audio import AudioMissingError
 
     gone = isinstance(error, AudioMissingError)
     return f"vanished: {error}" if gone else f"undecodable: {error}"

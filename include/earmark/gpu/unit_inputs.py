@@ -80,7 +80,7 @@ def quarantine_file(store: Store, file_id: int, reason: str) -> None:
 def _silent_still_there(store: Store, silent: list[Any]) -> tuple[list[Any], int]:
     """The files found silent at intake that are still on disk; the others are set aside as
     ``vanished`` (a silent file is never decoded here, so nothing else would notice)."""
-    from earmark.inference.audio import AudioMissingError  # noqa: PLC0415
+    from earmark.inference.audio import AudioMissingError
 
     present = [f for f in silent if Path(f.path).is_file()]
     for file in silent:

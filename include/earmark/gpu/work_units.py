@@ -58,7 +58,7 @@ def measured_rate(store: Store, run_date: str, assumed_realtime_x: float) -> Gpu
 
 
 def _days_before(day: str, days: int) -> str:
-    from datetime import date, timedelta  # noqa: PLC0415
+    from datetime import date, timedelta
 
     return (date.fromisoformat(str(day)[:10]) - timedelta(days=days)).isoformat()
 

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     """Preload, then hand the command line to ``airflow celery worker`` in this process."""
     seconds = preload()
     print(f"earmark-gpu-worker: GPU stage libraries loaded in {seconds:.1f}s", flush=True)
-    from airflow.__main__ import main as airflow_main  # noqa: PLC0415
+    from airflow.__main__ import main as airflow_main
 
     args = sys.argv[1:] if argv is None else argv
     sys.argv = ["airflow", "celery", "worker", *args]

@@ -58,7 +58,7 @@ class RepetitionGuard(StoppingCriteria):
         self._step = 0
 
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        import torch  # noqa: PLC0415
+        import torch
 
         self._step += 1
         if self._prompt_length is None:  # the first call comes after one generated token

@@ -59,7 +59,7 @@ def source_fingerprint(*dirs: Path) -> dict[str, dict[str, Any]]:
 
 
 def _versions() -> dict[str, str]:
-    from importlib.metadata import version  # noqa: PLC0415 - no need to import the libraries
+    from importlib.metadata import version
 
     return {name: version(name) for name in ("transformers", "peft", "torch")}
 
@@ -72,9 +72,9 @@ def prepare_classifier(
     base_dir: Path, adapter_dir: Path, out_dir: Path, dtype: str
 ) -> PreparedModel:
     """Merge ``adapter_dir`` into ``base_dir`` and save to ``out_dir`` (replaced atomically)."""
-    import torch  # noqa: PLC0415
-    from peft import PeftModel  # noqa: PLC0415
-    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if dtype not in dtypes:

@@ -128,10 +128,10 @@ class SpeechDetector:
     """silero-vad over whole files. Not thread-safe (the model keeps state): one per thread."""
 
     def __init__(self, options: SegmenterOptions) -> None:
-        import torch  # noqa: PLC0415 - heavy
+        import torch
 
         threads = torch.get_num_threads()
-        from silero_vad import load_silero_vad  # noqa: PLC0415
+        from silero_vad import load_silero_vad
 
         # Importing silero_vad sets torch's thread count to 1 for the whole process.
         torch.set_num_threads(threads)
@@ -163,7 +163,7 @@ class SpeechDetector:
 
     def speech_from(self, probs: np.ndarray, n_samples: int) -> list[Span]:
         """Speech spans from per-frame probabilities (see ``probabilities``)."""
-        from silero_vad.utils_vad import get_speech_timestamps_from_probs  # noqa: PLC0415
+        from silero_vad.utils_vad import get_speech_timestamps_from_probs
 
         stamps = get_speech_timestamps_from_probs(
             probs.tolist(),

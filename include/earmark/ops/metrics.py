@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from prometheus_client.core import GaugeMetricFamily
@@ -102,8 +103,6 @@ class EarmarkCollector(Collector):
         yield from self._last_hour(now)
 
     def _zone(self) -> Any:
-        from zoneinfo import ZoneInfo  # noqa: PLC0415
-
         return ZoneInfo(self.settings.timezone)
 
     def _backlogs(self, now: datetime) -> Iterator[GaugeMetricFamily]:

@@ -39,7 +39,7 @@ def url_from_connection(conn: Any) -> str:
 
 def results_url(settings: Settings) -> str:
     """The URL of the results DB named by ``EARMARK_DB_CONN_ID`` (default ``earmark_db``)."""
-    from airflow.sdk import Connection  # noqa: PLC0415 - only inside a running task
+    from airflow.sdk import Connection
 
     return url_from_connection(Connection.get(settings.db_conn_id))
 
@@ -65,7 +65,7 @@ class TaskEnv:
 
 def task_env() -> TaskEnv:
     """The ``TaskEnv`` of the running task (settings are read at run time, never at parse time)."""
-    from airflow.sdk import get_current_context  # noqa: PLC0415 - only inside a running task
+    from airflow.sdk import get_current_context
 
     settings = Settings.from_env()
     return TaskEnv(settings, results_store(settings), get_current_context())
@@ -87,13 +87,13 @@ def migrate_results_db() -> list[str]:
 
 def metadata_db_url() -> str:
     """Airflow's metadata DB, as this host's Airflow configuration names it."""
-    from airflow.configuration import conf  # noqa: PLC0415
+    from airflow.configuration import conf
 
     return conf.get("database", "sql_alchemy_conn")
 
 
 def celery_broker_url() -> str:
-    from airflow.configuration import conf  # noqa: PLC0415
+    from airflow.configuration import conf
 
     return conf.get("celery", "broker_url")
 
@@ -107,9 +107,9 @@ def celery_workers(wait_s: float) -> dict[str, Any]:
     workers that answered only, for their concurrency (a GPU worker may run more than one task
     at once); it returns as soon as each has answered (``limit``), so it may wait longer.
     """
-    from airflow.providers.celery.executors.celery_executor_utils import app  # noqa: PLC0415
+    from airflow.providers.celery.executors.celery_executor_utils import app
 
-    from earmark.ops.health import Worker  # noqa: PLC0415
+    from earmark.ops.health import Worker
 
     replies = app.control.inspect(timeout=wait_s).active_queues() or {}
     if not replies:

@@ -127,7 +127,7 @@ def recorded_failures(store: Store, run_id: str) -> tuple[list[FailedTask], str 
 def _results_db(settings: Settings) -> Iterator[Store]:
     """The results DB for one callback, its connections closed after (callbacks run in
     long-lived processes: the dag-processor, the triggerer)."""
-    from earmark.orchestration.airflow_seam import results_store  # noqa: PLC0415
+    from earmark.orchestration.airflow_seam import results_store
 
     store = results_store(settings)
     try:
@@ -137,7 +137,7 @@ def _results_db(settings: Settings) -> Iterator[Store]:
 
 
 def _sql(name: str) -> Any:
-    import sqlalchemy as sa  # noqa: PLC0415
+    import sqlalchemy as sa
 
     return sa.text(named_queries("alerts")[name])
 
@@ -147,7 +147,7 @@ def run_task_states(run_id: str, dag_id: str = DAG_ID) -> dict[str, str | None] 
     """The states of every task instance of the run, asked of Airflow through the Task SDK
     (the triggerer and the dag-processor relay it); None where there is no one to ask."""
     try:
-        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance  # noqa: PLC0415
+        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
         states = RuntimeTaskInstance.get_task_states(dag_id=dag_id, run_ids=[run_id])
     except Exception:  # an in-process test run, or a process without a supervisor
@@ -158,9 +158,9 @@ def run_task_states(run_id: str, dag_id: str = DAG_ID) -> dict[str, str | None] 
 def airflow_base_url() -> str:
     """Where people open Airflow: ``[api] base_url``; else the api-server address the hosts
     use (``[core] execution_api_server_url``); else this host's api-server port."""
-    from urllib.parse import urlsplit  # noqa: PLC0415
+    from urllib.parse import urlsplit
 
-    from airflow.configuration import conf  # noqa: PLC0415
+    from airflow.configuration import conf
 
     base = conf.get("api", "base_url", fallback=None)
     if base and base.startswith("http"):
@@ -231,7 +231,7 @@ def failure_mail(context: Mapping[str, Any], settings: Settings, base_url: str) 
 
 
 def _hook(settings: Settings) -> Any:
-    from airflow.providers.smtp.hooks.smtp import SmtpHook  # noqa: PLC0415
+    from airflow.providers.smtp.hooks.smtp import SmtpHook
 
     return SmtpHook(smtp_conn_id=settings.smtp_conn_id)
 

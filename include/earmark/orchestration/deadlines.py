@@ -27,11 +27,11 @@ class RunDayDeadline(BaseDeadlineReference):
     def _evaluate_with(
         self, *, session: Any, dag_id: str, run_id: str, **_: Any
     ) -> datetime | None:
-        from airflow.models.dagrun import DagRun  # noqa: PLC0415
-        from sqlalchemy import select  # noqa: PLC0415
+        from airflow.models.dagrun import DagRun
+        from sqlalchemy import select
 
-        from earmark.config import Settings  # noqa: PLC0415
-        from earmark.day.schedule import deadline_reference  # noqa: PLC0415
+        from earmark.config import Settings
+        from earmark.day.schedule import deadline_reference
 
         run = session.scalars(
             select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)

@@ -33,9 +33,9 @@ MMAP_THRESHOLD = 128 * 1024
 
 def build_model(dest: Path, layers: int) -> Path:
     """Gemma-2-9B's width, ``layers`` layers, the tiny byte-level tokenizer, bf16; reused."""
-    import torch  # noqa: PLC0415
-    from earmark_dev.tiny_models import build_tiny_models  # noqa: PLC0415
-    from transformers import AutoTokenizer, Gemma2Config, Gemma2ForCausalLM  # noqa: PLC0415
+    import torch
+    from earmark_dev.tiny_models import build_tiny_models
+    from transformers import AutoTokenizer, Gemma2Config, Gemma2ForCausalLM
 
     out = dest / f"gemma2-width-{layers}-layers"
     if (out / MARKER).is_file():
@@ -78,11 +78,11 @@ def measure(
     model_dir: Path, rows: list[int], prefix_tokens: int, suffix_tokens: int
 ) -> dict[str, Any]:
     """In this process: the prefix pass's peak, then each batch's of ``rows`` suffixes."""
-    import gc  # noqa: PLC0415
+    import gc
 
-    import torch  # noqa: PLC0415
-    from earmark.inference.classifier import Classifier, ClassifierOptions  # noqa: PLC0415
-    from earmark.inference.prompt import build_prompt, split_prompt  # noqa: PLC0415
+    import torch
+    from earmark.inference.classifier import Classifier, ClassifierOptions
+    from earmark.inference.prompt import build_prompt, split_prompt
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     classifier = Classifier(
@@ -128,7 +128,7 @@ def _compared(measured: float, estimate: float) -> dict[str, float]:
 
 def compare(measured: dict[str, Any], layers: int) -> dict[str, Any]:
     """Each measured figure beside the budget's for the same shapes (no weights, no overhead)."""
-    from earmark.inference.budget import (  # noqa: PLC0415
+    from earmark.inference.budget import (
         GEMMA2_9B,
         prefix_pass_bytes,
         suffix_pass_bytes,

@@ -197,7 +197,7 @@ def _stage_of(task_id: str) -> str | None:
 
 def measure(harness: Any, run_id: str, archive_bytes: int, unpack_slots: int) -> DayFigures:
     """The figures of a finished run, from the metadata DB, XCom and the results DB."""
-    from earmark_dev.runs import DAG_ID  # noqa: PLC0415
+    from earmark_dev.runs import DAG_ID
 
     run = harness.meta_rows(
         "SELECT start_date, end_date FROM dag_run WHERE dag_id = :d AND run_id = :r",
@@ -276,9 +276,9 @@ def _scheduled_day(harness: Any) -> date:
 
 
 def run_day(home: Path, archives: int, files: int, minutes: float, seed: int) -> DayFigures:
-    from earmark_dev.runs import DAG_ID  # noqa: PLC0415
-    from earmark_dev.sampledata import generate_day  # noqa: PLC0415
-    from earmark_dev.topology import DEFAULT_WORKER_CONCURRENCY, Harness  # noqa: PLC0415
+    from earmark_dev.runs import DAG_ID
+    from earmark_dev.sampledata import generate_day
+    from earmark_dev.topology import DEFAULT_WORKER_CONCURRENCY, Harness
 
     harness = Harness(home)
     try:

@@ -117,7 +117,7 @@ class BenchReport:
 
 def _speech_track(seconds: float, rng: np.random.Generator, voices: list[np.ndarray]) -> np.ndarray:
     """Sentences with 0.2-1.5 s pauses of room noise, cut to ``seconds``."""
-    from earmark_dev.speech import noise_floor  # noqa: PLC0415
+    from earmark_dev.speech import noise_floor
 
     parts: list[np.ndarray] = []
     total = 0
@@ -133,8 +133,8 @@ def _speech_track(seconds: float, rng: np.random.Generator, voices: list[np.ndar
 def load_voices(voices_dir: Path | None) -> list[np.ndarray]:
     """The sentences spoken: by espeak-ng, or read from ``voices_dir`` (``*.flac`` at 16 kHz,
     written by ``save_voices`` on a machine that has espeak-ng)."""
-    import soundfile as sf  # noqa: PLC0415
-    from earmark_dev.speech import say  # noqa: PLC0415
+    import soundfile as sf
+    from earmark_dev.speech import say
 
     if voices_dir is not None and any(Path(voices_dir).glob("*.flac")):
         return [
@@ -145,7 +145,7 @@ def load_voices(voices_dir: Path | None) -> list[np.ndarray]:
 
 
 def save_voices(voices_dir: Path) -> None:
-    import soundfile as sf  # noqa: PLC0415
+    import soundfile as sf
 
     voices_dir.mkdir(parents=True, exist_ok=True)
     for k, voice in enumerate(load_voices(None)):
@@ -156,8 +156,8 @@ def make_corpus(
     dest: Path, scale: int = 1, seed: int = 0, voices_dir: Path | None = None
 ) -> list[tuple[Path, float]]:
     """FLAC files of the corpus under ``dest`` (reused when present): ``(path, seconds)``."""
-    import soundfile as sf  # noqa: PLC0415
-    from earmark_dev.speech import noise_floor  # noqa: PLC0415
+    import soundfile as sf
+    from earmark_dev.speech import noise_floor
 
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -207,14 +207,14 @@ def _host_peak_bytes() -> int:
 def _gpu(device: str) -> Any:
     if not device.startswith("cuda"):
         return None
-    import torch  # noqa: PLC0415
+    import torch
 
     return torch.cuda
 
 
 def _register(store: Any, corpus: list[tuple[Path, float]]) -> None:
     """The corpus as one unpacked archive of ready files, as intake leaves a day."""
-    import sqlalchemy as sa  # noqa: PLC0415
+    import sqlalchemy as sa
 
     with store.begin() as conn:
         archive = conn.execute(
@@ -251,9 +251,9 @@ def _bench_policies(dest: Path, chars: int) -> Path:
 
 def run_production(settings: Any, store: Any) -> tuple[list[int], list[Any], float]:
     """Exactly what the DAG's GPU part does for a day: plan, then each unit's two stages."""
-    from earmark.gpu.classify import classify_unit  # noqa: PLC0415
-    from earmark.gpu.transcribe import transcribe_unit  # noqa: PLC0415
-    from earmark.gpu.work_units import plan_work_units  # noqa: PLC0415
+    from earmark.gpu.classify import classify_unit
+    from earmark.gpu.transcribe import transcribe_unit
+    from earmark.gpu.work_units import plan_work_units
 
     started = time.perf_counter()
     units = plan_work_units(
@@ -276,11 +276,11 @@ def run_production(settings: Any, store: Any) -> tuple[list[int], list[Any], flo
 def run_baseline(settings: Any, corpus: list[tuple[Path, float]]) -> tuple[float, int]:
     """Sequential long-form Whisper, one file at a time, and one full classifier pass per
     prompt, models loaded once."""
-    from earmark.gpu.models import stage_plan  # noqa: PLC0415
-    from earmark.inference.audio import load_audio  # noqa: PLC0415
-    from earmark.inference.classifier import Classifier, ClassifierOptions  # noqa: PLC0415
-    from earmark.inference.policies import load_policies  # noqa: PLC0415
-    from earmark.inference.transcriber import Transcriber, TranscriberOptions  # noqa: PLC0415
+    from earmark.gpu.models import stage_plan
+    from earmark.inference.audio import load_audio
+    from earmark.inference.classifier import Classifier, ClassifierOptions
+    from earmark.inference.policies import load_policies
+    from earmark.inference.transcriber import Transcriber, TranscriberOptions
 
     plan = stage_plan(settings)
     started = time.perf_counter()
@@ -338,10 +338,10 @@ def _baseline_corpus(
 
 
 def run_benchmark(options: BenchOptions) -> BenchReport:
-    from earmark.config import Settings  # noqa: PLC0415
-    from earmark.store.db import Store  # noqa: PLC0415
-    from earmark_dev.bench.models import build_real_size_models, fix_decode_length  # noqa: PLC0415
-    from earmark_dev.tiny_models import build_tiny_models  # noqa: PLC0415
+    from earmark.config import Settings
+    from earmark.store.db import Store
+    from earmark_dev.bench.models import build_real_size_models, fix_decode_length
+    from earmark_dev.tiny_models import build_tiny_models
 
     work = options.work_dir
     models_dir = options.models_dir or work / "models"
@@ -487,7 +487,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[BenchOptions, bool]:
         raise SystemExit(0)
     device = args.device
     if device is None:
-        import torch  # noqa: PLC0415
+        import torch
 
         device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
     tiny = args.tiny

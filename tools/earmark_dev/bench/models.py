@@ -57,22 +57,22 @@ LORA_RANK = 16
 def _free_memory(device: str) -> None:
     gc.collect()
     if device.startswith("cuda"):
-        import torch  # noqa: PLC0415
+        import torch
 
         torch.cuda.empty_cache()
 
 
 def whisper_token_ids() -> dict[str, int]:
     """Special-token ids of the tiny Whisper tokenizer: 256 byte symbols, then the specials."""
-    from earmark_dev.tiny_models import WHISPER_SPECIALS  # noqa: PLC0415
+    from earmark_dev.tiny_models import WHISPER_SPECIALS
 
     return {tok: 256 + i for i, tok in enumerate(WHISPER_SPECIALS)}
 
 
 def whisper_turbo_config() -> Any:
     """WhisperConfig of large-v3-turbo with the tiny tokenizer's special-token ids."""
-    from earmark_dev.tiny_models import whisper_special_tokens  # noqa: PLC0415
-    from transformers import WhisperConfig  # noqa: PLC0415
+    from earmark_dev.tiny_models import whisper_special_tokens
+    from transformers import WhisperConfig
 
     ids = whisper_token_ids()
     eot, sot = ids["<|endoftext|>"], ids["<|startoftranscript|>"]
@@ -81,14 +81,14 @@ def whisper_turbo_config() -> Any:
 
 def gemma2_9b_config() -> Any:
     """Gemma2Config of Gemma-2-9B with the tiny tokenizer's pad/eos/bos ids (0, 1, 2)."""
-    from transformers import Gemma2Config  # noqa: PLC0415
+    from transformers import Gemma2Config
 
     return Gemma2Config(**GEMMA2_9B_ARCH, pad_token_id=0, eos_token_id=1, bos_token_id=2)
 
 
 @contextlib.contextmanager
 def _default_dtype(dtype: Any) -> Iterator[None]:
-    import torch  # noqa: PLC0415
+    import torch
 
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
@@ -105,10 +105,10 @@ def build_real_size_models(dest: Path, device: str, dtype: str) -> TinyModelPath
     37 GB), saved with ``save_pretrained`` and reused on the next run (a marker file is
     written last). Tokenizers are the tiny byte-level ones. No network access.
     """
-    import torch  # noqa: PLC0415
-    from earmark_dev.tiny_models import build_tiny_models  # noqa: PLC0415
-    from peft import LoraConfig, get_peft_model  # noqa: PLC0415
-    from transformers import (  # noqa: PLC0415
+    import torch
+    from earmark_dev.tiny_models import build_tiny_models
+    from peft import LoraConfig, get_peft_model
+    from transformers import (
         AutoTokenizer,
         Gemma2ForCausalLM,
         GenerationConfig,
@@ -163,7 +163,7 @@ def build_real_size_models(dest: Path, device: str, dtype: str) -> TinyModelPath
     peft_model.save_pretrained(dirs.adapter)
     del peft_model, base
     _free_memory(device)
-    from earmark.inference.prepared import prepare_classifier  # noqa: PLC0415
+    from earmark.inference.prepared import prepare_classifier
 
     prepare_classifier(dirs.base, dirs.adapter, dirs.prepared, dtype)
     (dest / MARKER).write_text("ok\n", encoding="utf-8")
