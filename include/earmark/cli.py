@@ -78,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     stats.add_argument("--from", dest="first", type=_day, help="first day (default: --to - 6)")
     stats.add_argument("--to", dest="last", type=_day, help="last day (default: today, local)")
     stats.add_argument("--json", action="store_true", help="machine-readable output")
+    listens = commands.add_parser("listens", help="who fetched a recording's audio, and when")
+    listens.add_argument("--file", type=int, required=True, help="the audio file's id")
+    listens.add_argument("--json", action="store_true", help="machine-readable output")
     sizing = commands.add_parser("capacity", help="GPUs needed for H hours of audio a day")
     sizing.add_argument("--hours", type=float, required=True, help="hours of audio a day")
     sizing.add_argument("--date", type=_day, help="measured up to this day (default: today)")
@@ -119,7 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
     store = _store(args, settings)
     try:
-        own_exit_code = {"health": _health, "review-stats": _review_stats, "capacity": _capacity}
+        own_exit_code = {
+            "health": _health,
+            "review-stats": _review_stats,
+            "capacity": _capacity,
+            "listens": _listens,
+        }
         if args.command in own_exit_code:
             return own_exit_code[args.command](args, settings, store)
         if args.command == "metrics":
@@ -182,6 +190,27 @@ def _review_stats(args: argparse.Namespace, settings: Settings, store: Store) ->
     print(
         json.dumps(review_stats.as_json(stats)) if args.json else review_stats.format_stats(stats)
     )
+    return 0
+
+
+def _listens(args: argparse.Namespace, settings: Settings, store: Store) -> int:
+    """Every fetch of a file's audio by a reviewer's browser, newest first (the audit)."""
+    from earmark.store.sql import named_queries
+
+    rows = [
+        dict(r._mapping) for r in store.rows(named_queries("audit")["listens"], file_id=args.file)
+    ]
+    if args.json:
+        print(json.dumps(rows, default=str))
+    else:
+        print(
+            "\n".join(
+                f"{r['at']}  {printable(r['reviewer'])}  item {r['item_id']} ({r['policy']},"
+                f" {r['kind']}) claimed {r['claimed_at']}  {r['byte_range'] or 'whole file'}"
+                for r in rows
+            )
+            or f"no reviewer fetched the audio of file {args.file}"
+        )
     return 0
 
 

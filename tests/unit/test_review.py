@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
@@ -280,3 +281,35 @@ def test_a_skip_can_be_undone_for_a_moment(queue):
         unskip(queue, third.id, "ana", now=NOW + timedelta(minutes=3, seconds=10))
     row = queue.rows("SELECT status, claimed_by FROM review_queue WHERE id = :i", i=kept.id)[0]
     assert tuple(row) == ("claimed", "ana")
+
+
+def test_every_audio_fetch_is_recorded_with_its_claim(queue, capsys):
+    from earmark.review.queue import record_listen
+    from earmark.store.sql import named_queries
+
+    item = claim_next(queue, "ana", now=NOW)
+    record_listen(queue, item.id, "ana", now=NOW + timedelta(seconds=5))
+    record_listen(queue, item.id, "ana", "bytes=1000-" + "9" * 200, now=NOW + timedelta(seconds=9))
+    with pytest.raises(ReviewError, match="not held"):
+        record_listen(queue, item.id, "ben", now=NOW + timedelta(seconds=9))
+    with pytest.raises(ReviewError, match="not held"):  # a lapsed claim fetches nothing
+        record_listen(queue, item.id, "ana", now=NOW + timedelta(hours=2))
+    listens = queue.rows(named_queries("audit")["listens"], file_id=item.file_id)
+    assert [(r.reviewer, r.item_id, r.byte_range) for r in listens] == [
+        ("ana", item.id, "bytes=1000-" + "9" * 53),
+        ("ana", item.id, None),
+    ]
+    claimed_at = queue.scalar(
+        "SELECT at FROM review_events WHERE item_id = :i AND action = 'claim'", i=item.id
+    )
+    assert {str(r.claimed_at) for r in listens} == {str(claimed_at)}
+
+    from earmark.cli import main
+
+    url = str(queue.engine.url.render_as_string(hide_password=False))
+    capsys.readouterr()
+    assert main(["--db-url", url, "listens", "--file", str(item.file_id), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert [(r["reviewer"], r["item_id"]) for r in printed] == [("ana", item.id)] * 2
+    assert main(["--db-url", url, "listens", "--file", "999999"]) == 0
+    assert "no reviewer fetched the audio of file 999999" in capsys.readouterr().out

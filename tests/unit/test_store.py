@@ -283,7 +283,7 @@ def test_0010_renames_gpu_batches_to_work_units_keeping_rows_keys_and_ids(
         conn.execute(
             sa.text("INSERT INTO batch_files (batch_id, file_id) VALUES (:u, 3)"), {"u": unit}
         )
-    assert store.migrate() == ["0010_work_units"]
+    assert store.migrate()[0] == "0010_work_units"
     assert tuple(store.rows("SELECT unit_id, file_id FROM work_unit_files")[0]) == (unit, 3)
     with store.begin() as conn:
         later = conn.execute(

@@ -199,6 +199,12 @@ def test_item_page_shows_the_holder_everything_and_others_nothing(
     assert audio.status_code == 200 and audio.headers["content-type"] == "audio/wav"
     assert audio.content == wav.read_bytes() and wav.name == "one.wav"
     assert ben.get(f"/earmark/audio/{one}").status_code == 403
+    assert ana.get(f"/earmark/audio/{one}", headers={"Range": "bytes=0-99"}).status_code == 206
+    fetches = web.store.rows(
+        "SELECT reviewer, byte_range, claim_event_id FROM audio_fetches WHERE item_id = :i", i=one
+    )
+    assert [(f.reviewer, f.byte_range) for f in fetches] == [("ana", None), ("ana", "bytes=0-99")]
+    assert all(f.claim_event_id is not None for f in fetches)
     assert "SECRET" not in caplog.text  # transcripts never reach a log line
 
 

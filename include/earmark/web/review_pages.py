@@ -257,10 +257,12 @@ def _review_routes(app: FastAPI) -> None:
         return Response(REVIEW_JS, media_type="text/javascript", headers=SECURITY_HEADERS)
 
     @app.get("/audio/{item_id}", name="audio")
-    def audio(item_id: int, store: StoreDep, reviewer: ReviewerDep) -> Response:
-        """The recording, streamed (Range requests too) to the claim holder only."""
+    def audio(item_id: int, request: Request, store: StoreDep, reviewer: ReviewerDep) -> Response:
+        """The recording, streamed (Range requests too) to the claim holder only; every fetch
+        is recorded with the claim (who listened, when)."""
         try:
             held = queries.held_by(store, item_id, reviewer)
+            review.record_listen(store, item_id, reviewer, request.headers.get("range"))
         except review.ReviewError as error:
             raise HTTPException(403, str(error)) from error
         path = Path(held.item.audio_path)
