@@ -284,7 +284,7 @@ def test_a_skip_can_be_undone_for_a_moment(queue):
 
 
 def test_every_audio_fetch_is_recorded_with_its_claim(queue, capsys):
-    from earmark.review.queue import record_listen
+    from earmark.review.listens import record_listen
     from earmark.store.sql import named_queries
 
     item = claim_next(queue, "ana", now=NOW)

@@ -24,6 +24,7 @@ from fastapi.responses import (
 )
 
 from earmark.config import Settings
+from earmark.review import listens
 from earmark.review import queue as review
 from earmark.store.db import Store
 from earmark.web import queries
@@ -262,7 +263,7 @@ def _review_routes(app: FastAPI) -> None:
         is recorded with the claim (who listened, when)."""
         try:
             held = queries.held_by(store, item_id, reviewer)
-            review.record_listen(store, item_id, reviewer, request.headers.get("range"))
+            listens.record_listen(store, item_id, reviewer, request.headers.get("range"))
         except review.ReviewError as error:
             raise HTTPException(403, str(error)) from error
         path = Path(held.item.audio_path)
