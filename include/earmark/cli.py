@@ -28,6 +28,12 @@
                                     merge the CoPE adapter into the base once per GPU host and
                                     save it to EARMARK_PREPARED_MODEL_DIR (no DB needed)
     earmark models check            exit 1, saying why, if GPU tasks could not load it
+    earmark erase --file ID | --archive ID | --delivery NAME --reason R [--by WHO] [--yes]
+                                    erase recordings on request: audio, transcripts, labels,
+                                    review items (and the delivered archive), recorded in
+                                    `erasures`; without --yes only says what would go; exit 1
+                                    while a GPU work unit holds them
+    earmark erase --list [--json]   every erasure: who, when, why, what (the audit)
 
 The results DB is ``--db-url`` or the Airflow connection ``EARMARK_DB_CONN_ID`` (for example
 from ``AIRFLOW_CONN_EARMARK_DB``).
@@ -81,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     listens = commands.add_parser("listens", help="who fetched a recording's audio, and when")
     listens.add_argument("--file", type=int, required=True, help="the audio file's id")
     listens.add_argument("--json", action="store_true", help="machine-readable output")
+    _erase_parser(commands)
     sizing = commands.add_parser("capacity", help="GPUs needed for H hours of audio a day")
     sizing.add_argument("--hours", type=float, required=True, help="hours of audio a day")
     sizing.add_argument("--date", type=_day, help="measured up to this day (default: today)")
@@ -127,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             "review-stats": _review_stats,
             "capacity": _capacity,
             "listens": _listens,
+            "erase": _erase,
         }
         if args.command in own_exit_code:
             return own_exit_code[args.command](args, settings, store)
@@ -211,6 +219,72 @@ def _listens(args: argparse.Namespace, settings: Settings, store: Store) -> int:
             )
             or f"no reviewer fetched the audio of file {args.file}"
         )
+    return 0
+
+
+def _erase_parser(commands: argparse._SubParsersAction) -> None:
+    erase = commands.add_parser("erase", help="erase recordings on request, or list erasures")
+    what = erase.add_mutually_exclusive_group(required=True)
+    what.add_argument("--file", type=int, help="one recording (audio_files id)")
+    what.add_argument("--archive", type=int, help="every recording of an archive, and the archive")
+    what.add_argument("--delivery", help="the archive(s) the delivery of this name became")
+    what.add_argument("--list", action="store_true", help="list every erasure (the audit)")
+    erase.add_argument("--reason", help="why (required to erase; recorded)")
+    erase.add_argument("--by", help="who asks for it (default: the OS user)")
+    erase.add_argument("--yes", action="store_true", help="erase (without: say what would go)")
+    erase.add_argument("--json", action="store_true", help="--list as JSON")
+
+
+def _erase(args: argparse.Namespace, settings: Settings, store: Store) -> int:
+    """Erase recordings on request (earmark.lifecycle.erase), say what would go, or list."""
+    import getpass
+
+    from earmark.lifecycle import erase
+
+    if args.list:
+        rows = erase.erasures(store)
+        print(
+            json.dumps(rows, default=str)
+            if args.json
+            else "\n".join(
+                f"#{r['id']} {r['at']} {printable(r['actor'])} {r['scope']}"
+                f" {printable(r['target'])} {r['status']}: {printable(r['reason'])}"
+                for r in rows
+            )
+            or "no erasures"
+        )
+        return 0
+    if not (args.reason or "").strip():
+        print("--reason is required: why these recordings are erased (it is recorded)")
+        return 2
+    scope, target = next(
+        (erase.Scope(name), str(value))
+        for name, value in (
+            ("file", args.file),
+            ("archive", args.archive),
+            ("delivery", args.delivery),
+        )
+        if value is not None
+    )
+    try:
+        if not args.yes:
+            plan = erase.plan_erasure(settings, store, scope, target)
+            print("\n".join(erase.describe(plan)))
+            if plan.already is None:
+                print("nothing changed: add --yes to erase")
+            return 0
+        actor = args.by or getpass.getuser()
+        outcome = erase.erase(settings, store, scope, target, actor, args.reason)
+    except erase.ErasureError as exc:
+        print(f"not erased: {exc}")
+        return exc.exit_code
+    if outcome.finished_earlier:
+        print(f"finished {outcome.finished_earlier} interrupted erasures first")
+    lines = erase.describe(outcome.plan)
+    if outcome.erasure_ids:
+        ids = ", ".join(f"#{i}" for i in outcome.erasure_ids)
+        lines = [*lines[:-1], f"erased {lines[-1].removeprefix('in all ')} (erasures {ids})"]
+    print("\n".join(lines))
     return 0
 
 

@@ -66,6 +66,13 @@ REASONS: tuple[Reason, ...] = (
         "A delivery, archive or file disappeared after intake recorded it (deleted or moved by "
         "hand); nothing was screened from it.",
     ),
+    Reason(
+        "erased",
+        ("delivery", "file"),
+        "The same bytes (or some of their recordings) were erased on request (`earmark erase`):"
+        " a redelivery is a duplicate that is not screened again; the reason gives the erasure's"
+        " id and date. A recording being erased is set aside with it until its rows go.",
+    ),
     # Archives: the content is refused, and a later delivery of the same bytes says so.
     Reason("not_a_tar", ("archive",), "Not a tar (or gzip-compressed tar) archive."),
     Reason("corrupt", ("archive",), "A damaged header, gzip stream or member."),

@@ -50,6 +50,13 @@ class TransferStatus(StrEnum):
     FAILED = "failed"
 
 
+class ErasureStatus(StrEnum):
+    """``erasures.status``: an erasure recorded before anything is removed, then done."""
+
+    INTENDED = "intended"
+    DONE = "done"
+
+
 #: The files that need no more work: the day is complete when every file is in one of these.
 FILE_DONE = frozenset({FileStatus.CLASSIFIED, FileStatus.QUARANTINED})
 
@@ -60,4 +67,5 @@ BY_TABLE: dict[str, type[StrEnum]] = {
     "audio_files": FileStatus,
     "review_queue": ReviewStatus,
     "transfers": TransferStatus,
+    "erasures": ErasureStatus,
 }

@@ -60,6 +60,7 @@ LAYERS = (
     ("ingest",),
     ("review",),
     ("gpu",),
+    ("lifecycle",),
     ("day",),
     ("ops",),
     ("orchestration",),

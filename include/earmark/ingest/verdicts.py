@@ -2,7 +2,8 @@
 
 Nothing here is trusted or followed: entries are judged by ``lstat``, and only regular files with
 a single link are opened (``O_NOFOLLOW | O_NONBLOCK``). Reading and judging need no DB; the two
-queries here give the reason a delivery of bytes an archive already has is recorded with.
+functions at the end give the reason a delivery of bytes an archive already has is recorded with
+(saying so when they were erased on request: ``earmark.lifecycle.erase``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from earmark.ingest.incoming import MARKER_SUFFIX, parse_marker
 from earmark.ingest.rejection import Rejected
 from earmark.names import printable, unsafe_characters
 from earmark.statuses import ArchiveStatus
+from earmark.store.sql import as_utc, named_queries
 
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _MAX_MARKER_BYTES = 4096
@@ -217,14 +219,23 @@ def read_known(folder: Path, verdict: Verdict) -> Verdict:
 
 
 def archive_with(conn: sa.Connection, digest: str) -> sa.Row:
-    """The archive that already has these bytes."""
-    return conn.execute(
-        sa.text("SELECT id, status, error FROM archives WHERE sha256 = :sha"), {"sha": digest}
-    ).one()
+    """The archive that already has these bytes, with what was erased of it on request."""
+    query = named_queries("lifecycle")["archive_with_bytes"]
+    return conn.execute(sa.text(query), {"sha": digest}).one()
 
 
 def same_bytes(first: sa.Row) -> str:
-    """The reason a delivery of ``first``'s bytes is its duplicate."""
+    """The reason a delivery of ``first``'s bytes is its duplicate: ``erased: ...`` when they
+    (or some of their recordings) were erased on request, with the erasure's id and date only,
+    so they are not screened again and nobody wonders why."""
+    if first.erasure_id is not None:
+        when = f"erasure #{first.erasure_id} on {as_utc(first.erased_at):%Y-%m-%d}"
+        if first.whole:
+            return f"erased: same bytes as archive #{first.id}, erased on request ({when})"
+        return (
+            f"erased: same bytes as archive #{first.id} ({first.status}), {first.recordings} of"
+            f" whose recordings were erased on request (latest {when})"
+        )
     reason = f"same bytes as archive #{first.id} ({first.status})"
     if first.status == ArchiveStatus.REJECTED:
         reason += f", rejected for its content: {first.error}"

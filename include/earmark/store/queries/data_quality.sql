@@ -36,7 +36,10 @@ FROM (
 ) AS unexplained;
 
 -- name: unpacked_archives_have_files_registered
+-- (A recording erased on request counts: its row is gone, its erasure says so.)
 SELECT count(*) = 0
 FROM archives a
 WHERE a.run_date = '{{ run_date }}' AND a.status = 'unpacked'
-  AND a.n_files <> (SELECT count(*) FROM audio_files f WHERE f.archive_id = a.id);
+  AND a.n_files <> (SELECT count(*) FROM audio_files f WHERE f.archive_id = a.id)
+    + (SELECT count(*) FROM erasures e WHERE e.archive_id = a.id AND e.file_id IS NOT NULL
+       AND e.status = 'done');

@@ -1,0 +1,1 @@
+"""The recordings' lifecycle: erasure on request (`erase`), recorded in ``erasures``."""
