@@ -22,7 +22,8 @@ Screens one day of audio: every recording that arrived in `incoming/` is unpacke
    mismatch: rejected; bytes already an archive: duplicate), full audio validation; bad input is
    quarantined with a reason.
 5. **plan_work_units** → **gpu_unit** (mapped task group per work unit, queue and pool `gpu`):
-   **transcribe** then **classify**.
+   **transcribe** then **classify**, each under its unit's time budget (3× its planned GPU
+   time plus loading; failing names the unit), inside a static backstop execution_timeout.
 6. **noon_check**, **data_quality**, **report**: completeness, ETA, checks; the report writes
    the day's HTML report with plots (`/earmark/report/<date>`) and fails the run when nothing
    was delivered or the day is incomplete; **prune_processed** deletes archives in `processed/`
@@ -51,6 +52,7 @@ from airflow.providers.common.sql.operators.sql import SQLCheckOperator, SQLColu
 from airflow.sdk import CronTriggerTimetable, Param, dag, task, task_group
 from earmark.config import Settings
 from earmark.day.schedule import cron_expression, deadline_interval
+from earmark.gpu.work_units import gpu_task_timeout
 from earmark.orchestration.alerts import (
     deadline_missed,
     record_task_failure,
@@ -63,6 +65,8 @@ from earmark.orchestration.sensors import ArchivesSensor
 from earmark.store.sql import named_queries
 
 if TYPE_CHECKING:  # task-sdk 1.3.2's airflow/sdk/__init__.pyi omits both; the module exports them
+    from contextlib import AbstractContextManager
+
     from airflow.sdk.definitions.callback import AsyncCallback
     from airflow.sdk.definitions.deadline import DeadlineAlert
     from airflow.sdk.types import DagRunProtocol
@@ -71,12 +75,14 @@ else:
     from airflow.sdk import AsyncCallback, DeadlineAlert
 
 settings = Settings.from_env()
-# GPU tasks: the gpu Celery queue, a pool slot per GPU, a readable unit name, well under an hour.
+# GPU tasks: the gpu Celery queue, a pool slot per GPU, a readable unit name. Each task runs
+# under its own unit's time budget (_unit_deadline); execution_timeout, static for every mapped
+# instance, is the backstop above a normal unit's budget.
 GPU_TASK: dict[str, Any] = {
     "queue": "gpu",
     "pool": "gpu",
     "map_index_template": "{{ unit_label }}",
-    "execution_timeout": timedelta(hours=1),
+    "execution_timeout": gpu_task_timeout(settings.unit_target_minutes * 60),
 }
 
 
@@ -98,6 +104,14 @@ def _gpu_task_env(unit_id: int) -> TaskEnv:
     env = task_env()
     env.set_template_var("unit_label", unit_label(env.store, unit_id))
     return env
+
+
+def _unit_deadline(env: TaskEnv, unit_id: int, stage: str) -> AbstractContextManager[None]:
+    """The unit's own time budget for this GPU task: over it, the task fails naming the unit."""
+    from earmark.gpu.work_units import unit_budget, unit_deadline
+
+    backstop = GPU_TASK["execution_timeout"].total_seconds()
+    return unit_deadline(unit_budget(env.store, unit_id, backstop), stage)
 
 
 def _reprocess(params: dict[str, Any] | None) -> bool:
@@ -261,7 +275,8 @@ def earmark_daily() -> None:
             from earmark.gpu.transcribe import transcribe_unit
 
             env = _gpu_task_env(unit_id)
-            transcribe_unit(env.settings, env.store, unit_id, reprocess=_reprocess(params))
+            with _unit_deadline(env, unit_id, "transcribe"):
+                transcribe_unit(env.settings, env.store, unit_id, reprocess=_reprocess(params))
             return unit_id
 
         @task(**GPU_TASK)
@@ -270,7 +285,8 @@ def earmark_daily() -> None:
             from earmark.gpu.classify import classify_unit
 
             env = _gpu_task_env(unit_id)
-            classify_unit(env.settings, env.store, unit_id, reprocess=_reprocess(params))
+            with _unit_deadline(env, unit_id, "classify"):
+                classify_unit(env.settings, env.store, unit_id, reprocess=_reprocess(params))
             return unit_id
 
         classify(transcribe(unit_id))

@@ -59,12 +59,19 @@ def test_every_dag_retries_as_the_shared_defaults_say(dagbag):
 
 
 def test_gpu_tasks_on_gpu_queue_and_pool(daily):
+    """The static execution_timeout is the backstop above a target-sized unit's own budget
+    (each task enforces its unit's budget inside, naming the unit), derived from the target."""
+    from earmark.config import Settings
+    from earmark.gpu.work_units import gpu_task_timeout, unit_budget_s
+
+    target_s = Settings.from_env().unit_target_minutes * 60
     for task_id in ("gpu_unit.transcribe", "gpu_unit.classify"):
         task = daily.get_task(task_id)
         assert task.queue == "gpu"
         assert task.pool == "gpu"
-        assert task.execution_timeout is not None
-        assert task.execution_timeout.total_seconds() <= 3600
+        assert task.execution_timeout == gpu_task_timeout(target_s)
+        assert task.execution_timeout.total_seconds() > unit_budget_s(target_s)
+        assert task.execution_timeout.total_seconds() <= 6 * 3600
 
 
 def test_other_tasks_off_the_gpu(daily):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,12 @@ import pytest
 import soundfile as sf
 import torch
 from earmark.inference.audio import AudioDecodeError, load_audio, load_many
-from earmark.inference.classifier import Classifier, ClassifierOptions, _Prefix
+from earmark.inference.classifier import (
+    Classifier,
+    ClassifierOptions,
+    NonFiniteScoreError,
+    _Prefix,
+)
 from earmark.inference.policies import Policy, load_policies
 from earmark.inference.prompt import COPE_TEMPLATE, build_prompt, render_suffix, split_prompt
 from earmark.inference.transcriber import Transcriber, TranscriberOptions
@@ -280,18 +286,85 @@ def test_adapter_is_applied(tiny_models, classifier):
 
 
 def test_long_content_is_split_and_max_is_kept(tiny_models):
-    clf = _classifier(tiny_models, max_context_tokens=256, batch_size=4)
+    clf = _classifier(tiny_models, max_context_tokens=320, batch_size=4)
     policy = "Flag insults."
     long_text = " ".join(f"word{i} you fool" for i in range(120))
     pieces = clf.split_content(policy, long_text)
     assert len(pieces) > 2
-    assert "".join(pieces) == long_text
+    spans = clf.split_spans(policy, long_text)
+    assert [long_text[a:b] for a, b in spans] == pieces
+    assert spans[0][0] == 0 and spans[-1][1] == len(long_text)
+    for (a0, b0), (a1, b1) in itertools.pairwise(spans):
+        assert a0 < a1 < b0 < b1  # in order, each overlapping the next: nothing left out
     for piece in pieces:
-        assert len(clf.tokenizer(build_prompt(policy, piece))["input_ids"]) <= 256
+        assert len(clf.tokenizer(build_prompt(policy, piece))["input_ids"]) <= 320
     piece_scores = clf.score(policy, pieces)
     scores = clf.score(policy, ["short one", long_text])
     assert scores[1] == pytest.approx(max(piece_scores), abs=1e-5)
     assert scores[0] == pytest.approx(clf.score(policy, ["short one"])[0], abs=1e-5)
+
+
+def test_a_sentence_across_a_piece_boundary_is_scored_whole(tiny_models):
+    """Without overlap the first piece would end inside the sentence and the next begin there:
+    the sentence would be scored only as two halves."""
+    clf = _classifier(tiny_models, max_context_tokens=360, batch_size=4)
+    policy = "Flag insults."
+    sentence = "You are a fool."
+    filler = " ".join(f"word{i} fine" for i in range(80))
+    first_end = clf.split_spans(policy, filler)[0][1]
+    cut = filler.rindex(" ", 0, first_end - len(sentence) // 2)  # a word boundary before it
+    content = f"{filler[:cut]} {sentence}{filler[cut:]}"
+    pieces = clf.split_content(policy, content)
+    assert sentence not in pieces[0] and pieces[0].endswith(
+        tuple(sentence[:k] for k in range(4, 15))
+    )
+    whole = [piece for piece in pieces if sentence in piece]
+    assert whole, "no piece holds the sentence whole"
+    score = clf.score(policy, [content])[0]
+    assert score == pytest.approx(max(clf.score(policy, pieces)), abs=1e-5)
+    assert score >= max(clf.score(policy, whole)) - 1e-5
+
+
+def test_float16_runs_as_float32_and_says_why(tiny_models, caplog):
+    with caplog.at_level("WARNING", logger="earmark.inference.classifier"):
+        clf = _classifier(tiny_models, dtype="float16")
+    assert clf.dtype == "float32"
+    assert {p.dtype for p in clf.model.parameters()} == {torch.float32}
+    assert "float16" in caplog.text and "overflows" in caplog.text
+
+
+def _poison_rows(decoder, monkeypatch, marker_ids: set[int], value: float) -> None:
+    """The real forward, then ``value`` in the hidden states of rows holding a marker token."""
+    real = decoder.forward
+
+    def poisoned(*args, **kwargs):
+        out = real(*args, **kwargs)
+        ids = kwargs["input_ids"]
+        hit = torch.isin(ids, torch.tensor(sorted(marker_ids), device=ids.device)).any(dim=1)
+        out.last_hidden_state[hit] = value
+        return out
+
+    monkeypatch.setattr(decoder, "forward", poisoned)
+
+
+def test_a_non_finite_forward_raises_instead_of_scoring(classifier, monkeypatch):
+    """An inf hidden state in one row: the soft-cap would turn it into a finite, plausible
+    score, and max(0.0, nan) would record 0; the batch raises naming the content and policy."""
+    marker = set(classifier.tokenizer.encode("zzz", add_special_tokens=False))
+    contents = [*CONTENTS[:3], "zzz zzz", *CONTENTS[3:]]
+    others = classifier.tokenizer(build_prompt(POLICY, "\n".join(CONTENTS)))["input_ids"]
+    assert not marker & set(others)
+    policy = Policy(name="rudeness", text=POLICY, sha256="x")
+    for value in (float("inf"), float("nan")):
+        with monkeypatch.context() as patch:
+            _poison_rows(classifier.decoder, patch, marker, value)
+            with pytest.raises(NonFiniteScoreError) as caught:
+                classifier.score(policy, contents)
+        assert caught.value.positions == [3] and caught.value.policy == "rudeness"
+        assert str(caught.value).startswith("non-finite score (NaN or inf) for content #3 under")
+        assert "zzz" not in str(caught.value)
+        named = caught.value.for_files([10, 11, 12, 13, 14, 15, 16, 17])
+        assert "file 13 under policy 'rudeness'" in str(named)
 
 
 def test_rejects_sdpa_and_tiny_context(tiny_models):

@@ -1,17 +1,29 @@
 from __future__ import annotations
 
 import math
+import signal
+import time
+from dataclasses import replace
 from datetime import date
 
 import pytest
 from earmark.gpu.work_units import (
+    BUDGET_MARGIN,
+    PLAN_HEADROOM,
     FileLength,
+    GpuRate,
+    UnitOverBudget,
     UnitPlanError,
+    gpu_task_timeout,
     measured_rate,
     pack,
     plan_work_units,
+    unit_budget,
+    unit_budget_s,
     unit_count,
+    unit_deadline,
 )
+from earmark.orchestration.alerts import reason_line
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -85,7 +97,83 @@ def test_plan_uses_the_measured_rate_once_there_is_one(store):
         )
     rate = measured_rate(store, DAY, 100)
     assert rate.realtime_x == pytest.approx(300) and rate.load_s == pytest.approx(5)
+    assert rate.slowest_x == pytest.approx(300)
     measured = plan_work_units(store, "r2", DAY, assumed_realtime_x=100, **plan)
-    assert len(measured) == 1
+    # Cut at 300x / 1.5 headroom = 200x: 180 GPU s -> 2 units (1 at the mean rate).
+    assert len(measured) == 2
+    expected = store.rows("SELECT audio_s, expected_gpu_s FROM work_units WHERE run_id = 'r2'")
+    for unit in expected:
+        assert unit.expected_gpu_s == pytest.approx(5 + unit.audio_s / 200)
+        assert unit.expected_gpu_s - 5 <= 120  # each within the target at the planning rate
     later = date.fromisoformat(DAY).replace(year=2027).isoformat()
     assert measured_rate(store, later, 100).measured_units == 0  # old figures age out
+
+
+def test_planning_rate_has_headroom_and_follows_the_slowest_unit():
+    assert GpuRate(100, 0, 0).planning_x == 100  # the assumed rate is conservative already
+    assert GpuRate(300, 5, 4, slowest_x=280).planning_x == pytest.approx(200)  # mean / 1.5
+    assert GpuRate(300, 5, 4, slowest_x=150).planning_x == pytest.approx(150)  # slowest unit
+    assert GpuRate(300, 5, 4, slowest_x=20).planning_x == pytest.approx(100)  # one odd unit
+    assert GpuRate(300, 5, 4).planning_x == pytest.approx(200)
+
+
+def test_unit_budget_follows_the_planned_time():
+    assert unit_budget_s(0) == 600  # the floor: loading alone may take minutes
+    assert unit_budget_s(1200) == 3 * 1200 + 300
+    # The static execution_timeout is a backstop above a target-sized unit's budget.
+    assert gpu_task_timeout(1200).total_seconds() == unit_budget_s(2 * 1200) > unit_budget_s(1200)
+    # A unit cut at the target (at the planning rate) still fits its budget on a day that runs
+    # PLAN_HEADROOM x BUDGET_MARGIN slower than the recent mean, loading aside.
+    target, mean = 1200.0, 300.0
+    audio = target * mean / PLAN_HEADROOM
+    assert audio / (mean / (PLAN_HEADROOM * BUDGET_MARGIN)) <= unit_budget_s(target)
+
+
+def test_a_task_over_its_budget_fails_naming_the_unit(store):
+    _day_with_files(store, [600.0] * 6)
+    [unit_id] = plan_work_units(
+        store,
+        "r1",
+        DAY,
+        reprocess=False,
+        gpu_slots=1,
+        target_unit_s=1200,
+        assumed_realtime_x=100,
+        max_files=2000,
+    )
+    budget = unit_budget(store, unit_id, fallback_s=7500)
+    assert budget.planned_gpu_s == pytest.approx(36.0)  # 3,600 s of audio at 100x
+    assert budget.seconds == unit_budget_s(36.0)
+    with (
+        pytest.raises(UnitOverBudget) as caught,
+        unit_deadline(replace(budget, seconds=0.05), "transcribe"),
+    ):
+        time.sleep(5)
+    line = reason_line(caught.value)
+    assert line.startswith(f"UnitOverBudget: unit {unit_id} ({DAY} unit 000 (6 files)) transcribe")
+    assert "time budget of 0.05 s" in line
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+def test_the_unit_budget_nests_inside_airflows_timeout():
+    """Airflow's execution_timeout uses the same timer: it is put back with what it had left,
+    and when it is the sooner one the failure still names the unit."""
+    from airflow.sdk.exceptions import AirflowTaskTimeout
+    from airflow.sdk.execution_time.timeout import timeout
+    from earmark.gpu.work_units import UnitBudget
+
+    budget = UnitBudget(7, f"{DAY} unit 003 (2 files)", 10.0, 0.05)
+    with timeout(30) as outer:
+        with pytest.raises(UnitOverBudget), unit_deadline(budget, "classify"):
+            time.sleep(5)
+        left, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert 25 < left <= 30
+        assert signal.getsignal(signal.SIGALRM) == outer.handle_timeout
+        with unit_deadline(budget, "classify"):
+            pass  # a task within its budget changes nothing
+        assert signal.getsignal(signal.SIGALRM) == outer.handle_timeout
+    under_airflow = pytest.raises(UnitOverBudget, match=r"unit 7 .*execution_timeout")
+    with timeout(0.05), under_airflow, unit_deadline(replace(budget, seconds=30), "classify"):
+        time.sleep(5)
+    with pytest.raises(AirflowTaskTimeout), timeout(0.05):  # Airflow's own still works
+        time.sleep(5)

@@ -4,11 +4,17 @@ The task loads the classifier once (only if something needs scoring) and scores 
 by policy. Labels are upserts keyed on the contract's unique keys, so a retried task ends in the
 same state as a clean one; flags, and a sample of the scores below the threshold, go to the
 review queue through :func:`earmark.review.queue.enqueue`. Transcript text is never logged.
+
+A score that is not finite fails the task with
+:class:`~earmark.inference.classifier.NonFiniteScoreError` naming the files and the policy:
+nothing is written for that policy's batch (no label, no review item), so no file is recorded
+as "not flagged" for a score nobody computed.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -71,6 +77,7 @@ def classify_unit(
         time.perf_counter() - started,
         load_s=cope.load_s,
         model_loads=cope.loads,
+        nonfinite_scores=0,  # one would have failed the task (NonFiniteScoreError)
     )
     record_figures(store, Stage.CLASSIFY, result)
     log.info("unit %s classified: %s", unit_id, result)
@@ -80,12 +87,25 @@ def classify_unit(
 def _scores(
     classifier: ModelOnce[ClassifierLike], policy: Policy, todo: list[sa.Row]
 ) -> list[tuple[int, float]]:
-    """Each file's score under the policy; an empty transcript scores 0 without the model."""
+    """Each file's score under the policy; an empty transcript scores 0 without the model.
+
+    Raises ``NonFiniteScoreError`` naming the files whose score is NaN or inf, whichever
+    classifier computed it.
+    """
     spoken = [t for t in todo if t.text.strip()]
     scored = [(t.file_id, 0.0) for t in todo if not t.text.strip()]
     if spoken:
-        scores = classifier.get().score(policy, [t.text for t in spoken])
-        scored.extend((t.file_id, s) for t, s in zip(spoken, scores, strict=True))
+        from earmark.inference.classifier import NonFiniteScoreError
+
+        file_ids = [t.file_id for t in spoken]
+        try:
+            scores = classifier.get().score(policy, [t.text for t in spoken])
+        except NonFiniteScoreError as error:
+            raise error.for_files(file_ids) from error
+        broken = [k for k, s in enumerate(scores) if not math.isfinite(s)]
+        if broken:
+            raise NonFiniteScoreError(policy.name, broken).for_files(file_ids)
+        scored.extend(zip(file_ids, scores, strict=True))
     return scored
 
 
@@ -115,7 +135,7 @@ def _write_labels(
             "p": policy.name,
             "sha": policy.sha256,
             "m": model,
-            "s": min(1.0, max(0.0, float(s))),
+            "s": min(1.0, max(0.0, float(s))),  # finite (checked in _scores): rounding only
             "l": int(s >= settings.flag_threshold),
         }
         for f, s in scored

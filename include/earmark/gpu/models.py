@@ -38,7 +38,11 @@ def resolve_device(setting: str) -> str:
 
 
 def resolve_dtype(setting: str, device: str) -> str:
-    """bfloat16 on a GPU that supports it, float16 on one that does not, float32 on the CPU."""
+    """bfloat16 on a GPU that supports it, float16 on one that does not, float32 on the CPU.
+
+    float16 is for Whisper only: the classifier runs it as float32 (Gemma-2 overflows in
+    float16), see :func:`earmark.inference.classifier.classifier_dtype`.
+    """
     if setting != "auto":
         return setting
     if not device.startswith("cuda"):

@@ -7,22 +7,52 @@ seconds they are expected to take — the audio divided by the rate measured on 
 aiming at ``target_unit_s`` each so loading a model is a few percent of a task, with at least
 one unit per GPU slot so every GPU has work. Files go longest first to the least-loaded unit,
 so units come out balanced. XCom carries unit ids only.
+
+Headroom: units are cut at a rate slower than the recent mean (the mean / ``PLAN_HEADROOM``, or
+the slowest recent unit's rate when that is slower, down to the mean / ``SLOWEST_UNIT_FLOOR``),
+so a day with less silence than the window still fits its units; ``expected_gpu_s`` records
+that planned time. Each GPU task then runs under its unit's own time budget
+(:func:`unit_budget_s`: ``BUDGET_MARGIN`` x the planned time plus a model-load allowance, at
+least ``BUDGET_FLOOR_S``), enforced inside the task by :func:`unit_deadline`, which names the
+unit when it fails. Airflow's ``execution_timeout`` is static per task, shared by every mapped
+instance, so it stays as a backstop above any normal unit's budget (:func:`gpu_task_timeout`).
 """
 
 from __future__ import annotations
 
 import heapq
+import logging
 import math
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
+from types import FrameType
 
 import sqlalchemy as sa
 
 from earmark.statuses import FileStatus
 from earmark.store.db import Store
 
+log = logging.getLogger(__name__)
+
 PENDING_STATUSES = (FileStatus.READY, FileStatus.TRANSCRIBED)
 ALL_LIVE_STATUSES = (FileStatus.READY, FileStatus.TRANSCRIBED, FileStatus.CLASSIFIED)
 RATE_WINDOW_DAYS = 14
+# Units are cut at the mean rate / PLAN_HEADROOM, or at the slowest recent unit's rate when that
+# is slower (one odd unit lowers it at most to the mean / SLOWEST_UNIT_FLOOR).
+PLAN_HEADROOM = 1.5
+SLOWEST_UNIT_FLOOR = 3.0
+# A GPU task's budget: BUDGET_MARGIN x its unit's planned GPU seconds, plus loading the models
+# (a 17 GiB classifier from a cold disk), never under BUDGET_FLOOR_S.
+BUDGET_MARGIN = 3.0
+BUDGET_LOAD_ALLOWANCE_S = 300.0
+BUDGET_FLOOR_S = 600.0
+# Airflow's static execution_timeout: the budget of a unit planned at this many targets.
+TIMEOUT_TARGETS = 2.0
 
 
 @dataclass(frozen=True)
@@ -33,11 +63,31 @@ class FileLength:
 
 @dataclass(frozen=True)
 class GpuRate:
-    """Audio seconds screened per GPU second (loading excluded), and a unit's load seconds."""
+    """Audio seconds screened per GPU second (loading excluded), and a unit's load seconds.
+
+    ``slowest_x``: the slowest finished unit's own rate in the window (None when unmeasured).
+    """
 
     realtime_x: float
     load_s: float
     measured_units: int
+    slowest_x: float | None = None
+
+    @property
+    def planning_x(self) -> float:
+        """The rate units are cut at: the assumed rate (already conservative) until measured,
+        then headroom below the mean, or the slowest unit's rate when slower (bounded)."""
+        if not self.measured_units:
+            return self.realtime_x
+        slowest = self.slowest_x if self.slowest_x else self.realtime_x
+        floor = self.realtime_x / SLOWEST_UNIT_FLOOR
+        return min(self.realtime_x / PLAN_HEADROOM, max(slowest, floor))
+
+
+_BUSY = (
+    "(transcribe_wall_s + classify_wall_s"
+    " - coalesce(transcribe_load_s, 0) - coalesce(classify_load_s, 0))"
+)
 
 
 def measured_rate(store: Store, run_date: str, assumed_realtime_x: float) -> GpuRate:
@@ -45,7 +95,8 @@ def measured_rate(store: Store, run_date: str, assumed_realtime_x: float) -> Gpu
     row = store.rows(
         "SELECT count(*) AS n, sum(audio_s) AS audio,"
         " sum(transcribe_wall_s + classify_wall_s) AS wall,"
-        " sum(coalesce(transcribe_load_s, 0) + coalesce(classify_load_s, 0)) AS loads"
+        " sum(coalesce(transcribe_load_s, 0) + coalesce(classify_load_s, 0)) AS loads,"
+        f" min(CASE WHEN {_BUSY} > 0 THEN audio_s / {_BUSY} END) AS slowest"
         " FROM work_units WHERE transcribe_wall_s IS NOT NULL AND classify_wall_s IS NOT NULL"
         " AND audio_s > 0 AND run_date <= :d AND run_date > :since",
         d=run_date,
@@ -54,7 +105,8 @@ def measured_rate(store: Store, run_date: str, assumed_realtime_x: float) -> Gpu
     busy = float(row.wall or 0.0) - float(row.loads or 0.0)
     if not row.n or busy <= 0:
         return GpuRate(assumed_realtime_x, 0.0, 0)
-    return GpuRate(float(row.audio) / busy, float(row.loads) / row.n, int(row.n))
+    slowest = float(row.slowest) if row.slowest is not None else None
+    return GpuRate(float(row.audio) / busy, float(row.loads) / row.n, int(row.n), slowest)
 
 
 def _days_before(day: str, days: int) -> str:
@@ -137,7 +189,7 @@ def plan_work_units(
         rows = conn.execute(query, {"d": run_date, "statuses": [s.value for s in statuses]}).all()
     files = [FileLength(r.id, 0.0 if r.silent else float(r.duration_s or 0.0)) for r in rows]
     rate = measured_rate(store, run_date, assumed_realtime_x)
-    total_gpu_s = sum(f.duration_s for f in files) / rate.realtime_x
+    total_gpu_s = sum(f.duration_s for f in files) / rate.planning_x
     count = unit_count(
         total_gpu_s,
         len(files),
@@ -147,6 +199,16 @@ def plan_work_units(
         max_units=max_units,
     )
     units = pack(files, count, max_files)
+    planned = [rate.load_s + sum(f.duration_s for f in unit) / rate.planning_x for unit in units]
+    timeout = gpu_task_timeout(target_unit_s).total_seconds()
+    if planned and unit_budget_s(max(planned)) > timeout:
+        log.warning(
+            "a unit of %s plans %.0f GPU s: its budget passes the GPU tasks' execution_timeout "
+            "(%.0f s), which then ends it first",
+            run_date,
+            max(planned),
+            timeout,
+        )
     ids = []
     with store.begin() as conn:
         old = (
@@ -157,7 +219,7 @@ def plan_work_units(
         for unit_id in old:
             conn.execute(sa.text("DELETE FROM work_unit_files WHERE unit_id = :b"), {"b": unit_id})
         conn.execute(sa.text("DELETE FROM work_units WHERE run_id = :r"), {"r": run_id})
-        for seq, unit in enumerate(units):
+        for seq, (unit, expected_s) in enumerate(zip(units, planned, strict=True)):
             unit_id = conn.execute(
                 sa.text(
                     "INSERT INTO work_units"
@@ -170,7 +232,7 @@ def plan_work_units(
                     "seq": seq,
                     "n": len(unit),
                     "a": sum(f.duration_s for f in unit),
-                    "e": rate.load_s + sum(f.duration_s for f in unit) / rate.realtime_x,
+                    "e": expected_s,
                 },
             ).scalar_one()
             conn.execute(
@@ -184,4 +246,113 @@ def plan_work_units(
 def unit_label(store: Store, unit_id: int) -> str:
     """A readable name for the UI's map index: date, sequence, size (never content)."""
     row = store.rows("SELECT run_date, seq, n_files FROM work_units WHERE id = :b", b=unit_id)[0]
+    return _unit_name(row)
+
+
+def _unit_name(row: sa.Row) -> str:
     return f"{row.run_date} unit {row.seq:03d} ({row.n_files} files)"
+
+
+# ---- the unit's time budget, enforced inside its GPU tasks ------------------------------------
+
+
+def unit_budget_s(expected_gpu_s: float) -> float:
+    """Seconds a GPU task of a unit planned at ``expected_gpu_s`` may run (margin + loading)."""
+    return max(BUDGET_FLOOR_S, BUDGET_MARGIN * expected_gpu_s + BUDGET_LOAD_ALLOWANCE_S)
+
+
+def gpu_task_timeout(target_unit_s: float) -> timedelta:
+    """The GPU tasks' static ``execution_timeout``: a backstop above a normal unit's budget.
+
+    Airflow fixes it per task for every mapped instance, so it cannot follow each unit; the
+    unit's own budget (:func:`unit_deadline`) does, and normally fires first.
+    """
+    return timedelta(seconds=unit_budget_s(TIMEOUT_TARGETS * target_unit_s))
+
+
+class UnitOverBudget(BaseException):
+    """A GPU task ran past its unit's time budget (ids and seconds only in the message).
+
+    A ``BaseException``, like Airflow's own task timeout, so no ``except Exception`` in a stage
+    swallows it. Airflow retries it like any failure, and a retry resumes where the unit
+    stopped: transcripts and labels are written as each file and policy finishes.
+    """
+
+
+@dataclass(frozen=True)
+class UnitBudget:
+    """A unit's name, its planned GPU seconds (None for a unit planned before they were
+    recorded) and the seconds each of its GPU tasks may run."""
+
+    unit_id: int
+    label: str
+    planned_gpu_s: float | None
+    seconds: float
+
+
+def unit_budget(store: Store, unit_id: int, fallback_s: float) -> UnitBudget:
+    """The unit's budget from its planned ``expected_gpu_s``; ``fallback_s`` without one."""
+    row = store.rows(
+        "SELECT run_date, seq, n_files, expected_gpu_s FROM work_units WHERE id = :b", b=unit_id
+    )[0]
+    label = _unit_name(row)
+    if row.expected_gpu_s is None:
+        return UnitBudget(unit_id, label, None, fallback_s)
+    planned = float(row.expected_gpu_s)
+    return UnitBudget(unit_id, label, planned, unit_budget_s(planned))
+
+
+@contextmanager
+def unit_deadline(budget: UnitBudget, stage: str) -> Iterator[None]:
+    """Raise :class:`UnitOverBudget`, naming the unit, once the block has run ``budget.seconds``.
+
+    A SIGALRM timer, nested inside Airflow's own ``execution_timeout`` (the same timer): the
+    sooner of the two fires, with this unit's name either way, and on leaving the block
+    Airflow's handler and the time it had left are put back. Off the main thread (no signals)
+    the block runs under Airflow's timeout alone, with a warning.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        log.warning("unit %s %s: no time budget off the main thread", budget.unit_id, stage)
+        yield
+        return
+    outer_handler = signal.getsignal(signal.SIGALRM)
+    outer_left, _ = signal.getitimer(signal.ITIMER_REAL)
+    seconds = min(budget.seconds, outer_left) if outer_left else budget.seconds
+    started = time.monotonic()
+    fired = False
+
+    def over(_signum: int, _frame: FrameType | None) -> None:
+        nonlocal fired
+        fired = True
+        raise UnitOverBudget(_over_message(budget, stage, seconds))
+
+    signal.signal(signal.SIGALRM, over)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(
+            signal.SIGALRM, outer_handler if outer_handler is not None else signal.SIG_DFL
+        )
+        spent = fired and seconds < budget.seconds  # Airflow's time ran out: the task ends
+        if outer_left and not spent:  # Airflow's timer goes on with what it had left
+            left = outer_left - (time.monotonic() - started)
+            signal.setitimer(signal.ITIMER_REAL, max(left, 0.001))
+
+
+def _over_message(budget: UnitBudget, stage: str, seconds: float) -> str:
+    """Why the task stopped: the unit by id and name, its budget and where that came from."""
+    if seconds < budget.seconds:
+        why = f"the task's execution_timeout, under the unit's own {budget.seconds:g} s"
+    elif budget.planned_gpu_s is None:
+        why = "no planned GPU time recorded for the unit"
+    else:
+        why = (
+            f"{BUDGET_MARGIN:g} x {budget.planned_gpu_s:.0f} s of planned GPU time"
+            f" + {BUDGET_LOAD_ALLOWANCE_S:.0f} s for loading, at least {BUDGET_FLOOR_S:.0f} s"
+        )
+    return (
+        f"unit {budget.unit_id} ({budget.label}) {stage} ran past its time budget of "
+        f"{seconds:g} s ({why})"
+    )

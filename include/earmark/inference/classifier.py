@@ -6,7 +6,14 @@ Only those two logits are computed: the last real token's hidden state is gather
 and multiplied with the two lm_head rows, then Gemma-2's final soft-capping applies.
 
 Contents whose prompt exceeds ``max_context_tokens`` are split on token boundaries
-into pieces that fit; the content's score is the max over its pieces.
+into pieces that fit, each overlapping the next by a quarter of a piece, so any sentence
+shorter than that overlap lies whole in some piece; the content's score is the max over
+its pieces.
+
+No silent scores: the model runs in bfloat16 or float32, never float16 (Gemma-2 overflows to
+inf/NaN there; float16 is replaced by float32 and the log says why), and a score that is not
+finite raises :class:`NonFiniteScoreError` instead of being kept or max-ed away
+(``max(0.0, nan)`` is 0.0).
 
 Speed: pieces are sorted by length and batched with right padding (real tokens keep
 positions 0..n-1 and never see padding). With ``use_prefix_cache`` the policy part
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,13 +47,64 @@ from earmark.inference.prompt import build_prompt, split_prompt
 
 log = logging.getLogger(__name__)
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+# Asked for float16 (a card without bfloat16): float32 instead, never float16.
+_FP16 = "float16"
 # Eager is the only attention shipped: Gemma-2 soft-caps its attention logits, sdpa cannot (and
 # transformers 5.x refuses it), flash_attention_2 needs the flash-attn package, and
 # flex_attention does not compile on the CPU with torch 2.13 (an inductor codegen error), so
 # neither fast path could be tested here; see the README's GPU stage section.
 _ATTN_IMPLEMENTATIONS = ("eager",)
 _SPLIT_MARGIN_TOKENS = 8
+# Consecutive pieces of a long content share 1/_OVERLAP_DIVISOR of a piece's tokens.
+_OVERLAP_DIVISOR = 4
+
+
+class NonFiniteScoreError(RuntimeError):
+    """A score came out NaN or infinite: the batch is not recorded (ids and policy only).
+
+    ``positions`` are indexes into the contents passed to :meth:`Classifier.score`; a caller
+    that knows their files re-raises with :meth:`for_files` so the message names them.
+    """
+
+    def __init__(
+        self, policy: str, positions: list[int], file_ids: list[int] | None = None
+    ) -> None:
+        self.policy = policy
+        self.positions = positions
+        self.file_ids = file_ids
+        what = (
+            f"file {_id_list(file_ids)}"
+            if file_ids is not None
+            else f"content #{_id_list(positions)}"
+        )
+        super().__init__(
+            f"non-finite score (NaN or inf) for {what} under policy {policy!r}: "
+            f"{len(positions)} score(s) not computed, nothing recorded for the batch"
+        )
+
+    def for_files(self, file_ids: list[int]) -> NonFiniteScoreError:
+        """The same failure naming the files at ``positions`` (``file_ids`` per content)."""
+        return NonFiniteScoreError(
+            self.policy, self.positions, [file_ids[k] for k in self.positions]
+        )
+
+
+def _id_list(ids: list[int], shown: int = 10) -> str:
+    """Ids for a message: the first ``shown``, then how many more."""
+    more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
+    return ", ".join(map(str, ids[:shown])) + more
+
+
+def classifier_dtype(requested: str) -> str:
+    """The dtype the classifier runs in: float16 becomes float32 (logged with the reason)."""
+    if requested == _FP16:
+        log.warning(
+            "classifier dtype float16 (set, or chosen for a card without bfloat16): using "
+            "float32 instead, as Gemma-2 overflows to inf/NaN in float16"
+        )
+        return "float32"
+    return requested
 
 
 @dataclass
@@ -89,7 +148,8 @@ class Classifier:
     """Loads the merged model once; ``score`` returns P(match) per content."""
 
     def __init__(self, options: ClassifierOptions) -> None:
-        if options.dtype not in _DTYPES:
+        self.dtype = classifier_dtype(options.dtype)
+        if self.dtype not in _DTYPES:
             raise ValueError(f"unsupported dtype {options.dtype!r}; use one of {sorted(_DTYPES)}")
         if options.attn_implementation not in _ATTN_IMPLEMENTATIONS:
             raise ValueError(
@@ -104,7 +164,7 @@ class Classifier:
         # Straight onto the device: no full copy in host memory first.
         model = AutoModelForCausalLM.from_pretrained(
             options.base_dir,
-            dtype=_DTYPES[options.dtype],
+            dtype=_DTYPES[self.dtype],
             attn_implementation=options.attn_implementation,
             device_map=str(self.device),
         )
@@ -131,7 +191,11 @@ class Classifier:
     # ---- public -------------------------------------------------------------------
 
     def score(self, policy: Policy | str, contents: list[str]) -> list[float]:
-        """P("1") for each content under ``policy``; each value is in [0, 1]."""
+        """P("1") for each content under ``policy``; each value is in [0, 1].
+
+        Raises :class:`NonFiniteScoreError` (naming the contents' positions) when any piece
+        scores NaN or inf: nothing is returned for the batch rather than a made-up value.
+        """
         policy_text = policy.text if isinstance(policy, Policy) else policy
         if not contents:
             return []
@@ -141,6 +205,11 @@ class Classifier:
             for ids in self._piece_ids(policy_text, content)
         ]
         piece_scores = self._score_items(policy_text, items)
+        bad = sorted(
+            {it.owner for it, v in zip(items, piece_scores, strict=True) if not math.isfinite(v)}
+        )
+        if bad:
+            raise NonFiniteScoreError(_policy_name(policy), bad)
         best = [0.0] * len(contents)
         for item, value in zip(items, piece_scores, strict=True):
             best[item.owner] = max(best[item.owner], value)
@@ -148,8 +217,12 @@ class Classifier:
 
     def split_content(self, policy: Policy | str, content: str) -> list[str]:
         """The pieces ``content`` is cut into so each prompt fits ``max_context_tokens``."""
+        return [content[a:b] for a, b in self.split_spans(policy, content)]
+
+    def split_spans(self, policy: Policy | str, content: str) -> list[tuple[int, int]]:
+        """``(start, end)`` character spans of the pieces, in order; consecutive ones overlap."""
         policy_text = policy.text if isinstance(policy, Policy) else policy
-        return [text for text, _ in self._pieces(policy_text, content)]
+        return [span for span, _ in self._pieces(policy_text, content)]
 
     # ---- internals ----------------------------------------------------------------
 
@@ -159,12 +232,17 @@ class Classifier:
     def _piece_ids(self, policy_text: str, content: str) -> list[list[int]]:
         return [ids for _, ids in self._pieces(policy_text, content)]
 
-    def _pieces(self, policy_text: str, content: str) -> list[tuple[str, list[int]]]:
-        """``(piece text, prompt ids)`` pairs; a single pair when the whole content fits."""
+    def _pieces(self, policy_text: str, content: str) -> list[tuple[tuple[int, int], list[int]]]:
+        """``((start, end), prompt ids)`` per piece; a single piece when the whole content fits.
+
+        Pieces hold ``budget`` content tokens and start every ``budget - overlap`` tokens, with
+        ``overlap`` a quarter of ``budget``: a run of at most ``overlap`` tokens (a sentence cut
+        by one piece's end) lies whole in the next piece.
+        """
         limit = self.options.max_context_tokens
         whole = self._encode(build_prompt(policy_text, content))
         if len(whole) <= limit:
-            return [(content, whole)]
+            return [((0, len(content)), whole)]
         overhead = len(self._encode(build_prompt(policy_text, "")))
         budget = limit - overhead - _SPLIT_MARGIN_TOKENS
         if budget < 1:
@@ -175,10 +253,10 @@ class Classifier:
         enc = self.tokenizer(content, add_special_tokens=False, return_offsets_mapping=True)
         starts = [start for start, _ in enc["offset_mapping"]]
         while True:
-            cuts = sorted({starts[k] for k in range(0, len(starts), budget)} | {0})
-            bounds = [*cuts[1:], len(content)]
-            texts = [content[a:b] for a, b in zip(cuts, bounds, strict=True) if b > a]
-            pieces = [(t, self._encode(build_prompt(policy_text, t))) for t in texts]
+            spans = _overlapping_spans(starts, len(content), budget)
+            pieces = [
+                ((a, b), self._encode(build_prompt(policy_text, content[a:b]))) for a, b in spans
+            ]
             longest = max(len(ids) for _, ids in pieces)
             if longest <= limit:
                 return pieces
@@ -263,12 +341,15 @@ class Classifier:
         return ids.to(self.device), mask.to(self.device), last.to(self.device)
 
     def _answer_probability(self, hidden: torch.Tensor, last: torch.Tensor) -> list[float]:
-        """P("1") from the hidden states at each row's last real token."""
+        """P("1") from the hidden states at each row's last real token; NaN for a row whose
+        logits are not finite (the soft-cap would turn an inf into a plausible number)."""
         h = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
         logits = (h @ self._answer_rows.T).float()
+        broken = ~torch.isfinite(logits).all(dim=-1)
         if self._softcap:
             logits = torch.tanh(logits / self._softcap) * self._softcap
-        return torch.softmax(logits, dim=-1)[:, 0].clamp(0.0, 1.0).cpu().tolist()
+        probability = torch.softmax(logits, dim=-1)[:, 0].clamp(0.0, 1.0)
+        return probability.masked_fill(broken, float("nan")).cpu().tolist()
 
     @torch.inference_mode()
     def _forward_full(self, rows: list[list[int]]) -> list[float]:
@@ -298,6 +379,29 @@ class Classifier:
             input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True
         )
         return self._answer_probability(out.last_hidden_state, last)
+
+
+def _policy_name(policy: Policy | str) -> str:
+    """A policy's name for an error message (never its text: a bare text is "(unnamed)")."""
+    return policy.name if isinstance(policy, Policy) else "(unnamed)"
+
+
+def _overlapping_spans(starts: list[int], end: int, budget: int) -> list[tuple[int, int]]:
+    """Character spans of ``budget`` tokens each, every ``budget - budget // 4`` tokens.
+
+    ``starts`` are the tokens' character offsets; tokens sharing an offset (the bytes of one
+    character) never separate, and the last span ends at ``end``.
+    """
+    stride = max(1, budget - budget // _OVERLAP_DIVISOR)
+    spans: list[tuple[int, int]] = []
+    for first in range(0, len(starts), stride):
+        last = first + budget
+        span = (starts[first], starts[last] if last < len(starts) else end)
+        if span[1] > span[0] and (not spans or span[1] > spans[-1][1]):
+            spans.append(span)
+        if last >= len(starts):
+            break
+    return spans
 
 
 def _shared_prefix_view(cache: DynamicCache, rows: int) -> DynamicCache:
