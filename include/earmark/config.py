@@ -4,6 +4,9 @@ Read at run time (``Settings.from_env()``), never cached at import, so a worker 
 environment on its next task. Each setting is declared once, as a ``Settings`` field made by
 :func:`setting` (its variable, default, meaning and parser); ``from_env`` and the README's
 configuration table (``settings_table_markdown``) both come from those declarations.
+
+Why one module over 500 lines: it is the one place every setting is declared, and most of its
+lines are the settings' own documentation.
 """
 
 from __future__ import annotations
@@ -299,6 +302,13 @@ class Settings:
         "vad",
         "How audio becomes Whisper's <= 30 s segments: vad (speech found by silero-vad; silence "
         "is never decoded) or windows (fixed 30 s windows).",
+    )
+    decode_held_mib: int = setting(
+        "EARMARK_DECODE_HELD_MIB",
+        "512",
+        "Decoded 16 kHz segments waiting for Whisper, at most, in MiB (the decode threads wait "
+        "beyond it); audio is decoded in blocks, so no file is held whole whatever its length.",
+        parse=_whole,
     )
     flag_threshold: float = setting(
         "EARMARK_FLAG_THRESHOLD",

@@ -76,3 +76,23 @@ def test_a_day_with_nothing_delivered(settings, store):
     for empty in ("nothing screened yet", "no GPU work unit finished", "nothing quarantined"):
         assert empty in html
     assert stored_report(store, "2026-11-26") is None
+
+
+def test_the_report_counts_files_with_no_speech(settings, store):
+    """VAD's "no speech" (set when a file is transcribed) is counted apart from intake's
+    "silent"; a quarantined file counts for neither."""
+    ids = build(store)
+    with store.begin() as conn:
+        for member, column in (("x2.wav", "no_speech"), ("bad.wav", "no_speech")):
+            conn.execute(
+                sa.text(f"UPDATE audio_files SET {column} = 1 WHERE id = :f"), {"f": ids[member]}
+            )
+        conn.execute(
+            sa.text("UPDATE audio_files SET silent = 1 WHERE id = :f"), {"f": ids["y1.wav"]}
+        )
+    figures = read_figures(settings, store, DAY, now=at(11, 40))
+    assert (figures.no_speech, figures.silent) == (1, 1)
+    html = write_day_report(settings, store, DAY, "r1", now=at(11, 40))
+    assert '<dd id="no-speech">1 file (VAD found none), 1 silent at intake</dd>' in html
+    empty = write_day_report(settings, store, "2026-11-27", "empty", now=at(13))
+    assert '<dd id="no-speech">0 files (VAD found none)</dd>' in empty

@@ -9,13 +9,18 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+import torch
 from delivery_kit import plan_test_units
 from earmark.config import Settings
 from earmark.gpu.classify import classify_unit
-from earmark.gpu.models import stage_plan
+from earmark.gpu.models import resolve_dtype, stage_plan
 from earmark.gpu.transcribe import transcribe_unit
+from earmark.gpu.work_units import UnitOverBudget, unit_budget, unit_deadline
+from earmark.inference.classifier import NonFiniteScoreError, classifier_dtype
+from earmark.inference.policies import load_policies
 from earmark.ingest.deliveries import register_archives
 from earmark.ingest.unpack import unpack_archive
+from earmark.orchestration.alerts import reason_line
 from earmark_dev.sampledata import generate_day
 
 DAY = "2026-11-29"
@@ -35,6 +40,13 @@ def test_budget_caps_gpu_batches():
 def test_cpu_plan_uses_the_settings():
     plan = stage_plan(replace(Settings.from_env(), device="cpu", dtype="auto"))
     assert (plan.device, plan.dtype) == ("cpu", "float32")
+
+
+def test_the_classifier_never_gets_float16_on_a_card_without_bfloat16(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert resolve_dtype("auto", "cuda") == "float16"  # Whisper's
+    assert classifier_dtype(resolve_dtype("auto", "cuda")) == "float32"
+    assert classifier_dtype("bfloat16") == "bfloat16"
 
 
 def transcribe(settings, store, unit_id, models, **kw):
@@ -193,3 +205,73 @@ def test_audio_gone_since_intake_is_set_aside_as_vanished(day, models):
         )
         == 0
     )
+
+
+def test_a_nan_score_fails_the_task_naming_file_and_policy_with_nothing_written(
+    day, models, monkeypatch
+):
+    """One file's classifier forward yields NaN: no label (no 0 for a score never computed),
+    no review item, the files stay unclassified, and the failure line names file and policy."""
+    settings, store, unit_id = day
+    transcribe(settings, store, unit_id, models)
+    clf = models["classifier"]
+    marker = set(clf.tokenizer.encode("zzz", add_special_tokens=False))
+    victim, *_ = [r.id for r in store.rows("SELECT id FROM audio_files ORDER BY id")]
+    with store.begin() as conn:  # known texts, so only the victim's row holds the marker
+        conn.execute(
+            sa.text("UPDATE transcripts SET text = 'zzz zzz' WHERE file_id = :f"), {"f": victim}
+        )
+        conn.execute(
+            sa.text("UPDATE transcripts SET text = 'you are rude' WHERE file_id != :f"),
+            {"f": victim},
+        )
+    assert not marker & set(clf.tokenizer.encode("you are rude", add_special_tokens=False))
+    real = clf.decoder.forward
+
+    def nan_for_the_victim(*args, **kwargs):
+        out = real(*args, **kwargs)
+        victim_rows = torch.isin(kwargs["input_ids"], torch.tensor(sorted(marker))).any(dim=1)
+        out.last_hidden_state[victim_rows] = torch.nan
+        return out
+
+    monkeypatch.setattr(clf.decoder, "forward", nan_for_the_victim)
+    with pytest.raises(NonFiniteScoreError) as caught:
+        classify(settings, store, unit_id, models)
+    first_policy = load_policies(settings.policies_dir)[0].name
+    assert caught.value.file_ids == [victim]
+    line = reason_line(caught.value)  # what the failure mail carries
+    assert line.startswith(f"NonFiniteScoreError: non-finite score (NaN or inf) for file {victim}")
+    assert f"policy {first_policy!r}" in line and "zzz" not in line
+    assert _counts(store)["labels"] == 0 and _counts(store)["review_queue"] == 0
+    assert "classified" not in {r.status for r in store.rows("SELECT status FROM audio_files")}
+
+
+def test_a_gpu_task_over_its_unit_budget_fails_naming_the_unit(day, models):
+    settings, store, unit_id = day
+    transcribe(settings, store, unit_id, models)
+    budget = replace(unit_budget(store, unit_id, fallback_s=7500), seconds=0.001)
+    with pytest.raises(UnitOverBudget) as caught, unit_deadline(budget, "classify"):
+        classify(settings, store, unit_id, models)
+    line = reason_line(caught.value)
+    assert line.startswith(f"UnitOverBudget: unit {unit_id} ({DAY} unit 000 (4 files)) classify")
+    assert classify(settings, store, unit_id, models).items == 8  # a retry finishes the unit
+
+
+def test_a_file_with_no_speech_is_recorded_as_such(day, models):
+    """Quiet room noise (not silent by peak level: intake passed it) is decoded, VAD finds no
+    speech, and the file is marked ``no_speech`` with its empty transcript and counted; the
+    spoken files are not marked."""
+    import soundfile as sf
+    from earmark_dev.speech import noise_floor
+
+    settings, store, unit_id = day
+    quiet = store.rows("SELECT id, path FROM audio_files ORDER BY id LIMIT 1")[0]
+    info = sf.info(quiet.path)
+    sf.write(quiet.path, noise_floor(20.0, seed=9), 16000, format=info.format)
+
+    result = transcribe(settings, store, unit_id, models)
+    assert (result.items, result.no_speech_files, result.silent_files) == (4, 1, 0)
+    marks = dict(store.rows("SELECT id, no_speech FROM audio_files"))
+    assert marks.pop(quiet.id) == 1 and set(marks.values()) == {0}
+    assert store.scalar("SELECT text FROM transcripts WHERE file_id = :f", f=quiet.id) == ""
+    assert store.scalar("SELECT status FROM audio_files WHERE id = :f", f=quiet.id) == "transcribed"

@@ -8,10 +8,12 @@ import torch
 from earmark.inference.guard import LoopRule, RepetitionGuard, loop_start
 from earmark.inference.segments import (
     VAD_FRAME,
+    FileCutter,
     SegmenterOptions,
     SegmentStream,
     Span,
     SpeechDetector,
+    VadState,
     fixed_windows,
     merge_spans,
     segment,
@@ -160,3 +162,60 @@ def test_guard_stops_a_looping_window(tiny_models, speech):
     assert unguarded.transcribe_segments([speech[0]])[0] == "u" * 120
     assert guarded.transcribe_segments([speech[0]])[0] == "u"
     assert guarded.counters.loops_cut == 1
+
+
+def test_vad_state_runs_on_across_blocks(speech):
+    """One stream stepped block by block gives the probabilities of the whole file in one go."""
+    detector = SpeechDetector(SegmenterOptions(vad_streams=1, vad_max_stream_s=3600.0))
+    audio = np.concatenate([noise_floor(2.0, seed=7), speech[0], noise_floor(2.0, seed=8)])
+    audio = audio[: len(audio) // VAD_FRAME * VAD_FRAME]
+    whole = detector.step(VadState(), audio)
+    state, cut = VadState(), 37 * VAD_FRAME
+    parts = [detector.step(state, audio[:cut]), detector.step(state, audio[cut:])]
+    np.testing.assert_allclose(np.concatenate(parts), whole, atol=1e-5)
+    assert whole.max() > 0.5  # the sentence is heard
+
+
+def test_segments_found_block_by_block_cover_the_speech_of_the_whole_file(speech, detector):
+    """Six minutes with a sentence every 40 s, fed to ``FileCutter`` in small blocks: segments
+    come out while the file is still arriving, each <= 30 s, and they hold the speech that
+    cutting the whole file at once finds."""
+    options = SegmenterOptions()
+    pieces = []
+    for k in range(9):
+        pieces += [noise_floor(40.0 - len(speech[k % 3]) / SR, seed=20 + k), speech[k % 3]]
+    audio = np.concatenate(pieces)
+    cutter = FileCutter(options, detector)
+    found, early = [], 0
+    for start in range(0, len(audio), 20_000):
+        new = cutter.feed(audio[start : start + 20_000])
+        early += len(new) if start + 20_000 < len(audio) else 0
+        found += new
+    found += cutter.finish()
+    whole = [audio[s.start : s.end] for s in segment(audio, options, detector)]
+    assert early >= 5  # segments flowed before the end of the file
+    assert all(len(f) <= options.max_samples for f in found)
+    assert cutter.samples == len(audio) and cutter.segments == len(found)
+    assert sum(map(len, found)) == pytest.approx(sum(map(len, whole)), rel=0.1)
+    assert len(found) >= 9
+
+
+def test_a_stream_takes_segments_as_they_come_and_forgets_a_discarded_file():
+    seen: list[list[float]] = []
+
+    def transcribe(batch):
+        seen.append([float(x[0]) for x in batch])
+        return [f"t{x[0]:g}" for x in batch]
+
+    stream = SegmentStream(transcribe, 2)
+    one = [np.full(3, v, dtype=np.float32) for v in (1, 2, 3)]
+    assert stream.put("a", one[:1]) == []
+    assert stream.put("b", [np.full(3, 9, dtype=np.float32)]) == []  # a full batch ran
+    assert stream.put("a", one[1:]) == []
+    assert stream.close("b") == [("b", "t9")]
+    assert stream.put("c", [np.full(3, 7, dtype=np.float32)]) == []
+    stream.discard("c")
+    assert stream.close("a") == [("a", "t1 t2 t3")]  # its segments were all decoded already
+    assert stream.finish() == []
+    assert stream.close("quiet") == [("quiet", "")]
+    assert seen == [[1.0, 9.0], [2.0, 3.0]]

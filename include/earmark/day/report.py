@@ -46,6 +46,8 @@ class DayFigures:
     archives: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
     quality: list[FlagQuality] = field(default_factory=list)  # per policy, from the reviews
+    no_speech: int = 0  # files decoded in which VAD found no speech
+    silent: int = 0  # files intake found silent (never decoded)
 
     @property
     def quarantine_by_reason(self) -> Counter[str]:
@@ -71,6 +73,8 @@ def read_figures(
 
         figures.progress = [(as_utc(r["done_at"]), float(r["audio_s"])) for r in run("progress")]
         figures.batches = run("batches")
+        [nothing] = run("no_speech")
+        figures.no_speech, figures.silent = int(nothing["no_speech"]), int(nothing["silent"])
         figures.flags = run("flags_by_policy")
         for row in run("review_by_policy"):
             figures.review.setdefault(row["policy"], {})[row["status"]] = int(row["n"])

@@ -39,6 +39,10 @@ class StageResult:
     asr_batch_size: int = 0
     asr_fed_s: float = 0.0
     asr_padded_s: float = 0.0
+    asr_host_s: float = 0.0  # main thread outside model calls, within short-form batches
+    asr_batch_s: float = 0.0  # wall time of those batches: host_s / batch_s = feature wait
+    no_speech_files: int = 0
+    nonfinite_scores: int = 0
 
 
 class Stage(Enum):

@@ -9,10 +9,9 @@ of the unit goes on. Transcript text goes to the results DB only, never to logs 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,8 +37,6 @@ if TYPE_CHECKING:  # the inference modules load torch: imported inside the tasks
 
 log = logging.getLogger(__name__)
 
-MAX_DECODE_THREADS = 8
-
 
 @dataclass
 class SpokenFigures:
@@ -53,6 +50,9 @@ class SpokenFigures:
     batch_size: int = 0
     fed_s: float = 0.0
     padded_s: float = 0.0
+    host_s: float = 0.0
+    batch_s: float = 0.0
+    speech: dict[int, bool] = field(default_factory=dict)  # file -> VAD found speech
 
 
 def transcribe_unit(
@@ -67,8 +67,8 @@ def transcribe_unit(
 
     The unit's audio becomes one stream of <= 30 s segments (speech only, by default) decoded
     in full batches across files; each file's text is written once its last segment is done.
-    Files found silent at intake, and files with no speech, get an empty transcript without
-    decoding anything.
+    Files found silent at intake get an empty transcript without decoding anything; files in
+    which VAD finds no speech get one too, marked ``no_speech`` (and counted).
     """
     started = time.perf_counter()
     model = asr_model_id(settings)
@@ -95,6 +95,9 @@ def transcribe_unit(
         asr_batch_size=spoken.batch_size,
         asr_fed_s=spoken.fed_s,
         asr_padded_s=spoken.padded_s,
+        asr_host_s=spoken.host_s,
+        asr_batch_s=spoken.batch_s,
+        no_speech_files=list(spoken.speech.values()).count(False),
     )
     record_figures(store, Stage.TRANSCRIBE, result)
     log.info("unit %s transcribed: %s", unit_id, result)
@@ -108,44 +111,104 @@ def _transcribe_spoken(
     spoken: list[sa.Row],
     transcriber: TranscriberLike,
 ) -> SpokenFigures:
-    """Decode and segment the files in threads, feed the segments to Whisper in full batches
-    across files, and write each file's text once its last segment is done."""
-    from earmark.inference.audio import AudioDecodeError, load_many
+    """Decode and segment the files in threads, block by block, feeding each segment to Whisper
+    as it is found (full batches across files), and write each file's text once its last
+    segment is done. A file whose audio turns out bad half way is dropped and quarantined."""
     from earmark.inference.segments import SegmentStream
 
     before = replace(transcriber.counters)
-    cut = _segmenter(segmenter_options(settings))
     stream = SegmentStream(transcriber.transcribe_segments, _batch_size(transcriber))
     figures = SpokenFigures()
-    paths = [Path(f.path) for f in spoken]
-    workers = min(MAX_DECODE_THREADS, os.cpu_count() or 1)
-    for index, decoded in load_many(paths, SAMPLE_RATE, workers, prefetch=2 * workers, then=cut):
+    heard: set[int] = set()  # files with at least one segment
+    for index, kind, item in read_segments(settings, [Path(f.path) for f in spoken]):
         file = spoken[index]
-        if isinstance(decoded, AudioDecodeError):
-            quarantine_file(store, file.id, _quarantine_reason(decoded))
+        if kind == "segments":
+            heard.add(file.id)
+            write_transcripts(store, model, stream.put(file.id, [item]))
+        elif kind == "samples":
+            figures.audio_seconds.append(item / SAMPLE_RATE)
+            figures.speech[file.id] = file.id in heard
+            record_speech(store, {file.id: file.id in heard})  # before its empty transcript
+            write_transcripts(store, model, stream.close(file.id))
+        else:
+            stream.discard(file.id)
+            quarantine_file(store, file.id, _quarantine_reason(item))
             figures.quarantined += 1
-            continue
-        audio, spans = decoded
-        figures.audio_seconds.append(len(audio) / SAMPLE_RATE)
-        write_transcripts(store, model, stream.add(file.id, audio, spans))
     write_transcripts(store, model, stream.finish())
     _count_whisper_work(figures, before, transcriber)
     return figures
 
 
-def _segmenter(options: Any) -> Callable[[Any], tuple[Any, list]]:
-    """The cut run on each decoded file in the decode threads, overlapping the GPU."""
-    from earmark.inference.segments import SpeechDetector, segment
+def read_segments(settings: Settings, paths: list[Path]) -> Iterator[tuple[int, str, Any]]:
+    """The production read of the unit's audio: ``(index, kind, item)`` in arrival order, where
+    ``kind`` is ``segments`` (one 16 kHz mono float32 segment), ``samples`` (the file ended:
+    its length in 16 kHz samples) or ``error`` (an ``AudioDecodeError``; the file is done).
 
+    One decode thread per core this process may use, each with one torch intra-op thread and
+    its own VAD (whose state runs on across a file's blocks); segments found but not yet taken
+    hold at most ``EARMARK_DECODE_HELD_MIB``.
+    """
+    import numpy as np
+    import torch
+
+    from earmark.inference.audio import host_threads, stream_many
+    from earmark.inference.segments import SpeechDetector, file_segments
+
+    options = segmenter_options(settings)
     local = threading.local()
+    threads = torch.get_num_threads()
 
-    def cut(audio: Any) -> tuple[Any, list]:
-        # silero-vad keeps state, so each thread has its own detector.
-        if options.mode == "vad" and not hasattr(local, "detector"):
-            local.detector = SpeechDetector(options)
-        return audio, segment(audio, options, getattr(local, "detector", None))
+    def init() -> None:  # in each decode thread, while the caller waits (see below)
+        torch.set_num_threads(1)
+        local.detector = SpeechDetector(options) if options.mode == "vad" else None
 
-    return cut
+    def produce(path: Path) -> Iterator[Any]:
+        return file_segments(path, options, local.detector)
+
+    released = False
+
+    def started() -> None:
+        # torch.set_num_threads is also the default for threads started later: once every
+        # decode thread has its one thread, the rest of the process gets its count back.
+        nonlocal released
+        torch.set_num_threads(threads)
+        released = True
+        _THREAD_SETUP.release()
+
+    _THREAD_SETUP.acquire()
+    try:
+        for index, kind, item in stream_many(
+            paths,
+            produce,
+            workers=host_threads(),
+            max_held_bytes=settings.decode_held_mib << 20,
+            size_of=lambda item: int(item.nbytes) if isinstance(item, np.ndarray) else 0,
+            init=init,
+            started=started,
+        ):
+            if kind == "item":
+                yield index, "segments" if isinstance(item, np.ndarray) else "samples", item
+            elif kind == "error":
+                yield index, "error", item
+    finally:
+        if not released:
+            started()
+
+
+_THREAD_SETUP = threading.Lock()
+
+
+def record_speech(store: Store, speech: dict[int, bool]) -> None:
+    """Record, per decoded file, whether any segment was found: ``no_speech`` marks an empty
+    transcript as "nothing was said" (VAD found no speech), not a clean empty transcript of
+    speech; the day's report counts them. A reprocessed file is marked afresh."""
+    if not speech:
+        return
+    with store.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE audio_files SET no_speech = :n WHERE id = :f"),
+            [{"f": f, "n": int(not found)} for f, found in speech.items()],
+        )
 
 
 def _quarantine_reason(error: AudioDecodeError) -> str:
@@ -164,6 +227,8 @@ def _count_whisper_work(
     figures.batch_size = _batch_size(transcriber)
     figures.fed_s = after.fed_s - before.fed_s
     figures.padded_s = after.padded_s - before.padded_s
+    figures.host_s = after.host_s - before.host_s
+    figures.batch_s = after.batch_s - before.batch_s
 
 
 def _batch_size(transcriber: Any) -> int:

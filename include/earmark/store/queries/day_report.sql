@@ -18,6 +18,14 @@ FROM work_units b
 WHERE b.run_date = :d
 ORDER BY b.created_at, b.run_id, b.seq;
 
+-- name: no_speech
+-- Files with nothing to screen: intake found them silent (peak level), or they were decoded and
+-- voice activity detection found no speech in them (their transcript is empty by finding).
+SELECT coalesce(sum(f.no_speech), 0) AS no_speech, coalesce(sum(f.silent), 0) AS silent
+FROM audio_files f
+JOIN archives a ON a.id = f.archive_id
+WHERE a.run_date = :d AND f.status <> 'quarantined';
+
 -- name: flags_by_policy
 -- Per policy: files scored and files flagged.
 SELECT l.policy, count(*) AS scored, coalesce(sum(l.label), 0) AS flagged
