@@ -1,74 +1,72 @@
-"""The GPU-stage benchmark: production's loop over a day of mixed lengths, against the
-sequential long-form baseline, measured in one run.
+"""The GPU-stage benchmark: production's loop over a day of mixed lengths, against a fair
+baseline on the same corpus, measured in one run.
 
 What runs is production's code: ``plan_work_units``, then ``transcribe_unit`` and
 ``classify_unit`` for each unit, each loading its model as a GPU task does, against a
-throwaway SQLite results DB. The benchmark adds only the corpus, the timing and the baseline:
-the same files decoded and transcribed with Whisper's sequential long-form algorithm
-(``Transcriber.transcribe_longform``, one file at a time: batched long-form pads every file to
-the longest and does not fit a 22 GiB card with a 2 h file in the batch) and scored with one
-full pass per prompt (no prefix cache), the models loaded once.
+throwaway SQLite results DB. The benchmark adds the corpus, the timing and the baselines
+(``earmark_dev.bench.baseline``): the fair one runs the same corpus through fixed 30 s chunks
+decoded in batches (the WhisperX / faster-whisper design, without VAD) and full-pass scoring
+batched by the same memory budget; the batch-1 long-form figure this benchmark used to
+compare with is kept as a footnote (``batch1_*``) on the shortest files.
 
 Corpus: files from 5 s to 2 h of espeak-ng speech with room-noise pauses, long silences inside
 the longest file, and one file with no speech at all. Random weights decode nonsense of any
-length, so every window decodes exactly ``--tokens-per-window`` tokens in both paths
-(``earmark_dev.bench.models.fix_decode_length``). Transcript text is never printed.
+length, so what each window writes is scripted from its audio in every path alike
+(``earmark_dev.bench.models.scripted_decode``): about ``--tokens-per-window`` tokens for 30 s
+of speech, spread around that and ended by EOS, and a few loops the loop guard must cut.
+Transcript text is never printed.
 
     python -m earmark_dev.bench.gpu_stage --tiny --json      # CPU, tiny models (CI runs it)
-    python -m earmark_dev.bench.gpu_stage --models-dir /data/bench-models --scale 8 \
+    python -m earmark_dev.bench.gpu_stage --models-dir /data/bench-models --scale 4 \
         --gpu-memory-gib 22                                  # real-size shapes, on a GPU
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import os
-import resource
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from earmark_dev.bench.corpus import SENTENCES, make_corpus, save_voices
+from earmark_dev.bench.host_peak import HostPeak
+
+__all__ = ["SENTENCES", "BenchOptions", "BenchReport", "main", "run_benchmark"]
 
 DAY = "2026-11-29"
-SAMPLE_RATE = 16000
-# (seconds, silent stretches inside it): 5 s to 2 h; the 2 h file holds 3 x 10 min of silence.
-CORPUS_LENGTHS = (
-    (5, 0),
-    (5, 0),
-    (12, 0),
-    (30, 0),
-    (47, 0),
-    (90, 0),
-    (300, 0),
-    (1200, 0),
-    (7200, 3),
-)
-NO_SPEECH_FILE_S = 60
-SENTENCES = (
-    "The meeting starts at nine tomorrow morning in the small room on the second floor.",
-    "Please bring the signed forms, your identity card and the letter from the bank.",
-    "We will walk to the station together after lunch and then take the train home.",
-    "Yes, that works for me.",
-    "I am not sure that figure is right, let me check the numbers again before we send it.",
-    "The delivery came late again, so we called the depot and asked them to phone us back.",
-)
 BENCH_POLICY = "Flag content that threatens, insults or harasses a person. " * 40
+# Tiny models on the CPU decode fewer tokens (the structure is what they show); the loops'
+# periods are ones their token limit leaves room to catch.
+TINY_DECODE = {"tokens": 8.0, "max_new_tokens": 48, "loop_share": 0.05, "periods": (3, 6)}
+REAL_DECODE = {
+    "tokens": 100.0,
+    "max_new_tokens": None,
+    "loop_share": 0.02,
+    "periods": (4, 12, 25, 60),
+}
+# StageResult fields of the main thread's time outside GPU calls and of the batches' time:
+# the first pair that a transcription result has gives feature_wait_share.
+FEATURE_WAIT_FIELDS = (("feature_host_s", "feature_batch_s"), ("asr_host_s", "asr_batch_s"))
 
 
 @dataclass(frozen=True)
 class BenchOptions:
+    """One run's models, corpus, decode script and limits (``parse_args`` fills the defaults)."""
+
     tiny: bool
     device: str
     dtype: str
     scale: int
-    tokens_per_window: int
+    tokens_per_window: float
+    max_new_tokens: int | None
+    loop_share: float
+    loop_periods: tuple[int, ...]
     asr_batch: int
     policy_chars: int
     gpu_slots: int
@@ -76,7 +74,9 @@ class BenchOptions:
     work_dir: Path
     models_dir: Path | None
     voices_dir: Path | None = None
-    baseline_max_s: float | None = None
+    batch1_max_s: float = 600.0
+    longest_s: float | None = None
+    small_models: bool = False  # the real-size builders at a small width (tiny mode only)
 
 
 @dataclass(frozen=True)
@@ -101,107 +101,39 @@ class BenchReport:
     asr_fed_s: float
     asr_padded_s: float
     padded_fraction: float
+    tokens_per_window: float
+    max_new_tokens: int
+    asr_tokens_per_window: float
+    asr_lockstep_occupancy: float
+    asr_loop_windows: int
+    asr_loops_cut: int
+    feature_wait_share: float | None
+    asr_outside_generate_share: float
     wall_s: float
     realtime_x: float
     host_peak_bytes: int
+    host_start_bytes: int
     gpu_peak_bytes: int | None
+    nonfinite_scores: int
+    no_speech_files: int
+    baseline_design: str
     baseline_audio_s: float
     baseline_wall_s: float
     baseline_realtime_x: float
     baseline_windows: int
+    baseline_forwards: int
+    baseline_tokens_per_window: float
+    baseline_lockstep_occupancy: float
+    baseline_loop_windows: int
+    baseline_loops_cut: int
     ratio: float
-
-
-# ---- corpus --------------------------------------------------------------------------------
-
-
-def _speech_track(seconds: float, rng: np.random.Generator, voices: list[np.ndarray]) -> np.ndarray:
-    """Sentences with 0.2-1.5 s pauses of room noise, cut to ``seconds``."""
-    from earmark_dev.speech import noise_floor
-
-    parts: list[np.ndarray] = []
-    total = 0
-    target = int(seconds * SAMPLE_RATE)
-    while total < target:
-        voice = voices[int(rng.integers(len(voices)))]
-        pause = noise_floor(float(rng.uniform(0.2, 1.5)), seed=int(rng.integers(1 << 30)))
-        parts += [voice, pause]
-        total += len(voice) + len(pause)
-    return np.concatenate(parts)[:target]
-
-
-def load_voices(voices_dir: Path | None) -> list[np.ndarray]:
-    """The sentences spoken: by espeak-ng, or read from ``voices_dir`` (``*.flac`` at 16 kHz,
-    written by ``save_voices`` on a machine that has espeak-ng)."""
-    import soundfile as sf
-    from earmark_dev.speech import say
-
-    if voices_dir is not None and any(Path(voices_dir).glob("*.flac")):
-        return [
-            sf.read(str(path), dtype="float32")[0]
-            for path in sorted(Path(voices_dir).glob("*.flac"))
-        ]
-    return [say(text) for text in SENTENCES]
-
-
-def save_voices(voices_dir: Path) -> None:
-    import soundfile as sf
-
-    voices_dir.mkdir(parents=True, exist_ok=True)
-    for k, voice in enumerate(load_voices(None)):
-        sf.write(str(voices_dir / f"sentence-{k}.flac"), voice, SAMPLE_RATE)
-
-
-def make_corpus(
-    dest: Path, scale: int = 1, seed: int = 0, voices_dir: Path | None = None
-) -> list[tuple[Path, float]]:
-    """FLAC files of the corpus under ``dest`` (reused when present): ``(path, seconds)``."""
-    import soundfile as sf
-    from earmark_dev.speech import noise_floor
-
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    lengths = [(s, gaps) for s, gaps in CORPUS_LENGTHS for _ in range(scale)]
-    files = [(dest / f"f{k:03d}-{s}s.flac", float(s)) for k, (s, _) in enumerate(lengths)]
-    files.append((dest / f"f{len(files):03d}-no-speech.flac", float(NO_SPEECH_FILE_S)))
-    if all(path.is_file() for path, _ in files):
-        return files
-    rng = np.random.default_rng(seed)
-    voices = load_voices(voices_dir)
-    for (path, seconds), (_, gaps) in zip(files, lengths, strict=False):
-        if gaps:
-            quiet = 600.0
-            speech = (seconds - gaps * quiet) / (gaps + 1)
-            pieces = []
-            for k in range(gaps + 1):
-                pieces.append(_speech_track(speech, rng, voices))
-                if k < gaps:
-                    pieces.append(noise_floor(quiet, seed=k))
-            audio = np.concatenate(pieces)
-        else:
-            audio = _speech_track(seconds, rng, voices)
-        sf.write(str(path), audio, SAMPLE_RATE, subtype="PCM_16")
-    sf.write(str(files[-1][0]), noise_floor(NO_SPEECH_FILE_S, seed=99), SAMPLE_RATE)
-    return files
+    batch1_audio_s: float | None
+    batch1_wall_s: float | None
+    batch1_realtime_x: float | None
+    phases_s: dict[str, float] = field(default_factory=dict)
 
 
 # ---- the run ------------------------------------------------------------------------------
-
-
-def _reset_host_peak() -> None:
-    """Linux: start VmHWM (the peak resident size) again from the current size."""
-    with contextlib.suppress(OSError):
-        Path("/proc/self/clear_refs").write_text("5", encoding="ascii")
-
-
-def _host_peak_bytes() -> int:
-    try:
-        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
 def _gpu(device: str) -> Any:
@@ -273,97 +205,33 @@ def run_production(settings: Any, store: Any) -> tuple[list[int], list[Any], flo
     return units, results, time.perf_counter() - started
 
 
-def run_baseline(settings: Any, corpus: list[tuple[Path, float]]) -> tuple[float, int]:
-    """Sequential long-form Whisper, one file at a time, and one full classifier pass per
-    prompt, models loaded once."""
-    from earmark.gpu.models import stage_plan
-    from earmark.inference.audio import load_audio
-    from earmark.inference.classifier import Classifier, ClassifierOptions
-    from earmark.inference.policies import load_policies
-    from earmark.inference.transcriber import Transcriber, TranscriberOptions
-
-    plan = stage_plan(settings)
-    started = time.perf_counter()
-    transcriber = Transcriber(
-        TranscriberOptions(
-            settings.asr_model_dir,
-            device=plan.device,
-            dtype=plan.dtype,
-            # One file at a time: batched long-form pads every file to the longest (a 2 h file
-            # with four shorter ones needs ~10 GB of host memory for log-mel alone).
-            batch_size=1,
-            max_new_tokens=settings.asr_max_new_tokens,
-        )
-    )
-    encoder = transcriber.model.get_encoder()
-    windows = [0]
-    handle = encoder.register_forward_hook(
-        lambda _m, args, kwargs, _o: windows.__setitem__(
-            0, windows[0] + int(kwargs.get("input_features", args[0] if args else None).shape[0])
-        ),
-        with_kwargs=True,
-    )
-    texts = transcriber.transcribe_longform([load_audio(path) for path, _ in corpus])
-    handle.remove()
-    del transcriber
-    classifier = Classifier(
-        ClassifierOptions(
-            base_dir=settings.prepared_model_dir,
-            adapter_dir=None,
-            device=plan.device,
-            dtype=plan.dtype,
-            batch_size=1,
-            use_prefix_cache=False,
-            max_context_tokens=plan.classify_max_context_tokens,
-            attn_implementation=settings.classifier_attention,
-        )
-    )
-    for policy in load_policies(settings.policies_dir):
-        classifier.score(policy, [t for t in texts if t.strip()])
-    return time.perf_counter() - started, windows[0]
+def _phase(phases: dict[str, float], name: str, began: float, note: str = "") -> float:
+    """Record a phase's seconds and say so on stderr (figures only); returns the time now."""
+    now = time.perf_counter()
+    phases[name] = round(now - began, 2)
+    print(f"[gpu-bench] {name}: {phases[name]:.1f} s {note}".rstrip(), file=sys.stderr, flush=True)
+    return now
 
 
-def _baseline_corpus(
-    corpus: list[tuple[Path, float]], scale: int, max_s: float | None
-) -> list[tuple[Path, float]]:
-    """The baseline is slow by design, and its figure is per audio second: it runs on one copy
-    of each length, shortest first, up to ``max_s`` of audio when given, with the no-speech
-    file."""
-    chosen: list[tuple[Path, float]] = []
-    for path, seconds in sorted(corpus[:-1][::scale], key=lambda f: f[1]):
-        if max_s is not None and chosen and sum(s for _, s in chosen) + seconds > max_s:
-            break
-        chosen.append((path, seconds))
-    return [*chosen, corpus[-1]]
-
-
-def run_benchmark(options: BenchOptions) -> BenchReport:
+def _settings(options: BenchOptions, models: Any) -> Any:
     from earmark.config import Settings
-    from earmark.store.db import Store
-    from earmark_dev.bench.models import build_real_size_models, fix_decode_length
-    from earmark_dev.tiny_models import build_tiny_models
 
     work = options.work_dir
-    models_dir = options.models_dir or work / "models"
-    if options.tiny:
-        models = build_tiny_models(models_dir)
-    else:
-        models = build_real_size_models(models_dir, options.device, options.dtype)
-    asr_dir = fix_decode_length(models.asr, work / "asr-fixed", options.tokens_per_window)
     settings = replace(
         Settings.from_env(),
         data_root=work / "data",
         device=options.device,
         dtype=options.dtype,
-        asr_model_dir=asr_dir,
+        asr_model_dir=models.asr,
         base_model_dir=models.base,
         adapter_dir=models.adapter,
         prepared_model_dir=models.prepared,
         policies_dir=_bench_policies(work / "policies", options.policy_chars),
         asr_batch_size=options.asr_batch,
-        asr_max_new_tokens=options.tokens_per_window,
         gpu_slots=options.gpu_slots,
     )
+    if options.max_new_tokens:
+        settings = replace(settings, asr_max_new_tokens=options.max_new_tokens)
     gpu = _gpu(options.device)
     if options.gpu_memory_gib:
         settings = replace(settings, gpu_memory_gib=options.gpu_memory_gib)
@@ -374,68 +242,183 @@ def run_benchmark(options: BenchOptions) -> BenchReport:
         settings = replace(
             settings, gpu_memory_gib=gpu.get_device_properties(0).total_memory / 2**30
         )
-    corpus = make_corpus(work / "corpus", options.scale, voices_dir=options.voices_dir)
-    audio_s = sum(seconds for _, seconds in corpus)
-    db = work / "results.db"
+    return settings
+
+
+def build_models(options: BenchOptions) -> Any:
+    """The tiny models, or the real-size ones in prepared form (at a small width with
+    ``small_models``: the device script's rehearsal), reused when built."""
+    from earmark_dev.bench.models import build_real_size_models
+    from earmark_dev.tiny_models import build_tiny_models
+
+    models_dir = options.models_dir or options.work_dir / "models"
+    if options.tiny and not options.small_models:
+        return build_tiny_models(models_dir)
+    small = options.small_models
+    return build_real_size_models(models_dir, options.device, options.dtype, small=small)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What one benchmark run measured, before it is reduced to the report's figures."""
+
+    units: list[int]
+    results: list[Any]
+    wall_s: float
+    host: HostPeak
+    gpu_peak: int | None
+    production: Any  # DecodeTally of production's windows
+    fair: Any  # BaselineFigures
+    baseline: Any  # DecodeTally of the fair baseline's windows
+    footnote: Any  # BaselineFigures of the batch-1 footnote, or None
+
+
+def run_benchmark(options: BenchOptions) -> BenchReport:
+    from earmark.store.db import Store
+    from earmark_dev.bench.baseline import footnote_corpus, run_baselines
+    from earmark_dev.bench.models import DecodeScript, scripted_decode
+
+    phases: dict[str, float] = {}
+    began = time.perf_counter()
+    models = build_models(options)
+    began = _phase(phases, "models", began)
+    settings = _settings(options, models)
+    corpus = make_corpus(
+        options.work_dir / "corpus",
+        options.scale,
+        voices_dir=options.voices_dir,
+        longest_s=options.longest_s,
+    )
+    db = options.work_dir / "results.db"
     db.unlink(missing_ok=True)
     store = Store.from_url(f"sqlite:///{db}")
     store.migrate()
     _register(store, corpus)
+    began = _phase(phases, "corpus", began, f"{len(corpus)} files")
+    script = DecodeScript(
+        tokens_per_window=options.tokens_per_window,
+        loop_share=options.loop_share,
+        loop_periods=options.loop_periods,
+    )
+    gpu = _gpu(options.device)
+    with scripted_decode(script) as tally:
+        if gpu:
+            gpu.reset_peak_memory_stats()
+        with HostPeak() as host:
+            units, results, wall_s = run_production(settings, store)
+        gpu_peak = int(gpu.max_memory_allocated()) if gpu else None
+        store.dispose()
+        production = replace(tally)
+        audio_s = sum(seconds for _, seconds in corpus)
+        began = _phase(phases, "production", began, f"{audio_s / wall_s:.1f}x real time")
+        workers = min(16, os.cpu_count() or 1)
+        chosen = footnote_corpus(corpus, options.batch1_max_s)
+        fair, baseline, footnote = run_baselines(settings, corpus, chosen, workers, tally)
+        noted = f"{footnote.realtime_x:.1f}x" if footnote else "not run"
+        note = f"fair {fair.realtime_x:.1f}x real time, batch-1 footnote {noted}"
+        _phase(phases, "baselines", began, note)
+    run = _Run(units, results, wall_s, host, gpu_peak, production, fair, baseline, footnote)
+    return _report(options, settings, corpus, run, phases)
 
-    _reset_host_peak()
-    if gpu:
-        gpu.reset_peak_memory_stats()
-    units, results, wall_s = run_production(settings, store)
-    host_peak = _host_peak_bytes()
-    gpu_peak = int(gpu.max_memory_allocated()) if gpu else None
-    store.dispose()
-    baseline_corpus = _baseline_corpus(corpus, options.scale, options.baseline_max_s)
-    baseline_s, windows = run_baseline(settings, baseline_corpus)
-    baseline_audio_s = sum(seconds for _, seconds in baseline_corpus)
 
-    asr = list(results[0::2])
-    forwards = sum(r.asr_forwards for r in asr)
-    rows = sum(r.asr_rows for r in asr)
+def _sum(results: list[Any], name: str, default: float | None = 0) -> float | None:
+    """The field summed over ``results``; ``default`` where a result lacks it (None: the sum is
+    None if any does: the field is not there yet)."""
+    values = [getattr(r, name, default) for r in results]
+    return None if any(v is None for v in values) else float(sum(v or 0 for v in values))
+
+
+def _feature_wait_share(asr: list[Any]) -> float | None:
+    for host_name, batch_name in FEATURE_WAIT_FIELDS:
+        host, batch = _sum(asr, host_name, None), _sum(asr, batch_name, None)
+        if host is not None and batch:
+            return round(host / batch, 4)
+    return None
+
+
+def _share(part: float, whole: float) -> float:
+    return round(part / whole, 4) if whole else 0.0
+
+
+def _report(
+    options: BenchOptions,
+    settings: Any,
+    corpus: list[tuple[Path, float]],
+    run: _Run,
+    phases: dict[str, float],
+) -> BenchReport:
+    asr, scored = list(run.results[0::2]), list(run.results[1::2])
+    forwards = int(_sum(asr, "asr_forwards") or 0)
+    rows = int(_sum(asr, "asr_rows") or 0)
     batch = max((r.asr_batch_size for r in asr), default=0)
-    fed = sum(r.asr_fed_s for r in asr)
-    padded = sum(r.asr_padded_s for r in asr)
-    gpu_task_s = sum(r.wall_s for r in results)
-    load_s = sum(r.load_s for r in results)
-    realtime_x = audio_s / wall_s
-    baseline_x = baseline_audio_s / baseline_s
+    fed, padded = _sum(asr, "asr_fed_s") or 0.0, _sum(asr, "asr_padded_s") or 0.0
+    gpu_task_s = _sum(run.results, "wall_s") or 0.0
+    load_s = _sum(run.results, "load_s") or 0.0
+    transcribing_s = (_sum(asr, "wall_s") or 0.0) - (_sum(asr, "load_s") or 0.0)
+    audio_s = sum(seconds for _, seconds in corpus)
+    realtime_x = audio_s / run.wall_s
+    footnote = run.footnote
+    decode = {**run.production.figures("asr"), **run.baseline.figures("baseline")}
     return BenchReport(
-        mode="tiny" if options.tiny else "real-size",
+        mode="small-width" if options.small_models else "tiny" if options.tiny else "real-size",
         device=options.device,
-        gpu_memory_gib=settings.gpu_memory_gib if gpu else None,
+        gpu_memory_gib=settings.gpu_memory_gib if _gpu(options.device) else None,
         files=len(corpus),
         audio_s=round(audio_s, 1),
-        units=len(units),
+        units=len(run.units),
         stages=2,
-        model_loads=sum(r.model_loads for r in results),
+        model_loads=int(_sum(run.results, "model_loads") or 0),
         gpu_task_s=round(gpu_task_s, 3),
         load_s=round(load_s, 3),
-        load_share=round(load_s / gpu_task_s, 4) if gpu_task_s else 0.0,
+        load_share=_share(load_s, gpu_task_s),
         asr_batch_size=batch,
         asr_forwards=forwards,
         asr_rows=rows,
-        asr_batch_occupancy=round(rows / (forwards * batch), 4) if forwards else 0.0,
+        asr_batch_occupancy=_share(rows, forwards * batch),
         asr_fed_s=round(fed, 1),
         asr_padded_s=round(padded, 1),
-        padded_fraction=round(padded / (fed + padded), 4) if fed + padded else 0.0,
-        wall_s=round(wall_s, 3),
+        padded_fraction=_share(padded, fed + padded),
+        tokens_per_window=options.tokens_per_window,
+        max_new_tokens=settings.asr_max_new_tokens,
+        **decode,
+        feature_wait_share=_feature_wait_share(asr),
+        asr_outside_generate_share=_share(
+            transcribing_s - run.production.generate_s, transcribing_s
+        ),
+        wall_s=round(run.wall_s, 3),
         realtime_x=round(realtime_x, 2),
-        host_peak_bytes=host_peak,
-        gpu_peak_bytes=gpu_peak,
-        baseline_audio_s=round(baseline_audio_s, 1),
-        baseline_wall_s=round(baseline_s, 3),
-        baseline_realtime_x=round(baseline_x, 2),
-        baseline_windows=windows,
-        ratio=round(realtime_x / baseline_x, 3),
+        host_peak_bytes=int(run.host.peak),
+        host_start_bytes=int(run.host.start),
+        gpu_peak_bytes=run.gpu_peak,
+        nonfinite_scores=int(_sum(scored, "nonfinite_scores") or 0),
+        no_speech_files=int(_sum(asr, "no_speech_files") or 0),
+        baseline_design="fixed 30 s chunks batched across files; full-pass scoring, budget batches",
+        baseline_audio_s=round(run.fair.audio_s, 1),
+        baseline_wall_s=round(run.fair.wall_s, 3),
+        baseline_realtime_x=round(run.fair.realtime_x, 2),
+        baseline_windows=run.fair.windows,
+        baseline_forwards=run.fair.forwards,
+        ratio=round(realtime_x / run.fair.realtime_x, 3),
+        batch1_audio_s=round(footnote.audio_s, 1) if footnote else None,
+        batch1_wall_s=round(footnote.wall_s, 3) if footnote else None,
+        batch1_realtime_x=round(footnote.realtime_x, 2) if footnote else None,
+        phases_s=phases,
     )
+
+
+def _gib(value: int | None) -> str:
+    return "n/a" if value is None else f"{value / 2**30:.2f} GiB"
 
 
 def format_report(report: BenchReport) -> str:
     r = report
+    wait = "n/a" if r.feature_wait_share is None else f"{100 * r.feature_wait_share:.1f}%"
+    footnote = (
+        f"¹ batch-1 long-form (the old baseline) on the shortest {r.batch1_audio_s:.0f} s:"
+        f" {r.batch1_realtime_x:.1f}x real time"
+        if r.batch1_realtime_x is not None
+        else "¹ batch-1 long-form not run"
+    )
     return "\n".join(
         [
             f"GPU stage, {r.mode} models on {r.device}: {r.files} files, {r.audio_s / 3600:.2f} h"
@@ -445,42 +428,56 @@ def format_report(report: BenchReport) -> str:
             f"  whisper     {r.asr_rows} segments in {r.asr_forwards} forwards of"
             f" {r.asr_batch_size}: occupancy {r.asr_batch_occupancy:.2f}, padded"
             f" {100 * r.padded_fraction:.1f}% of what was fed",
-            f"  memory      host peak {r.host_peak_bytes / 2**30:.2f} GiB, GPU peak "
-            + ("n/a" if r.gpu_peak_bytes is None else f"{r.gpu_peak_bytes / 2**30:.2f} GiB"),
+            f"  decoding    {r.asr_tokens_per_window:.0f} tokens a window (script:"
+            f" {r.tokens_per_window:.0f} for 30 s of speech, limit {r.max_new_tokens}); lockstep"
+            f" occupancy {r.asr_lockstep_occupancy:.2f}; loops cut {r.asr_loops_cut} of"
+            f" {r.asr_loop_windows}",
+            f"  host        feature wait {wait} of batch time; outside generate"
+            f" {100 * r.asr_outside_generate_share:.1f}% of transcription time",
+            f"  memory      host peak {_gib(r.host_peak_bytes)} (from {_gib(r.host_start_bytes)}),"
+            f" GPU peak {_gib(r.gpu_peak_bytes)}",
+            f"  scores      {r.nonfinite_scores} non-finite; {r.no_speech_files} files without"
+            " speech",
             f"  baseline    {r.baseline_audio_s / 3600:.2f} h in {r.baseline_wall_s:.1f} s ="
-            f" {r.baseline_realtime_x:.1f}x real time (long-form, {r.baseline_windows} windows;"
-            " full-pass scoring)",
-            f"  ratio       {r.ratio:.2f}x the baseline's speed",
+            f" {r.baseline_realtime_x:.1f}x real time ({r.baseline_design}; {r.baseline_windows}"
+            f" windows, lockstep occupancy {r.baseline_lockstep_occupancy:.2f})",
+            f"  ratio       {r.ratio:.2f}x the baseline's speed¹",
+            f"  {footnote}",
         ]
     )
 
 
+# The benchmark's options: flag, type, default, help (tiny and real defaults are in parse_args).
+_FLAGS: tuple[tuple[str, Any, Any, str], ...] = (
+    ("--device", str, None, "cpu or cuda (default: cuda if any)"),
+    ("--dtype", str, None, "default: float32 tiny, bfloat16 real"),
+    ("--scale", int, 1, "copies of each corpus length"),
+    ("--longest-s", float, None, "leave out corpus files longer than this"),
+    ("--tokens-per-window", float, None, "for 30 s of speech: tiny 8, real 100"),
+    ("--max-new-tokens", int, None, "tiny 48, real production's (224)"),
+    ("--loop-share", float, None, "share of windows that loop: tiny 0.05, real 0.02"),
+    ("--asr-batch", int, None, "tiny 8, real 64"),
+    ("--policy-chars", int, None, "tiny 300, real 1050"),
+    ("--gpu-slots", int, 2, "units the day is split into"),
+    ("--gpu-memory-gib", float, None, "cap the GPU at this (default: all)"),
+    ("--voices-dir", Path, None, "speech when no espeak-ng"),
+    ("--save-voices", Path, None, "write the spoken sentences here and exit"),
+    ("--batch1-max-s", float, 600.0, "audio of the batch-1 footnote, shortest first (0: none)"),
+    ("--threads", int, None, "torch CPU threads (tiny: 1, its ops gain nothing from more)"),
+    ("--work-dir", Path, None, "default: a temp dir"),
+    ("--models-dir", Path, None, "built models (reused)"),
+)
+
+
 def parse_args(argv: list[str] | None = None) -> tuple[BenchOptions, bool]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--tiny", action="store_true", help="tiny offline models (CPU)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if any)")
-    parser.add_argument("--dtype", default=None, help="default: float32 tiny, bfloat16 real")
-    parser.add_argument("--scale", type=int, default=1, help="copies of each corpus length")
-    parser.add_argument("--tokens-per-window", type=int, default=None, help="tiny 8, real 75")
-    parser.add_argument("--asr-batch", type=int, default=None, help="tiny 8, real 64")
-    parser.add_argument("--policy-chars", type=int, default=None, help="tiny 300, real 1050")
-    parser.add_argument("--gpu-slots", type=int, default=2, help="units the day is split into")
     parser.add_argument(
-        "--gpu-memory-gib", type=float, default=None, help="cap the GPU at this (default: all)"
+        "--small-models", action="store_true", help="with --tiny: real-size builders, small width"
     )
-    parser.add_argument("--voices-dir", type=Path, default=None, help="speech when no espeak-ng")
-    parser.add_argument(
-        "--save-voices", type=Path, default=None, help="write the spoken sentences here and exit"
-    )
-    parser.add_argument(
-        "--baseline-max-s",
-        type=float,
-        default=None,
-        help="run the baseline on the shortest files up to this much audio (default: all)",
-    )
-    parser.add_argument("--work-dir", type=Path, default=None, help="default: a temp dir")
-    parser.add_argument("--models-dir", type=Path, default=None, help="built models (reused)")
+    for flag, kind, default, text in _FLAGS:
+        parser.add_argument(flag, type=kind, default=default, help=text)
     args = parser.parse_args(argv)
     if args.save_voices:
         save_voices(args.save_voices)
@@ -491,18 +488,29 @@ def parse_args(argv: list[str] | None = None) -> tuple[BenchOptions, bool]:
 
         device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
     tiny = args.tiny
+    threads = args.threads or (1 if tiny else None)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    decode: dict[str, Any] = TINY_DECODE if tiny else REAL_DECODE
     options = BenchOptions(
         tiny=tiny,
         device=device,
         dtype=args.dtype or ("float32" if tiny else "bfloat16"),
         scale=args.scale,
-        tokens_per_window=args.tokens_per_window or (8 if tiny else 75),
+        tokens_per_window=args.tokens_per_window or decode["tokens"],
+        max_new_tokens=args.max_new_tokens or decode["max_new_tokens"],
+        loop_share=decode["loop_share"] if args.loop_share is None else args.loop_share,
+        loop_periods=decode["periods"],
         asr_batch=args.asr_batch or (8 if tiny else 64),
         policy_chars=args.policy_chars or (300 if tiny else 1050),
         gpu_slots=args.gpu_slots,
         gpu_memory_gib=args.gpu_memory_gib,
         voices_dir=args.voices_dir,
-        baseline_max_s=args.baseline_max_s,
+        batch1_max_s=args.batch1_max_s,
+        longest_s=args.longest_s,
+        small_models=tiny and args.small_models,
         work_dir=args.work_dir or Path(tempfile.mkdtemp(prefix="earmark-bench-")),
         models_dir=args.models_dir,
     )
