@@ -44,14 +44,14 @@ def test_day_report_queries(store):
         ("harassment", 3, 2),
         ("self_harm", 3, 1),
     ]
-    review = _rows(store, "day_report", "review_by_policy", d=DAY, now=at(12))
+    review = _rows(store, "day_status", "review_item_counts", d=DAY, now=at(12))
     assert [(r["policy"], r["status"], int(r["n"])) for r in review] == [
         ("harassment", "pending", 1),
         ("harassment", "resolved", 1),
         ("self_harm", "claimed", 1),
     ]
     # Once its lease has ended the claim counts as pending again, here and in the backlog.
-    lapsed = _rows(store, "day_report", "review_by_policy", d=DAY, now=at(23, 1))
+    lapsed = _rows(store, "day_status", "review_item_counts", d=DAY, now=at(23, 1))
     assert ("self_harm", "pending", 1) in [(r["policy"], r["status"], int(r["n"])) for r in lapsed]
     backlog = {
         r["status"]: int(r["n"]) for r in _rows(store, "monitoring", "review_backlog", now=at(12))

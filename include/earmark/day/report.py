@@ -76,8 +76,9 @@ def read_figures(
         [nothing] = run("no_speech")
         figures.no_speech, figures.silent = int(nothing["no_speech"]), int(nothing["silent"])
         figures.flags = run("flags_by_policy")
-        for row in run("review_by_policy"):
-            figures.review.setdefault(row["policy"], {})[row["status"]] = int(row["n"])
+        for row in run("review_item_counts", named_queries("day_status")["review_item_counts"]):
+            by_status = figures.review.setdefault(row["policy"], {})
+            by_status[row["status"]] = by_status.get(row["status"], 0) + int(row["n"])
         figures.archives = run("archive_completeness")
         figures.failures = run("day_failures", named_queries("alerts")["day_failures"])
     figures.quarantine = quarantine_report(store, run_date)

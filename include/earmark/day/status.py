@@ -101,7 +101,8 @@ def day_status(
         status.pending_audio_hours = round(float(audio.pending_s or 0) / 3600, 3)
         labels = run("labels")[0]
         status.labels, status.flagged = int(labels.n or 0), int(labels.flagged or 0)
-        status.review_queue = {r.status: int(r.n) for r in run("review_queue_by_status")}
+        for r in run("review_item_counts"):  # per policy and kind: summed by status here
+            status.review_queue[r.status] = status.review_queue.get(r.status, 0) + int(r.n)
         speed = run("gpu_throughput")[0]
     if speed.wall_s:
         status.throughput_x_realtime = round(float(speed.audio_s) / float(speed.wall_s), 1)

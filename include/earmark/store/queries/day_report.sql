@@ -36,20 +36,6 @@ WHERE a.run_date = :d
 GROUP BY l.policy
 ORDER BY l.policy;
 
--- name: review_by_policy
--- Per policy and status: the day's review items (pending, claimed, resolved); a claim whose
--- lease ended before now (UTC) counts as pending.
-SELECT r.policy,
-       CASE WHEN r.status = 'claimed' AND r.claimed_until < :now THEN 'pending'
-            ELSE r.status END AS status,
-       count(*) AS n
-FROM review_queue r
-JOIN audio_files f ON f.id = r.file_id
-JOIN archives a ON a.id = f.archive_id
-WHERE a.run_date = :d
-GROUP BY r.policy, 2
-ORDER BY r.policy, 2;
-
 -- name: archive_completeness
 -- Per archive of the day: its files by outcome; incomplete archives first.
 SELECT a.id, a.name, a.status,

@@ -36,17 +36,6 @@ JOIN audio_files f ON f.id = l.file_id
 JOIN archives a ON a.id = f.archive_id
 WHERE a.run_date = :d;
 
--- name: review_queue_by_status
--- A claim whose lease ended before now (UTC) counts as pending: it is back in the queue.
-SELECT CASE WHEN r.status = 'claimed' AND r.claimed_until < :now THEN 'pending'
-            ELSE r.status END AS status,
-       count(*) AS n
-FROM review_queue r
-JOIN audio_files f ON f.id = r.file_id
-JOIN archives a ON a.id = f.archive_id
-WHERE a.run_date = :d
-GROUP BY 1;
-
 -- name: gpu_throughput
 -- Audio seconds per wall second over the day's finished batches (both GPU stages).
 SELECT
