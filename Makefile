@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 DEMO   ?= .demo
 
 .DEFAULT_GOAL := help
-.PHONY: help venv system demo ui test test-fast test-unit test-integration lint format dags-test clean
+.PHONY: help venv system demo ui test test-fast test-long test-unit test-integration lint format dags-test clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -32,14 +32,17 @@ system:  ## Debian packages the tests need: Chromium, espeak-ng, shellcheck, Pos
 	bash .ci/install-system-packages.sh
 
 test: venv system lint  ## Lint, types and every test (unit, DAG, integration, browser, benchmarks), as CI runs it
-	$(BIN)/python -m pytest -q -n 3 --dist loadfile
+	$(BIN)/python -m pytest -q -n 3 --dist loadfile -m "not long"
+
+test-long: venv  ## The tests that take minutes on their own: a 4 h recording read in bounded memory, the classifier's memory at real width
+	$(BIN)/python -m pytest -q -s -m long
 
 test-fast: venv  ## Unit, DAG and tooling tests on SQLite: no Postgres, harness, browser or benchmark
 	EARMARK_TEST_PG=off $(BIN)/python -m pytest -q -n 2 -m "not integration and not bench" \
 		tests/unit tests/dags tests/tools
 
 test-unit: venv  ## Unit, DAG and tooling tests (no Celery topology, no browser)
-	$(BIN)/python -m pytest -q tests/unit tests/dags tests/tools
+	$(BIN)/python -m pytest -q -m "not long" tests/unit tests/dags tests/tools
 
 test-integration: venv  ## The whole DAG against a real Postgres results DB
 	$(BIN)/python -m pytest -q tests/integration

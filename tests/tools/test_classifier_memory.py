@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from earmark_dev.bench.classifier_memory import run
 
-pytestmark = pytest.mark.bench
+pytestmark = [pytest.mark.bench, pytest.mark.long]  # 7 min on 2 cores: make test-long
 
 
 def test_budget_prices_the_prefix_cached_path_within_15_percent(tmp_path: Path) -> None:
