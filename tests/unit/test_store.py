@@ -99,6 +99,24 @@ def _store_before(version: str, backend: str, tmp_path, request) -> Store:
     return store
 
 
+def _archive_7_with_file_3(store: Store, status: str) -> None:
+    """Archive 7 holding audio file 3 in ``status``: what the upgrade tests fill around."""
+    with store.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO archives (id, name, sha256, run_date, status, path)"
+                " VALUES (7, 'day.tar', 'd7', '2026-11-29', 'unpacked', '/p')"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO audio_files (id, archive_id, member_path, path, status)"
+                " VALUES (3, 7, 'a.wav', '/a', :s)"
+            ),
+            {"s": status},
+        )
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_0003_frees_bytes_barred_by_a_marker_or_name_rejection(backend, tmp_path, request):
     """Rows an older intake wrote for marker or name rejections become rejected deliveries, so
@@ -194,19 +212,8 @@ def test_0008_keeps_the_queue_and_its_trail_and_adds_kinds_and_corrections(
     """Existing items become flags with their ids and events; a second review needs its first;
     one item per file, policy and kind; a correction is an event with a decision."""
     store = _store_before("0008", backend, tmp_path, request)
+    _archive_7_with_file_3(store, "classified")
     with store.begin() as conn:
-        conn.execute(
-            sa.text(
-                "INSERT INTO archives (id, name, sha256, run_date, status, path)"
-                " VALUES (7, 'day.tar', 'd7', '2026-11-29', 'unpacked', '/p')"
-            )
-        )
-        conn.execute(
-            sa.text(
-                "INSERT INTO audio_files (id, archive_id, member_path, path, status)"
-                " VALUES (3, 7, 'a.wav', '/a', 'classified')"
-            )
-        )
         conn.execute(
             sa.text(
                 "INSERT INTO review_queue (id, file_id, policy, score, status, claimed_by,"
@@ -261,19 +268,8 @@ def test_0010_renames_gpu_batches_to_work_units_keeping_rows_keys_and_ids(
     """A unit planned before the rename keeps its row, its files and its id; the foreign keys
     follow the new names, and new units number on from the old ones."""
     store = _store_before("0010", backend, tmp_path, request)
+    _archive_7_with_file_3(store, "ready")
     with store.begin() as conn:
-        conn.execute(
-            sa.text(
-                "INSERT INTO archives (id, name, sha256, run_date, status, path)"
-                " VALUES (7, 'day.tar', 'd7', '2026-11-29', 'unpacked', '/p')"
-            )
-        )
-        conn.execute(
-            sa.text(
-                "INSERT INTO audio_files (id, archive_id, member_path, path, status)"
-                " VALUES (3, 7, 'a.wav', '/a', 'ready')"
-            )
-        )
         unit = conn.execute(
             sa.text(
                 "INSERT INTO gpu_batches (run_id, run_date, seq, n_files, audio_s)"
