@@ -177,3 +177,28 @@ def test_the_unit_budget_nests_inside_airflows_timeout():
         time.sleep(5)
     with pytest.raises(AirflowTaskTimeout), timeout(0.05):  # Airflow's own still works
         time.sleep(5)
+
+
+def test_the_unit_budget_names_the_unit_whatever_the_timer_interrupted():
+    """A driver interrupted mid-call may turn the timer's exception into its own (psycopg,
+    mid-connect, reports a broken connection): the task still fails as over budget, with the
+    driver's error as the cause; an error while the timer has not fired passes unchanged."""
+    from earmark.gpu.work_units import UnitBudget
+
+    class DriverError(Exception):
+        pass
+
+    def driver_call() -> None:
+        try:
+            time.sleep(5)
+        except UnitOverBudget as interrupted:
+            raise DriverError("connection in transaction status ACTIVE") from interrupted
+
+    budget = UnitBudget(9, f"{DAY} unit 004 (3 files)", 10.0, 0.05)
+    with pytest.raises(UnitOverBudget, match=r"unit 9 .*classify") as caught:
+        with unit_deadline(budget, "classify"):
+            driver_call()
+    assert isinstance(caught.value.__cause__, DriverError)
+    with pytest.raises(DriverError), unit_deadline(replace(budget, seconds=30), "classify"):
+        raise DriverError("not the timer")
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)

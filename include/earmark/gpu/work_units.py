@@ -310,6 +310,11 @@ def unit_deadline(budget: UnitBudget, stage: str) -> Iterator[None]:
     sooner of the two fires, with this unit's name either way, and on leaving the block
     Airflow's handler and the time it had left are put back. Off the main thread (no signals)
     the block runs under Airflow's timeout alone, with a warning.
+
+    The timer may land inside a library that turns the exception it raises into its own (a
+    database driver interrupted mid-connect reports a broken connection): once the timer has
+    fired, whatever leaves the block leaves as :class:`UnitOverBudget`, the other as its cause,
+    so the task's failure names the unit and its budget, not the line the timer happened to hit.
     """
     if threading.current_thread() is not threading.main_thread():
         log.warning("unit %s %s: no time budget off the main thread", budget.unit_id, stage)
@@ -330,6 +335,12 @@ def unit_deadline(budget: UnitBudget, stage: str) -> Iterator[None]:
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
+    except UnitOverBudget:
+        raise
+    except Exception as interrupted:
+        if fired:
+            raise UnitOverBudget(_over_message(budget, stage, seconds)) from interrupted
+        raise
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(
