@@ -195,9 +195,9 @@ def test_the_unit_budget_names_the_unit_whatever_the_timer_interrupted():
             raise DriverError("connection in transaction status ACTIVE") from interrupted
 
     budget = UnitBudget(9, f"{DAY} unit 004 (3 files)", 10.0, 0.05)
-    with pytest.raises(UnitOverBudget, match=r"unit 9 .*classify") as caught:
-        with unit_deadline(budget, "classify"):
-            driver_call()
+    over = pytest.raises(UnitOverBudget, match=r"unit 9 .*classify")
+    with over as caught, unit_deadline(budget, "classify"):
+        driver_call()
     assert isinstance(caught.value.__cause__, DriverError)
     with pytest.raises(DriverError), unit_deadline(replace(budget, seconds=30), "classify"):
         raise DriverError("not the timer")
