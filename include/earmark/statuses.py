@@ -40,6 +40,7 @@ class ReviewStatus(StrEnum):
     PENDING = "pending"
     CLAIMED = "claimed"
     RESOLVED = "resolved"
+    WITHDRAWN = "withdrawn"  # not decided when its label was superseded: out of the queue
 
 
 class TransferStatus(StrEnum):

@@ -60,7 +60,7 @@ LAYERS = (
     ("ingest",),
     ("review",),
     ("gpu",),
-    ("lifecycle",),
+    ("lifecycle", "versions"),
     ("day",),
     ("ops",),
     ("orchestration",),

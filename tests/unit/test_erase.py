@@ -68,7 +68,14 @@ def _deliver_day(settings, store, screened: bool = True) -> dict[str, int]:
                 {"f": file_id},
             )
             for policy, score in (("harassment", 0.9), ("spam", 0.1)):
-                label = {"f": file_id, "p": policy, "s": score, "l": int(score > 0.5)}
+                label = {
+                    "f": file_id,
+                    "p": policy,
+                    "sha": "sha",
+                    "m": "tiny",
+                    "s": score,
+                    "l": int(score > 0.5),
+                }
                 labels.append(label)
                 conn.execute(
                     sa.text(
@@ -188,7 +195,11 @@ def test_a_reviewer_holding_an_erased_item_no_longer_holds_it(settings, store):
     with store.begin() as conn:
         conn.execute(sa.text("UPDATE audio_files SET status = 'classified'"))
         file_id = conn.execute(sa.text("SELECT min(id) FROM audio_files")).scalar()
-        enqueue(conn, [{"f": file_id, "p": "harassment", "s": 0.9, "l": 1}], 0.0)
+        enqueue(
+            conn,
+            [{"f": file_id, "p": "harassment", "sha": "sha", "m": "tiny", "s": 0.9, "l": 1}],
+            0.0,
+        )
     item = claim_next(store, "ana")
     record_listen(store, item.id, "ana")
     erase.erase(settings, store, Scope.FILE, str(file_id), "dpo", "withdrawn")

@@ -80,8 +80,8 @@ def test_review_backlog_by_count_and_age(settings, store):
     with store.begin() as conn:
         conn.execute(
             sa.text(
-                "INSERT INTO review_queue (file_id, policy, score, created_at)"
-                " SELECT id, 'harassment', 0.9, :at FROM audio_files"
+                "INSERT INTO review_queue (file_id, policy, policy_sha, model, score, created_at)"
+                " SELECT id, 'harassment', 'sha', 'tiny', 0.9, :at FROM audio_files"
             ),
             {"at": datetime(2026, 11, 27, 9, 0)},
         )

@@ -46,8 +46,8 @@ def _a_day(settings: Settings, store: Store) -> None:
     with store.begin() as conn:
         conn.execute(
             sa.text(
-                "INSERT INTO review_queue (file_id, policy, score, created_at)"
-                " VALUES (:f, 'harassment', 0.9, :at)"
+                "INSERT INTO review_queue (file_id, policy, policy_sha, model, score, created_at)"
+                " VALUES (:f, 'harassment', 'sha', 'tiny', 0.9, :at)"
             ),
             {"f": file_id, "at": datetime(2026, 11, 29, 11, 0)},
         )

@@ -33,8 +33,8 @@ def queue(store):
             ).scalar()
             conn.execute(
                 sa.text(
-                    "INSERT INTO review_queue (file_id, policy, score)"
-                    " VALUES (:f, 'harassment', :s)"
+                    "INSERT INTO review_queue (file_id, policy, policy_sha, model, score)"
+                    " VALUES (:f, 'harassment', 'sha', 'tiny', :s)"
                 ),
                 {"f": file_id, "s": 0.5 + i / 100},
             )

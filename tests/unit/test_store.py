@@ -235,8 +235,8 @@ def test_0008_keeps_the_queue_and_its_trail_and_adds_kinds_and_corrections(
     )
     assert store.scalar("SELECT count(*) FROM review_events WHERE item_id = 5") == 1
     insert = sa.text(
-        "INSERT INTO review_queue (file_id, policy, score, kind, first_item_id)"
-        " VALUES (3, 'harassment', 0.9, :k, :f)"
+        "INSERT INTO review_queue (file_id, policy, policy_sha, model, score, kind, first_item_id)"
+        " VALUES (3, 'harassment', 'sha', 'm', 0.9, :k, :f)"
     )
     with store.begin() as conn:
         conn.execute(insert, {"k": "qa", "f": 5})
@@ -294,4 +294,76 @@ def test_0010_renames_gpu_batches_to_work_units_keeping_rows_keys_and_ids(
     with store.begin() as conn:
         conn.execute(sa.text("DELETE FROM work_units WHERE id = :u"), {"u": unit})
     assert store.scalar("SELECT count(*) FROM work_unit_files") == 0  # ON DELETE CASCADE
+    store.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_0014_gives_each_review_item_its_version_keeping_ids_decisions_and_trail(
+    backend, tmp_path, request
+):
+    """Items from before take the version of their file's latest label under the policy (a qa
+    item its first's); ids, statuses, decisions and the trail stay; afterwards one item per
+    version and kind, 'withdrawn' is a status, and labels can be marked superseded."""
+    store = _store_before("0014", backend, tmp_path, request)
+    _archive_7_with_file_3(store, "classified")
+    with store.begin() as conn:
+        for sha in ("old", "new"):  # the policy edited once already: two labels, two versions
+            conn.execute(
+                sa.text(
+                    "INSERT INTO labels (file_id, policy, policy_sha, model, score, label)"
+                    " VALUES (3, 'harassment', :sha, 'cope', 0.9, 1)"
+                ),
+                {"sha": sha},
+            )
+        conn.execute(
+            sa.text(
+                "INSERT INTO review_queue (id, file_id, policy, score, status, decision, kind)"
+                " VALUES (5, 3, 'harassment', 0.9, 'resolved', 'violation', 'flag')"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO review_queue (id, file_id, policy, score, kind, first_item_id)"
+                " VALUES (6, 3, 'harassment', 0.9, 'qa', 5)"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO review_queue (id, file_id, policy, score, kind)"
+                " VALUES (8, 3, 'self_harm', 0.2, 'sample')"  # no label under it: unknown
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO review_events (item_id, action, reviewer, decision)"
+                " VALUES (5, 'decide', 'ana', 'violation')"
+            )
+        )
+    assert store.migrate()[0] == "0014_label_versions"
+    items = [
+        tuple(r)
+        for r in store.rows(
+            "SELECT id, status, decision, policy_sha, model FROM review_queue ORDER BY id"
+        )
+    ]
+    assert items == [
+        (5, "resolved", "violation", "new", "cope"),
+        (6, "pending", None, "new", "cope"),
+        (8, "pending", None, "unknown", "unknown"),
+    ]
+    assert store.scalar("SELECT count(*) FROM review_events WHERE item_id = 5") == 1
+    insert = sa.text(
+        "INSERT INTO review_queue (file_id, policy, policy_sha, model, score, kind, status)"
+        " VALUES (3, 'harassment', :sha, 'cope', 0.9, 'flag', :status)"
+    )
+    with store.begin() as conn:  # another version's flag beside the decided one
+        conn.execute(insert, {"sha": "old", "status": "withdrawn"})
+        conn.execute(
+            sa.text("UPDATE labels SET superseded_at = CURRENT_TIMESTAMP WHERE policy_sha = 'old'")
+        )
+    with pytest.raises(sa.exc.IntegrityError), store.begin() as conn:
+        conn.execute(insert, {"sha": "new", "status": "pending"})  # the same version twice
+    with pytest.raises(sa.exc.IntegrityError), store.begin() as conn:
+        conn.execute(insert, {"sha": "newer", "status": "lost"})
+    assert store.scalar("SELECT count(*) FROM labels WHERE superseded_at IS NOT NULL") == 1
     store.dispose()

@@ -223,8 +223,8 @@ def test_second_reviews_and_samples_are_blind(web: Web, monkeypatch: pytest.Monk
     with web.store.begin() as conn:  # a sample of the same recording under another policy
         sample = conn.execute(
             sa.text(
-                "INSERT INTO review_queue (file_id, policy, score, kind)"
-                " VALUES (:f, 'self_harm', 0.123, 'sample') RETURNING id"
+                "INSERT INTO review_queue (file_id, policy, policy_sha, model, score, kind)"
+                " VALUES (:f, 'self_harm', 'sha', 'tiny', 0.123, 'sample') RETURNING id"
             ),
             {"f": file_id},
         ).scalar_one()

@@ -129,6 +129,8 @@ def build(store: Store) -> dict[str, int]:
                 "review_queue",
                 file_id=ids[member],
                 policy=policy,
+                policy_sha="p",
+                model="m",
                 score=0.9,
                 status=status,
                 decision=decision,

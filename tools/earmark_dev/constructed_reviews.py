@@ -74,8 +74,8 @@ def build(store: Any) -> None:
             if kind:
                 conn.execute(
                     sa.text(
-                        "INSERT INTO review_queue (file_id, policy, score, kind)"
-                        " VALUES (:f, :p, :s, :k)"
+                        "INSERT INTO review_queue (file_id, policy, policy_sha, model, score, kind)"
+                        " VALUES (:f, :p, 'sha', 'm', :s, :k)"
                     ),
                     {"f": file_id, "p": policy, "s": score, "k": kind},
                 )

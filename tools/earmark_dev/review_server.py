@@ -89,7 +89,8 @@ def seed_items(store: Store, audio_dir: Path, run_date: str, seed: list[SeedRow]
             )
             ids[member] = conn.execute(
                 sa.text(
-                    "INSERT INTO review_queue (file_id, policy, score) VALUES (:f, :p, :s)"
+                    "INSERT INTO review_queue (file_id, policy, policy_sha, model, score)"
+                    " VALUES (:f, :p, 'sha', 'cope', :s)"
                     " RETURNING id"
                 ),
                 {"f": file_id, "p": policy, "s": score},

@@ -1,9 +1,12 @@
 """The screening stage of one work unit: score its transcripts against every policy.
 
 The task loads the classifier once (only if something needs scoring) and scores the unit policy
-by policy. Labels are upserts keyed on the contract's unique keys, so a retried task ends in the
-same state as a clean one; flags, and a sample of the scores below the threshold, go to the
-review queue through :func:`earmark.review.queue.enqueue`. Transcript text is never logged.
+by policy. Labels are upserts keyed on the contract's unique keys (file, policy, policy version,
+model), so a retried task ends in the same state as a clean one. A file scored under a policy by
+another version or model marks its earlier label superseded (kept, never overwritten), and that
+version's undecided review items are withdrawn. Flags, and a sample of the scores below the
+threshold, go to the review queue through :func:`earmark.review.queue.enqueue`. Transcript text
+is never logged.
 
 A score that is not finite fails the task with
 :class:`~earmark.inference.classifier.NonFiniteScoreError` naming the files and the policy:
@@ -33,11 +36,13 @@ from earmark.gpu.models import (
 from earmark.gpu.unit_inputs import labelled_pairs, unit_transcripts
 from earmark.review.queue import enqueue
 from earmark.store.db import Store
+from earmark.store.sql import named_queries
 
 if TYPE_CHECKING:
     from earmark.inference.policies import Policy
 
 log = logging.getLogger(__name__)
+_Q = named_queries("labels")
 
 
 def classify_unit(
@@ -113,13 +118,7 @@ def _mark_classified(store: Store, unit_id: int, model: str, policies: int) -> N
     """Move the unit's transcribed files labelled under every policy to classified."""
     with store.begin() as conn:
         conn.execute(
-            sa.text(
-                "UPDATE audio_files SET status = 'classified', updated_at = CURRENT_TIMESTAMP"
-                " WHERE status = 'transcribed' AND id IN (SELECT file_id FROM work_unit_files"
-                " WHERE unit_id = :b)"
-                " AND (SELECT count(*) FROM labels l WHERE l.file_id = audio_files.id"
-                " AND l.model = :m) >= :n"
-            ),
+            sa.text(_Q["mark_classified"]),
             {"b": unit_id, "m": model, "n": policies},
         )
 
@@ -141,13 +140,6 @@ def _write_labels(
         for f, s in scored
     ]
     with store.begin() as conn:
-        conn.execute(
-            sa.text(
-                "INSERT INTO labels (file_id, policy, policy_sha, model, score, label)"
-                " VALUES (:f, :p, :sha, :m, :s, :l)"
-                " ON CONFLICT (file_id, policy, policy_sha, model) DO UPDATE SET"
-                " score = excluded.score, label = excluded.label, created_at = CURRENT_TIMESTAMP"
-            ),
-            rows,
-        )
+        conn.execute(sa.text(_Q["supersede_other_versions"]), rows)
+        conn.execute(sa.text(_Q["upsert_label"]), rows)
         enqueue(conn, rows, settings.review_sample_share)

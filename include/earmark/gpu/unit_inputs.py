@@ -104,15 +104,16 @@ def unit_transcripts(store: Store, unit_id: int, asr_model: str) -> list[sa.Row]
 def labelled_pairs(
     store: Store, unit_id: int, model: str, policies: list[Policy]
 ) -> set[tuple[int, str]]:
-    """(file, policy) pairs of the unit already labelled by ``model`` under the policy's
-    current text; a changed policy is scored again."""
+    """(file, policy) pairs of the unit whose current label is by ``model`` under the policy's
+    current text; a changed policy is scored again, and so is a policy edited back to an
+    earlier text (its label of that text was superseded meanwhile)."""
     current_sha = {p.name: p.sha256 for p in policies}
     return {
         (r.file_id, r.policy)
         for r in store.rows(
             "SELECT l.file_id, l.policy, l.policy_sha FROM labels l"
             " JOIN work_unit_files b ON b.file_id = l.file_id"
-            " WHERE b.unit_id = :b AND l.model = :m",
+            " WHERE b.unit_id = :b AND l.model = :m AND l.superseded_at IS NULL",
             b=unit_id,
             m=model,
         )

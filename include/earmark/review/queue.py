@@ -31,7 +31,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from earmark.store.db import Store
-from earmark.store.sql import as_utc
+from earmark.store.sql import as_utc, named_queries
+
+_Q = named_queries("review_queue")
 
 DECISIONS = ("violation", "no_violation", "unclear")
 KINDS = ("flag", "qa", "sample")
@@ -87,25 +89,22 @@ def enqueue(conn: sa.Connection, labels: Sequence[Mapping[str, Any]], sample_sha
     """Queue one policy's new labels for review: every flag, and a sample of the scores below
     the threshold (``sample_share``, to measure what the threshold misses).
 
-    ``labels`` are rows ``{"f": file id, "p": policy, "s": score, "l": 0 or 1}``. One item per
-    file, policy and kind; a new score updates an item only while it is pending, never one a
-    reviewer holds or decided. Returns how many items were offered.
+    ``labels`` are rows ``{"f": file id, "p": policy, "sha": policy version, "m": model,
+    "s": score, "l": 0 or 1}``. One item per file, policy, version, model and kind; a new score
+    updates an item only while it is pending, never one a reviewer holds or decided. Items of
+    the same file and policy under another version or model that no one decided yet are
+    withdrawn (their labels were superseded); decided ones stay, counted under their version.
+    Returns how many items were offered.
     """
+    if labels:
+        conn.execute(sa.text(_Q["withdraw_other_versions"]), list(labels))
     queued = [{**r, "k": "flag"} for r in labels if r["l"] == 1] + [
         {**r, "k": "sample"}
         for r in labels
         if r["l"] == 0 and sampled(f"sample:{r['f']}:{r['p']}", sample_share)
     ]
     if queued:
-        conn.execute(
-            sa.text(
-                "INSERT INTO review_queue (file_id, policy, score, kind)"
-                " VALUES (:f, :p, :s, :k)"
-                " ON CONFLICT (file_id, policy, kind) DO UPDATE SET score = excluded.score"
-                " WHERE review_queue.status = 'pending'"
-            ),
-            queued,
-        )
+        conn.execute(sa.text(_Q["enqueue"]), queued)
     return len(queued)
 
 
@@ -213,12 +212,7 @@ def resolve(
         _record(conn, item_id, "decide", reviewer, now, decision=decision, note=note)
         if sampled(f"qa:{item_id}", qa_share):
             conn.execute(
-                sa.text(
-                    "INSERT INTO review_queue (file_id, policy, score, kind, first_item_id)"
-                    " SELECT file_id, policy, score, 'qa', id FROM review_queue"
-                    " WHERE id = :id AND kind = 'flag'"
-                    " ON CONFLICT (file_id, policy, kind) DO NOTHING"
-                ),
+                sa.text(_Q["queue_second_review"]),
                 {"id": item_id},
             )
 

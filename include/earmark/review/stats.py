@@ -1,6 +1,8 @@
 """What the RA review says: reviewers' counts and times, and how good the flags are.
 
-Flag quality, per policy and day (run date), from the reviewers' current decisions:
+Flag quality, per policy, version and day (run date), from the reviewers' current decisions.
+A version is the policy's sha256 and the classifier model: an item counts under the version it
+was queued under, so a reworded policy or a new model is judged on its own, never mixed:
 
 - **precision**: violations / (violations + no violations) among decided flags ("unclear" is
   counted apart, in neither);
@@ -24,8 +26,10 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from datetime import date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
+from earmark.names import printable
 from earmark.store.db import Store
 from earmark.store.sql import as_utc, named_queries
 
@@ -48,12 +52,18 @@ def _ratio(hits: int, n: int) -> float | None:
     return hits / n if n else None
 
 
+def version_label(policy_sha: str, model: str) -> str:
+    """A version as people read it: the policy's short sha256 and the model."""
+    return f"{policy_sha[:8]} {printable(model)}"
+
+
 @dataclass
 class FlagQuality:
-    """One policy on one day (or, with ``run_date`` "all", over the whole range)."""
+    """One policy version on one day (or, with ``run_date`` "all", over the whole range)."""
 
     run_date: str
     policy: str
+    version: str
     scored: int = 0
     flagged: int = 0
     below: int = 0
@@ -103,8 +113,8 @@ class FlagQuality:
         return None if interval is None else (interval[0] * self.below, interval[1] * self.below)
 
     def add(self, other: FlagQuality) -> None:
-        """Add ``other``'s counts to these (every field but the day and the policy)."""
-        for count in fields(self)[2:]:
+        """Add ``other``'s counts to these (every field but the day, policy and version)."""
+        for count in fields(self)[3:]:
             setattr(self, count.name, getattr(self, count.name) + getattr(other, count.name))
 
 
@@ -113,6 +123,7 @@ class ThresholdSuggestion:
     """The threshold that maximises weighted F1, and the figures behind it."""
 
     policy: str
+    version: str
     current: float
     threshold: float | None
     precision: float | None = None
@@ -164,21 +175,21 @@ def _day(value: object) -> str:
 
 
 def flag_quality(store: Store, first: str, last: str) -> list[FlagQuality]:
-    """Per day and policy, from ``first`` to ``last`` (run dates, inclusive)."""
+    """Per day, policy and version, from ``first`` to ``last`` (run dates, inclusive)."""
     queries = named_queries("review_stats")
     params = {"first": first, "last": last}
-    cells: dict[tuple[str, str], FlagQuality] = {}
+    cells: dict[tuple[str, str, str], FlagQuality] = {}
 
-    def cell(run_date: object, policy: str) -> FlagQuality:
-        key = (_day(run_date), policy)
+    def cell(row: Any) -> FlagQuality:
+        key = (_day(row.run_date), row.policy, version_label(row.policy_sha, row.model))
         return cells.setdefault(key, FlagQuality(*key))
 
     for row in store.rows(queries["scored"], **params):
-        c = cell(row.run_date, row.policy)
+        c = cell(row)
         c.scored, c.flagged, c.below = int(row.scored), int(row.flagged), int(row.below)
         c.sampled = int(row.sampled)
     for row in store.rows(queries["decisions"], **params):
-        c = cell(row.run_date, row.policy)
+        c = cell(row)
         if row.kind == "flag":
             field_name = {"violation": "violations", "no_violation": "no_violations"}.get(
                 row.decision, "unclear"
@@ -191,43 +202,45 @@ def flag_quality(store: Store, first: str, last: str) -> list[FlagQuality]:
         if field_name:
             setattr(c, field_name, getattr(c, field_name) + 1)
     for row in store.rows(queries["qa_pairs"], **params):
-        c = cell(row.run_date, row.policy)
+        c = cell(row)
         c.qa_pairs += 1
         c.qa_agreed += int(row.first_decision == row.second_decision)
     return [cells[key] for key in sorted(cells)]
 
 
 def totals_by_policy(quality: Iterable[FlagQuality]) -> list[FlagQuality]:
-    """The days added up, one row per policy (``run_date`` "all")."""
-    totals: dict[str, FlagQuality] = {}
+    """The days added up, one row per policy and version (``run_date`` "all")."""
+    totals: dict[tuple[str, str], FlagQuality] = {}
     for q in quality:
-        totals.setdefault(q.policy, FlagQuality("all", q.policy)).add(q)
-    return [totals[p] for p in sorted(totals)]
+        totals.setdefault((q.policy, q.version), FlagQuality("all", q.policy, q.version)).add(q)
+    return [totals[key] for key in sorted(totals)]
 
 
 def suggest_thresholds(
     store: Store, first: str, last: str, current: float, totals: Iterable[FlagQuality]
 ) -> list[ThresholdSuggestion]:
-    """Per policy, the threshold that maximises F1 on the decided items, weighted."""
-    by_policy = {t.policy: t for t in totals}
-    scored: dict[str, list[tuple[float, bool, str]]] = defaultdict(list)
+    """Per policy version, the threshold that maximises F1 on the decided items, weighted."""
+    by_version = {(t.policy, t.version): t for t in totals}
+    scored: dict[tuple[str, str], list[tuple[float, bool, str]]] = defaultdict(list)
     for row in store.rows(named_queries("review_stats")["decisions"], first=first, last=last):
         if row.decision in ("violation", "no_violation"):
-            scored[row.policy].append((float(row.score), row.decision == "violation", row.kind))
+            key = (row.policy, version_label(row.policy_sha, row.model))
+            scored[key].append((float(row.score), row.decision == "violation", row.kind))
     return [
-        _suggest(policy, current, scored.get(policy, []), by_policy[policy])
-        for policy in sorted(by_policy)
+        _suggest(key, current, scored.get(key, []), by_version[key]) for key in sorted(by_version)
     ]
 
 
 def _suggest(
-    policy: str, current: float, items: list[tuple[float, bool, str]], total: FlagQuality
+    key: tuple[str, str], current: float, items: list[tuple[float, bool, str]], total: FlagQuality
 ) -> ThresholdSuggestion:
+    policy, version = key
     flag_items = [i for i in items if i[2] == "flag"]
     sample_items = [i for i in items if i[2] == "sample"]
     if len(items) < MIN_DECISIONS_FOR_SUGGESTION:
         return ThresholdSuggestion(
             policy,
+            version,
             current,
             None,
             decisions=len(items),
@@ -262,6 +275,7 @@ def _suggest(
     f1, precision, recall = f1_at(best)
     return ThresholdSuggestion(
         policy,
+        version,
         current,
         best,
         precision=precision,
@@ -384,14 +398,14 @@ def format_stats(stats: ReviewStats) -> str:
     """The figures as plain text (``earmark review-stats``)."""
     lines = [f"Flag quality, {stats.first} to {stats.last} (threshold {stats.threshold:g})"]
     header = (
-        f"  {'day':<10} {'policy':<20} {'flags':>5} {'decided':>7} {'precision':>16}"
-        f" {'agreement':>13} {'below':>6} {'sampled':>7} {'missed (est.)':>16}"
+        f"  {'day':<10} {'policy':<20} {'version':<24} {'flags':>5} {'decided':>7}"
+        f" {'precision':>16} {'agreement':>13} {'below':>6} {'sampled':>7} {'missed (est.)':>16}"
     )
     lines.append(header)
     for q in [*stats.quality, *stats.by_policy]:
         missed = q.missed_estimate
         lines.append(
-            f"  {q.run_date:<10} {q.policy:<20} {q.flagged:>5} {q.decided:>7}"
+            f"  {q.run_date:<10} {q.policy:<20} {q.version:<24} {q.flagged:>5} {q.decided:>7}"
             f" {_pct(q.precision) + _interval(q.precision_ci):>16}"
             f" {_agreement(q):>13} {q.below:>6} {q.sample_decided:>7}"
             f" {('-' if missed is None else f'{missed:.1f}') + _interval(q.missed_ci, 'n'):>16}"
@@ -399,10 +413,10 @@ def format_stats(stats: ReviewStats) -> str:
     lines.append("Suggested thresholds")
     for s in stats.suggestions:
         if s.threshold is None:
-            lines.append(f"  {s.policy:<20} none: {s.reason}")
+            lines.append(f"  {s.policy:<20} {s.version:<24} none: {s.reason}")
             continue
         lines.append(
-            f"  {s.policy:<20} {s.threshold:.3f} (now {s.current:g}): F1 {s.f1:.2f}"
+            f"  {s.policy:<20} {s.version:<24} {s.threshold:.3f} (now {s.current:g}): F1 {s.f1:.2f}"
             f" (now {s.current_f1:.2f}), precision {_pct(s.precision)}"
             f", recall {_pct(s.recall)}, {s.decisions} decisions; {s.reason}"
         )

@@ -12,15 +12,17 @@ WHERE a.run_date = '{{ run_date }}'
   AND NOT EXISTS (SELECT 1 FROM transcripts t WHERE t.file_id = f.id);
 
 -- name: every_flag_in_review_queue
--- Every flagged label has its review item (a flag's, not a second review or a sample).
+-- Every current flagged label has its review item of the same version (a flag's, not a second
+-- review or a sample).
 SELECT count(*) = 0
 FROM labels l
 JOIN audio_files f ON f.id = l.file_id
 JOIN archives a ON a.id = f.archive_id
 WHERE a.run_date = '{{ run_date }}'
-  AND l.label = 1
+  AND l.label = 1 AND l.superseded_at IS NULL
   AND NOT EXISTS (SELECT 1 FROM review_queue r
-                  WHERE r.file_id = l.file_id AND r.policy = l.policy AND r.kind = 'flag');
+                  WHERE r.file_id = l.file_id AND r.policy = l.policy AND r.kind = 'flag'
+                    AND r.policy_sha = l.policy_sha AND r.model = l.model);
 
 -- name: quarantine_has_reason
 -- Nothing is rejected or quarantined without a reason.

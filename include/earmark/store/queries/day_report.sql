@@ -27,14 +27,16 @@ JOIN archives a ON a.id = f.archive_id
 WHERE a.run_date = :d AND f.status <> 'quarantined';
 
 -- name: flags_by_policy
--- Per policy: files scored and files flagged.
-SELECT l.policy, count(*) AS scored, coalesce(sum(l.label), 0) AS flagged
+-- Per policy and version (policy sha256, model): files scored and files flagged, and whether
+-- the version is still current (a rescreen supersedes a version's labels, never mixes them).
+SELECT l.policy, l.policy_sha, l.model, count(*) AS scored, coalesce(sum(l.label), 0) AS flagged,
+       sum(CASE WHEN l.superseded_at IS NULL THEN 1 ELSE 0 END) AS current
 FROM labels l
 JOIN audio_files f ON f.id = l.file_id
 JOIN archives a ON a.id = f.archive_id
 WHERE a.run_date = :d
-GROUP BY l.policy
-ORDER BY l.policy;
+GROUP BY l.policy, l.policy_sha, l.model
+ORDER BY l.policy, l.policy_sha, l.model;
 
 -- name: archive_completeness
 -- Per archive of the day: its files by outcome; incomplete archives first.

@@ -30,11 +30,12 @@ JOIN archives a ON a.id = f.archive_id
 WHERE a.run_date = :d AND f.status <> 'quarantined';
 
 -- name: labels
+-- The day's current labels (a superseded one was replaced by a rescreen's).
 SELECT count(*) AS n, sum(l.label) AS flagged
 FROM labels l
 JOIN audio_files f ON f.id = l.file_id
 JOIN archives a ON a.id = f.archive_id
-WHERE a.run_date = :d;
+WHERE a.run_date = :d AND l.superseded_at IS NULL;
 
 -- name: gpu_throughput
 -- Audio seconds per wall second over the day's finished batches (both GPU stages).
@@ -73,14 +74,15 @@ SELECT r.id,
 FROM review_queue r
 JOIN audio_files f ON f.id = r.file_id
 JOIN archives a ON a.id = f.archive_id
-WHERE a.run_date = :d AND r.kind = 'flag'
+WHERE a.run_date = :d AND r.kind = 'flag' AND r.status <> 'withdrawn'
 ORDER BY r.score DESC, r.id;
 
 -- name: review_item_counts
--- The day's review items per policy, kind and status. Counts only: any flag may later be
--- reviewed blind (a second review), and a score or recording name listed here would tell that
--- reviewer what the item page hides.
-SELECT r.policy, r.kind,
+-- The day's review items per policy, version (policy sha256, model), kind and status ('withdrawn':
+-- left the queue undecided when a rescreen superseded its version). Counts only: any flag may
+-- later be reviewed blind (a second review), and a score or recording name listed here would
+-- tell that reviewer what the item page hides.
+SELECT r.policy, r.policy_sha, r.model, r.kind,
        CASE WHEN r.status = 'claimed' AND r.claimed_until < :now THEN 'pending'
             ELSE r.status END AS status,
        count(*) AS n
@@ -88,5 +90,5 @@ FROM review_queue r
 JOIN audio_files f ON f.id = r.file_id
 JOIN archives a ON a.id = f.archive_id
 WHERE a.run_date = :d
-GROUP BY r.policy, r.kind, 3
-ORDER BY r.policy, r.kind, 3;
+GROUP BY r.policy, r.policy_sha, r.model, r.kind, 5
+ORDER BY r.policy, r.policy_sha, r.model, r.kind, 5;

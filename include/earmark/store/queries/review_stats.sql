@@ -15,8 +15,9 @@ WHERE e.at >= :since AND e.at < :until
 ORDER BY e.id;
 
 -- name: decisions
--- The current decision of every decided flag and below-threshold sample, with its score.
-SELECT a.run_date, r.policy, r.kind, r.score, r.decision
+-- The current decision of every decided flag and below-threshold sample, with its score and
+-- the version (policy sha256, model) it was queued under.
+SELECT a.run_date, r.policy, r.policy_sha, r.model, r.kind, r.score, r.decision
 FROM review_queue r
 JOIN audio_files f ON f.id = r.file_id
 JOIN archives a ON a.id = f.archive_id
@@ -25,8 +26,8 @@ WHERE a.run_date BETWEEN :first AND :last
 ORDER BY a.run_date, r.policy, r.id;
 
 -- name: qa_pairs
--- Each decided second review beside the decision it checked.
-SELECT a.run_date, q.policy, earlier.decision AS first_decision, q.decision AS second_decision
+-- Each decided second review beside the decision it checked (of the same version).
+SELECT a.run_date, q.policy, q.policy_sha, q.model, earlier.decision AS first_decision, q.decision AS second_decision
 FROM review_queue q
 JOIN review_queue earlier ON earlier.id = q.first_item_id
 JOIN audio_files f ON f.id = q.file_id
@@ -36,19 +37,21 @@ WHERE a.run_date BETWEEN :first AND :last
 ORDER BY a.run_date, q.policy, q.id;
 
 -- name: scored
--- Per day and policy: files scored, flagged (at or above the threshold), below it, and the
--- below-threshold items queued as samples.
-SELECT a.run_date, l.policy,
+-- Per day, policy and version (policy sha256, model; superseded labels count under theirs):
+-- files scored, flagged (at or above the threshold), below it, and the below-threshold items
+-- queued as samples.
+SELECT a.run_date, l.policy, l.policy_sha, l.model,
        count(DISTINCT l.file_id) AS scored,
        count(DISTINCT CASE WHEN l.label = 1 THEN l.file_id END) AS flagged,
        count(DISTINCT CASE WHEN l.label = 0 THEN l.file_id END) AS below,
        (SELECT count(*) FROM review_queue s
         JOIN audio_files sf ON sf.id = s.file_id
         JOIN archives sa ON sa.id = sf.archive_id
-        WHERE s.kind = 'sample' AND s.policy = l.policy AND sa.run_date = a.run_date) AS sampled
+        WHERE s.kind = 'sample' AND s.policy = l.policy AND s.policy_sha = l.policy_sha
+          AND s.model = l.model AND sa.run_date = a.run_date) AS sampled
 FROM labels l
 JOIN audio_files f ON f.id = l.file_id
 JOIN archives a ON a.id = f.archive_id
 WHERE a.run_date BETWEEN :first AND :last
-GROUP BY a.run_date, l.policy
-ORDER BY a.run_date, l.policy;
+GROUP BY a.run_date, l.policy, l.policy_sha, l.model
+ORDER BY a.run_date, l.policy, l.policy_sha, l.model;
