@@ -26,8 +26,12 @@ Screens one day of audio: every recording that arrived in `incoming/` is unpacke
    time plus loading; failing names the unit), inside a static backstop execution_timeout.
 6. **noon_check**, **data_quality**, **report**: completeness, ETA, checks; the report writes
    the day's HTML report with plots (`/earmark/report/<date>`) and fails the run when nothing
-   was delivered or the day is incomplete; **prune_processed** deletes archives in `processed/`
-   past their retention.
+   was delivered or the day is incomplete.
+7. **retention** (after the report, whatever became of it; a teardown, so its failure does not
+   change the run's verdict) removes what each kind of data's retention says is past its time:
+   delivered archives in `processed/`, audio of unflagged and of flagged recordings,
+   transcripts, labels, decided review items; each recorded in `erasures`, counts and bytes in
+   the log (`earmark retention --dry-run` says what it would take).
 
 A Deadline Alert emails when the local deadline passes with the run unfinished, for scheduled
 runs and for runs triggered without a logical date (CLI, REST API) for today alike; reruns of
@@ -354,11 +358,16 @@ def earmark_daily() -> None:
         return status.run_date
 
     @task(trigger_rule="all_done")
-    def prune_processed() -> int:
-        """Delete archives in processed/ older than the retention; how many day folders went."""
-        from earmark.ingest.retention import prune_processed as prune
+    def retention() -> dict[str, Any]:
+        """Apply each kind of data's retention (earmark.lifecycle.retention), today local time
+        whatever day the run screens; per kind how many went and their bytes, never names."""
+        from earmark.lifecycle.retention import apply_retention, describe
+        from earmark.orchestration.airflow_seam import task_env
 
-        return len(prune(Settings.from_env()))
+        env = task_env()
+        outcome = apply_retention(env.settings, env.store)
+        print("\n".join(describe(outcome.kinds, "removed")))
+        return {k.kind.value: {"count": k.count, "bytes": k.bytes} for k in outcome.kinds}
 
     conf_checked = check_run_conf().as_setup()
     # An XComArg that each task below receives as the str it resolves to; mypy cannot see
@@ -377,7 +386,15 @@ def earmark_daily() -> None:
     gpu = gpu_unit.expand(unit_id=units)
     checked = noon_check(run_date)
     gpu >> checked
-    checked >> [data_quality(data_quality_queries(run_date)), report(run_date), prune_processed()]
+    reported = report(run_date)
+    checked_quality = data_quality(data_quality_queries(run_date))
+    checked >> [checked_quality, reported]
+    # After the report and the checks, whatever became of them: the run's teardown (of the conf
+    # check's setup), so they stay the tasks whose failure fails the run; retention's own
+    # failure is recorded in task_failures like any task's, and its next run finishes what it
+    # left. Every task is upstream of it, so a failed conf check leaves them all upstream_failed.
+    retained = retention().as_teardown()
+    [conf_checked, checked_quality, reported] >> retained
 
 
 earmark_daily()

@@ -108,6 +108,16 @@ def _zero_to_one(text: str) -> float:
     return share
 
 
+def _whole_days_or_forever(text: str) -> int | None:
+    """A retention: a whole number of days (0 or more), or ``forever`` (None: never removed)."""
+    if text.strip().lower() == "forever":
+        return None
+    days = int(text)
+    if days < 0:
+        raise ValueError(text)
+    return days
+
+
 def _flag(text: str) -> bool:
     return text.strip().lower() in {"1", "true", "yes", "on"}
 
@@ -128,6 +138,7 @@ _whole = _checked(int, "a whole number")
 _number = _checked(float, "a number")
 _local_time = _checked(_hh_mm, "a local time HH:MM")
 _share = _checked(_zero_to_one, "a share from 0 to 1")
+_days_or_forever = _checked(_whole_days_or_forever, "a whole number of days or `forever`")
 
 
 @_settings_dataclass
@@ -429,8 +440,43 @@ class Settings:
     processed_retention_days: int = setting(
         "EARMARK_PROCESSED_RETENTION_DAYS",
         "30",
-        "Archives in processed/ older than this are pruned.",
+        "Retention of delivered archives: the archives in processed/ (and duplicate deliveries "
+        "of them) of a day older than this many days are removed, by the daily retention task.",
         parse=_whole,
+    )
+    retain_unflagged_audio_days: int | None = setting(
+        "EARMARK_RETAIN_UNFLAGGED_AUDIO_DAYS",
+        "30",
+        "Retention of the audio files of recordings never flagged (no label 1, no review item; "
+        "refused ones in quarantine/ too), in days from their run date, or `forever`.",
+        parse=_days_or_forever,
+    )
+    retain_flagged_audio_days: int | None = setting(
+        "EARMARK_RETAIN_FLAGGED_AUDIO_DAYS",
+        "90",
+        "Retention of the audio files of flagged recordings, in days from the last review "
+        "decision of their items, or `forever`; never while one of their items is open.",
+        parse=_days_or_forever,
+    )
+    retain_transcripts_days: int | None = setting(
+        "EARMARK_RETAIN_TRANSCRIPTS_DAYS",
+        "365",
+        "Retention of transcripts, in days from the run date or the recording's last review "
+        "decision (the later), or `forever`; never while one of its review items is open.",
+        parse=_days_or_forever,
+    )
+    retain_labels_days: int | None = setting(
+        "EARMARK_RETAIN_LABELS_DAYS",
+        "forever",
+        "Retention of labels (the scores), counted as transcripts are, in days or `forever`.",
+        parse=_days_or_forever,
+    )
+    retain_reviews_days: int | None = setting(
+        "EARMARK_RETAIN_REVIEWS_DAYS",
+        "730",
+        "Retention of decided review items with their review_events and audio_fetches (the "
+        "audit trail), in days from the last decision, or `forever`; only once the audio is gone.",
+        parse=_days_or_forever,
     )
     transfer_source: str = setting(
         "EARMARK_TRANSFER_SOURCE",

@@ -22,15 +22,21 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from earmark.config import Settings
 from earmark.day.schedule import deadline_for
 from earmark.day.status import DayStatus, day_status, format_summary, quarantine_report
+from earmark.lifecycle.retention import Held, held_per_kind
 from earmark.names import printable
 from earmark.reasons import code_of
-from earmark.review.stats import FlagQuality, flag_quality
+from earmark.review.stats import FlagQuality, flag_quality, version_label
 from earmark.store.db import Store
 from earmark.store.sql import as_utc, named_queries
 
 ARCHIVE_ROWS = 200  # the report lists this many archives, incomplete ones first
-REVIEW_STATUSES = ("pending", "claimed", "resolved")
-COLOURS = {"pending": "#d08c1a", "claimed": "#3b6fb6", "resolved": "#2f8f5b"}
+REVIEW_STATUSES = ("pending", "claimed", "resolved", "withdrawn")
+COLOURS = {
+    "pending": "#d08c1a",
+    "claimed": "#3b6fb6",
+    "resolved": "#2f8f5b",
+    "withdrawn": "#9aa0a6",
+}
 
 
 @dataclass
@@ -42,12 +48,13 @@ class DayFigures:
     batches: list[dict[str, Any]] = field(default_factory=list)
     quarantine: list[dict[str, Any]] = field(default_factory=list)
     flags: list[dict[str, Any]] = field(default_factory=list)
-    review: dict[str, dict[str, int]] = field(default_factory=dict)  # policy -> status -> n
+    review: dict[str, dict[str, int]] = field(default_factory=dict)  # version -> status -> n
     archives: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
     quality: list[FlagQuality] = field(default_factory=list)  # per policy, from the reviews
     no_speech: int = 0  # files decoded in which VAD found no speech
     silent: int = 0  # files intake found silent (never decoded)
+    retention: list[Held] = field(default_factory=list)  # per kind of data: kept, next run takes
 
     @property
     def quarantine_by_reason(self) -> Counter[str]:
@@ -75,14 +82,16 @@ def read_figures(
         figures.batches = run("batches")
         [nothing] = run("no_speech")
         figures.no_speech, figures.silent = int(nothing["no_speech"]), int(nothing["silent"])
-        figures.flags = run("flags_by_policy")
+        figures.flags = [{**row, "version": _policy_version(row)} for row in run("flags_by_policy")]
         for row in run("review_item_counts", named_queries("day_status")["review_item_counts"]):
-            by_status = figures.review.setdefault(row["policy"], {})
+            by_status = figures.review.setdefault(_policy_version(row), {})
             by_status[row["status"]] = by_status.get(row["status"], 0) + int(row["n"])
         figures.archives = run("archive_completeness")
         figures.failures = run("day_failures", named_queries("alerts")["day_failures"])
     figures.quarantine = quarantine_report(store, run_date)
     figures.quality = flag_quality(store, run_date, run_date)
+    today = utc_now.astimezone(ZoneInfo(settings.timezone)).date()
+    figures.retention = held_per_kind(settings, store, today)
     return figures
 
 
@@ -207,13 +216,20 @@ def plot_quarantine(figures: DayFigures) -> str:
     return _svg(fig)
 
 
+def _policy_version(row: dict[str, Any]) -> str:
+    """A policy and its version, for the plots: a rescreened day shows each version apart."""
+    return f"{row['policy']} {version_label(row['policy_sha'], row['model'])}"
+
+
 def plot_flags(figures: DayFigures) -> str:
-    """Files scored and flagged, per policy."""
+    """Files scored and flagged, per policy version (a superseded one marked so)."""
     fig, ax = _figure()
     if not figures.flags:
         _empty(ax, "nothing scored")
     else:
-        policies = [f["policy"] for f in figures.flags]
+        policies = [
+            f["version"] + ("" if int(f["current"]) else " (superseded)") for f in figures.flags
+        ]
         positions = range(len(policies))
         ax.bar(
             [p - 0.2 for p in positions],
@@ -238,7 +254,7 @@ def plot_flags(figures: DayFigures) -> str:
 
 
 def plot_review(figures: DayFigures) -> str:
-    """The day's review items per policy: pending, claimed, resolved."""
+    """The day's review items per policy version: pending, claimed, resolved, withdrawn."""
     policies = sorted(figures.review)
     fig, ax = _figure()
     if not policies:

@@ -184,6 +184,7 @@ def plan_work_units(
         "SELECT f.id, f.duration_s, f.silent FROM audio_files f"
         " JOIN archives a ON a.id = f.archive_id"
         " WHERE a.run_date = :d AND f.status IN :statuses"
+        " AND f.audio_erased_at IS NULL"  # retention removed its audio: its screening is final
     ).bindparams(sa.bindparam("statuses", expanding=True))
     with store.engine.connect() as conn:
         rows = conn.execute(query, {"d": run_date, "statuses": [s.value for s in statuses]}).all()

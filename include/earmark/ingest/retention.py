@@ -1,4 +1,8 @@
-"""Retention: ``processed/`` keeps delivered archives for ``EARMARK_PROCESSED_RETENTION_DAYS``."""
+"""Retention: ``processed/`` keeps delivered archives for ``EARMARK_PROCESSED_RETENTION_DAYS``.
+
+The daily retention (`earmark.lifecycle.retention`, the ``delivered_archives`` rule) removes each
+archive's homes there with an audit row first; `prune_processed` then takes the day folders past
+their time whole, with whatever no archive accounts for."""
 
 from __future__ import annotations
 

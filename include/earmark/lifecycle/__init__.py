@@ -1,1 +1,2 @@
-"""The recordings' lifecycle: erasure on request (`erase`), recorded in ``erasures``."""
+"""The recordings' lifecycle: erasure on request (`erase`) and retention per kind of data
+(`retention`), both recorded in ``erasures``; `disk` is what they remove."""

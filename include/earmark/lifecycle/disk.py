@@ -64,3 +64,34 @@ def remove(settings: Settings, paths: Iterable[Path]) -> None:
     """Remove each path that is there (a file, link or folder); idempotent."""
     for path in paths:
         remove_path(inside_data_root(settings, path))
+
+
+def remove_empty_folders(settings: Settings, folder: Path) -> None:
+    """Remove ``folder`` when a removal left it empty, then each folder above it left so (a
+    recording's folder, its archive's, its day's), never the data root's own (audio/, ...)."""
+    root = Path(os.path.realpath(settings.data_root))
+    folder = Path(os.path.realpath(folder))
+    while folder.is_relative_to(root) and root not in (folder, folder.parent):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (or gone): what is above it is not empty either
+            return
+        folder = folder.parent
+
+
+def remove_audio_file(settings: Settings, path: Path) -> None:
+    """Remove one recording's audio file and the folders it leaves empty; a refused recording's
+    (in quarantine/) takes its archive's reason file with it once no refused file is left."""
+    remove(settings, [path])
+    remove_empty_folders(settings, path.parent)
+    where = (
+        path.relative_to(settings.quarantine).parts
+        if path.is_relative_to(settings.quarantine)
+        else ()
+    )
+    if len(where) < 3:  # not quarantine/DAY/archive-ID/...
+        return
+    folder = settings.quarantine / where[0] / where[1]
+    if not folder.exists():
+        remove(settings, [folder.with_name(f"{folder.name}.reason.json")])
+        remove_empty_folders(settings, folder.parent)

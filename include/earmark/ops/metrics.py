@@ -1,10 +1,11 @@
-"""Prometheus metrics: today's day and the backlogs, read from the results DB at every scrape.
+"""Prometheus metrics: today's day and the backlogs, read from the results DB at every scrape,
+and what each kind of data holds under its retention (read every RETENTION_REFRESH).
 
 ``earmark metrics`` serves them on a local port (``EARMARK_METRICS_PORT``) for Prometheus to
 scrape; Airflow's own metrics (scheduler, executor, task durations) come from its StatsD or
-OpenTelemetry export (see the README). Labels are statuses and reason codes only: never names,
-never transcript text. When the results DB cannot be read, ``earmark_up`` is 0 and nothing else
-is reported, so a dashboard shows a gap rather than stale numbers.
+OpenTelemetry export (see the README). Labels are statuses, reason codes and kinds of data only:
+never names, never transcript text. When the results DB cannot be read, ``earmark_up`` is 0 and
+nothing else is reported, so a dashboard shows a gap rather than stale numbers.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from prometheus_client.registry import Collector
 
 from earmark.config import Settings
 from earmark.day.status import DayStatus, day_status, quarantine_report
+from earmark.lifecycle.retention import Held, held_per_kind
 from earmark.reasons import code_of
 from earmark.store.db import Store
 from earmark.store.sql import as_utc, named_queries
@@ -56,8 +58,15 @@ METRIC_NAMES = frozenset(
         "earmark_screened_last_hour_audio_seconds",
         "earmark_quarantined_last_hour",
         "earmark_task_failures_last_hour",
+        "earmark_retention_held_items",
+        "earmark_retention_held_bytes",
+        "earmark_retention_next_run_items",
+        "earmark_retention_next_run_bytes",
     }
 )
+#: How long the retention figures of one scrape serve the next ones: they count every table
+#: and change once a day, when the retention task runs.
+RETENTION_REFRESH = timedelta(minutes=10)
 
 
 def _timestamp(value: Any) -> float | None:
@@ -75,6 +84,7 @@ class EarmarkCollector(Collector):
         self.settings = settings
         self.store = store
         self.clock = clock or (lambda: datetime.now(UTC))
+        self._retention: tuple[datetime, list[Held]] | None = None
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         up = GaugeMetricFamily("earmark_up", "1 when the results DB could be read")
@@ -101,9 +111,22 @@ class EarmarkCollector(Collector):
         yield _quarantines(quarantine_report(self.store, today))
         yield from self._backlogs(now)
         yield from self._last_hour(now)
+        yield from _retention_families(self._held(now))
 
     def _zone(self) -> Any:
         return ZoneInfo(self.settings.timezone)
+
+    def _held(self, now: datetime) -> list[Held]:
+        """What each kind of data holds and the next retention run takes, read at most every
+        RETENTION_REFRESH."""
+        if self._retention is None or now - self._retention[0] >= RETENTION_REFRESH:
+            today = now.astimezone(self._zone()).date()
+            try:
+                self._retention = (now, held_per_kind(self.settings, self.store, today))
+            except OSError as exc:  # processed/ unreadable here: no retention figures
+                log.warning("retention figures unreadable for a scrape (%s)", type(exc).__name__)
+                return []
+        return self._retention[1]
 
     def _backlogs(self, now: datetime) -> Iterator[GaugeMetricFamily]:
         queries = named_queries("monitoring")
@@ -207,6 +230,21 @@ def _day_families(
         on_time = _gauge("earmark_day_on_time", "1 when done, or expected done, by the deadline")
         on_time.add_metric([], int(status.on_time))
         yield on_time
+
+
+def _retention_families(held: list[Held]) -> Iterator[GaugeMetricFamily]:
+    """Per kind of data (a retention rule): recordings (archives) and bytes on disk kept now,
+    and what the next retention run takes."""
+    for name, doc, value in (
+        ("earmark_retention_held_items", "Recordings (archives) kept, per kind", "count"),
+        ("earmark_retention_held_bytes", "Bytes on disk kept, per kind", "bytes"),
+        ("earmark_retention_next_run_items", "What the next retention run takes", "next_count"),
+        ("earmark_retention_next_run_bytes", "Bytes the next retention run frees", "next_bytes"),
+    ):
+        family = _gauge(name, doc, "kind")
+        for h in held:
+            family.add_metric([h.kind.value], getattr(h, value))
+        yield family
 
 
 def _quarantines(

@@ -37,7 +37,7 @@ STAGES = (
     ("unpack", ("unpack",)),
     ("plan", ("plan_work_units",)),
     ("gpu", ("gpu_unit.transcribe", "gpu_unit.classify")),
-    ("after", ("noon_check", "data_quality", "report", "prune_processed")),
+    ("after", ("noon_check", "data_quality", "report", "retention")),
     ("side", ("data_quality_queries",)),  # runs beside the others, off the critical path
 )
 

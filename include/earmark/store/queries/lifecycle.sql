@@ -1,5 +1,8 @@
 -- The recordings' lifecycle: erasure on request (earmark.lifecycle.erase). Ids, hashes, counts
--- and times only: never transcript text or names of recordings.
+-- and times only: never transcript text or names of recordings. Rows of scope 'retention' are
+-- retention's (earmark.lifecycle.retention, queries in retention.sql): a retention row with a
+-- file_id took that recording's audio or rows of one kind, never the recording, so the queries
+-- below that ask "was this erased on request" leave them out.
 
 -- name: erasures
 -- The audit: every erasure, oldest first.
@@ -15,7 +18,7 @@ SELECT e.id, e.file_id, e.archive_id, e.removed, a.run_date, f.path
 FROM erasures e
 JOIN archives a ON a.id = e.archive_id
 LEFT JOIN audio_files f ON f.id = e.file_id
-WHERE e.status = 'intended'
+WHERE e.status = 'intended' AND e.scope <> 'retention'
 ORDER BY e.id;
 
 -- name: deliveries_named
@@ -50,7 +53,7 @@ ORDER BY u.id, b.file_id;
 -- name: erased_before
 -- Done erasures of an archive (file_id NULL: the archive's own row) or of one recording.
 SELECT id, at, file_id FROM erasures
-WHERE status = 'done' AND (archive_id = :archive_id OR file_id = :file_id)
+WHERE status = 'done' AND scope <> 'retention' AND (archive_id = :archive_id OR file_id = :file_id)
 ORDER BY id DESC;
 
 -- name: archive_with_bytes
@@ -61,7 +64,8 @@ FROM archives a
 LEFT JOIN (SELECT archive_id, max(id) AS erasure_id, max(at) AS erased_at,
                   sum(CASE WHEN file_id IS NULL THEN 1 ELSE 0 END) AS whole,
                   count(file_id) AS recordings
-           FROM erasures WHERE status = 'done' GROUP BY archive_id) e ON e.archive_id = a.id
+           FROM erasures WHERE status = 'done' AND scope <> 'retention'
+           GROUP BY archive_id) e ON e.archive_id = a.id
 WHERE a.sha256 = :sha;
 
 -- name: duplicate_deliveries

@@ -1,0 +1,158 @@
+-- Retention per kind of data (earmark.lifecycle.retention): what each rule takes, and what is
+-- held. Ids, hashes, counts and bytes only: never transcript text or names of recordings.
+--
+-- Every rule leaves alone a recording not yet screened (status 'ready' or 'transcribed') and one
+-- an erasure is under way for (an 'intended' row in erasures). "Flagged": a label 1 (superseded
+-- or not) or a review item of any kind. "Open": a review item 'pending' or 'claimed'. "Settled"
+-- (what the flagged audio, transcripts, labels and reviews rules count from): the later of the
+-- run date and the last review decision of the recording's items (resolved_at). A rule's time
+-- is up when the run date lies before :cutoff_day and no decision on or after :cutoff_ts (that
+-- day's local midnight).
+-- A run takes them in batches of :limit recordings, each after the last one's id (:after); the
+-- dry run and the figures pass 0 and a bound no day reaches.
+
+-- name: due_unflagged_audio
+-- Audio files on disk of recordings never flagged, counted from their run date (a quarantined
+-- recording, refused at intake, is one: its file in quarantine/ goes by this rule).
+SELECT f.id AS file_id, f.archive_id, f.path, f.sha256, coalesce(f.bytes, 0) AS bytes
+FROM audio_files f
+JOIN archives a ON a.id = f.archive_id
+WHERE f.audio_erased_at IS NULL
+  AND f.status IN ('classified', 'quarantined')
+  AND a.run_date < :cutoff_day
+  AND NOT EXISTS (SELECT 1 FROM labels l WHERE l.file_id = f.id AND l.label = 1)
+  AND NOT EXISTS (SELECT 1 FROM review_queue r WHERE r.file_id = f.id)
+  AND NOT EXISTS (SELECT 1 FROM erasures e WHERE e.file_id = f.id AND e.status = 'intended')
+  AND f.id > :after
+ORDER BY f.id
+LIMIT :limit;
+
+-- name: due_flagged_audio
+-- Audio files on disk of flagged recordings with no open item, settled before the cutoff (no
+-- decision on or after it; with no decision at all, the run date alone decides).
+SELECT f.id AS file_id, f.archive_id, f.path, f.sha256, coalesce(f.bytes, 0) AS bytes
+FROM audio_files f
+JOIN archives a ON a.id = f.archive_id
+WHERE f.audio_erased_at IS NULL
+  AND f.status IN ('classified', 'quarantined')
+  AND (EXISTS (SELECT 1 FROM labels l WHERE l.file_id = f.id AND l.label = 1)
+       OR EXISTS (SELECT 1 FROM review_queue r WHERE r.file_id = f.id))
+  AND NOT EXISTS (SELECT 1 FROM review_queue r
+                  WHERE r.file_id = f.id AND r.status IN ('pending', 'claimed'))
+  AND a.run_date < :cutoff_day
+  AND NOT EXISTS (SELECT 1 FROM review_queue r
+                  WHERE r.file_id = f.id AND r.resolved_at >= :cutoff_ts)
+  AND NOT EXISTS (SELECT 1 FROM erasures e WHERE e.file_id = f.id AND e.status = 'intended')
+  AND f.id > :after
+ORDER BY f.id
+LIMIT :limit;
+
+-- name: due_transcripts
+-- Transcripts of recordings with no open item, settled before the cutoff.
+SELECT f.id AS file_id, f.archive_id, f.path, f.sha256, 0 AS bytes
+FROM audio_files f
+JOIN archives a ON a.id = f.archive_id
+WHERE f.status IN ('classified', 'quarantined')
+  AND EXISTS (SELECT 1 FROM transcripts t WHERE t.file_id = f.id)
+  AND NOT EXISTS (SELECT 1 FROM review_queue r
+                  WHERE r.file_id = f.id AND r.status IN ('pending', 'claimed'))
+  AND a.run_date < :cutoff_day
+  AND NOT EXISTS (SELECT 1 FROM review_queue r
+                  WHERE r.file_id = f.id AND r.resolved_at >= :cutoff_ts)
+  AND NOT EXISTS (SELECT 1 FROM erasures e WHERE e.file_id = f.id AND e.status = 'intended')
+  AND f.id > :after
+ORDER BY f.id
+LIMIT :limit;
+
+-- name: due_labels
+-- Labels of recordings with no open item, settled before the cutoff.
+SELECT f.id AS file_id, f.archive_id, f.path, f.sha256, 0 AS bytes
+FROM audio_files f
+JOIN archives a ON a.id = f.archive_id
+WHERE f.status IN ('classified', 'quarantined')
+  AND EXISTS (SELECT 1 FROM labels l WHERE l.file_id = f.id)
+  AND NOT EXISTS (SELECT 1 FROM review_queue r
+                  WHERE r.file_id = f.id AND r.status IN ('pending', 'claimed'))
+  AND a.run_date < :cutoff_day
+  AND NOT EXISTS (SELECT 1 FROM review_queue r
+                  WHERE r.file_id = f.id AND r.resolved_at >= :cutoff_ts)
+  AND NOT EXISTS (SELECT 1 FROM erasures e WHERE e.file_id = f.id AND e.status = 'intended')
+  AND f.id > :after
+ORDER BY f.id
+LIMIT :limit;
+
+-- name: due_reviews
+-- Review items (with their review_events and audio_fetches) of recordings whose audio is gone
+-- and none of whose items is open, counted from the last decision: the audit trail of who
+-- decided and who listened outlives the audio.
+SELECT f.id AS file_id, f.archive_id, f.path, f.sha256, 0 AS bytes
+FROM audio_files f
+JOIN archives a ON a.id = f.archive_id
+WHERE f.audio_erased_at IS NOT NULL
+  AND EXISTS (SELECT 1 FROM review_queue r WHERE r.file_id = f.id)
+  AND NOT EXISTS (SELECT 1 FROM review_queue r
+                  WHERE r.file_id = f.id AND r.status IN ('pending', 'claimed'))
+  AND a.run_date < :cutoff_day
+  AND NOT EXISTS (SELECT 1 FROM review_queue r
+                  WHERE r.file_id = f.id AND r.resolved_at >= :cutoff_ts)
+  AND NOT EXISTS (SELECT 1 FROM erasures e WHERE e.file_id = f.id AND e.status = 'intended')
+  AND f.id > :after
+ORDER BY f.id
+LIMIT :limit;
+
+-- name: held
+-- What the results DB holds per kind now: recordings with audio on disk (flagged or not, in
+-- flight too), and recordings with transcripts, labels, review items; bytes of the audio files.
+SELECT 'unflagged_audio' AS kind, count(*) AS n, coalesce(sum(f.bytes), 0) AS bytes
+FROM audio_files f
+WHERE f.audio_erased_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM labels l WHERE l.file_id = f.id AND l.label = 1)
+  AND NOT EXISTS (SELECT 1 FROM review_queue r WHERE r.file_id = f.id)
+UNION ALL
+SELECT 'flagged_audio', count(*), coalesce(sum(f.bytes), 0)
+FROM audio_files f
+WHERE f.audio_erased_at IS NULL
+  AND (EXISTS (SELECT 1 FROM labels l WHERE l.file_id = f.id AND l.label = 1)
+       OR EXISTS (SELECT 1 FROM review_queue r WHERE r.file_id = f.id))
+UNION ALL
+SELECT 'transcripts', count(DISTINCT file_id), 0 FROM transcripts
+UNION ALL
+SELECT 'labels', count(DISTINCT file_id), 0 FROM labels
+UNION ALL
+SELECT 'reviews', count(DISTINCT file_id), 0 FROM review_queue;
+
+-- name: archives_by_id
+-- The archives whose delivered bytes lie in a processed/ day folder (archive-ID), and whether
+-- an erasure on request of theirs is under way (it removes them itself).
+SELECT a.id, a.sha256,
+       (SELECT count(*) FROM erasures e
+        WHERE e.archive_id = a.id AND e.status = 'intended' AND e.scope <> 'retention') AS erasing
+FROM archives a
+WHERE a.id IN :ids;
+
+-- name: duplicates_by_id
+-- The archive a duplicate delivery kept in processed/ (duplicate-ID) repeats.
+SELECT id, archive_id FROM deliveries WHERE id IN :ids AND archive_id IS NOT NULL;
+
+-- name: record_intent
+INSERT INTO erasures (actor, reason, scope, target, file_id, archive_id, sha256, bytes_freed,
+                      removed)
+VALUES ('retention', :reason, 'retention', :kind, :file_id, :archive_id, :sha256, :bytes_freed,
+        :removed)
+RETURNING id;
+
+-- name: unfinished
+-- Retention's intents not yet done (a crash in between): every run finishes them first.
+SELECT e.id, e.target AS kind, e.file_id, e.archive_id, e.removed, f.path
+FROM erasures e
+LEFT JOIN audio_files f ON f.id = e.file_id
+WHERE e.status = 'intended' AND e.scope = 'retention'
+ORDER BY e.id;
+
+-- name: open_items
+-- Checked again when the rows go: an item opened since the intent keeps them.
+SELECT count(*) FROM review_queue WHERE file_id = :file_id AND status IN ('pending', 'claimed');
+
+-- name: mark_audio_erased
+UPDATE audio_files SET audio_erased_at = CURRENT_TIMESTAMP, updated_at = CURRENT_TIMESTAMP
+WHERE id = :file_id AND audio_erased_at IS NULL;
