@@ -34,6 +34,21 @@
                                     `erasures`; without --yes only says what would go; exit 1
                                     while a GPU work unit holds them
     earmark erase --list [--json]   every erasure: who, when, why, what (the audit)
+    earmark retention [--dry-run] [--json] [--date D]
+                                    apply the retention of each kind of data (delivered
+                                    archives, audio, transcripts, labels, reviews; recorded in
+                                    `erasures`); --dry-run only says per kind what would go
+    earmark rescreen --from D --to D [--policy P] [--by WHO] [--yes] [--trigger]
+                                    send those days' recordings whose labels are not of the
+                                    current policy version and model back to the GPU stage
+                                    (earlier labels kept, superseded); without --yes only says
+                                    what would go; --trigger starts each day's earmark_daily run
+    earmark rescreen --list [--json]
+                                    every rescreen: who, when, which days and versions
+    earmark evaluate (--model DIR | --policy FILE) [--from D] [--to D] [--json]
+                                    judge a candidate LoRA adapter or policy version on the RA
+                                    decisions, beside the current one (nothing written):
+                                    precision, recall, the violations it would miss
 
 The results DB is ``--db-url`` or the Airflow connection ``EARMARK_DB_CONN_ID`` (for example
 from ``AIRFLOW_CONN_EARMARK_DB``).
@@ -88,6 +103,12 @@ def _parser() -> argparse.ArgumentParser:
     listens.add_argument("--file", type=int, required=True, help="the audio file's id")
     listens.add_argument("--json", action="store_true", help="machine-readable output")
     _erase_parser(commands)
+    retention = commands.add_parser("retention", help="apply the retention of each kind of data")
+    retention.add_argument("--dry-run", action="store_true", help="only say what would go")
+    retention.add_argument("--json", action="store_true", help="machine-readable output")
+    retention.add_argument("--date", type=_day, help="as of this day (default: today, local)")
+    _rescreen_parser(commands)
+    _evaluate_parser(commands)
     sizing = commands.add_parser("capacity", help="GPUs needed for H hours of audio a day")
     sizing.add_argument("--hours", type=float, required=True, help="hours of audio a day")
     sizing.add_argument("--date", type=_day, help="measured up to this day (default: today)")
@@ -135,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
             "capacity": _capacity,
             "listens": _listens,
             "erase": _erase,
+            "retention": _retention,
+            "rescreen": _rescreen,
+            "evaluate": _evaluate,
         }
         if args.command in own_exit_code:
             return own_exit_code[args.command](args, settings, store)
@@ -285,6 +309,137 @@ def _erase(args: argparse.Namespace, settings: Settings, store: Store) -> int:
         ids = ", ".join(f"#{i}" for i in outcome.erasure_ids)
         lines = [*lines[:-1], f"erased {lines[-1].removeprefix('in all ')} (erasures {ids})"]
     print("\n".join(lines))
+    return 0
+
+
+def _rescreen_parser(commands: argparse._SubParsersAction) -> None:
+    rescreen = commands.add_parser(
+        "rescreen", help="screen past days again under the current policies and model"
+    )
+    rescreen.add_argument("--from", dest="first", type=_day, help="first day (run date)")
+    rescreen.add_argument("--to", dest="last", type=_day, help="last day (default: --from)")
+    rescreen.add_argument(
+        "--policy", help="only recordings whose label under this policy is not current"
+    )
+    rescreen.add_argument("--by", help="who asks for it (default: the OS user)")
+    rescreen.add_argument("--yes", action="store_true", help="send them back (without: a plan)")
+    rescreen.add_argument(
+        "--trigger", action="store_true", help="with --yes: trigger each day's earmark_daily run"
+    )
+    rescreen.add_argument("--list", action="store_true", help="list every rescreen (the audit)")
+    rescreen.add_argument("--json", action="store_true", help="--list as JSON")
+
+
+def _rescreen(args: argparse.Namespace, settings: Settings, store: Store) -> int:
+    """Screen past days again (earmark.versions.rescreen): a plan, or the files sent back."""
+    import getpass
+    import shlex
+    import subprocess
+
+    from earmark.versions import rescreen
+
+    if args.list:
+        rows = rescreen.rescreens(store)
+        print(
+            json.dumps(rows, default=str)
+            if args.json
+            else "\n".join(
+                f"#{r['id']} {r['at']} {printable(r['actor'])} {r['first_day']}..{r['last_day']}"
+                f" {printable(r['policy'] or 'every policy')} {r['files']} recordings"
+                for r in rows
+            )
+            or "no rescreens"
+        )
+        return 0
+    if args.first is None:
+        print("--from is required: the first day to screen again (YYYY-MM-DD)")
+        return 2
+    try:
+        plan = rescreen.plan_rescreen(
+            settings, store, args.first, args.last or args.first, args.policy
+        )
+        print("\n".join(rescreen.describe(plan)))
+        if not args.yes or not plan.files:
+            if plan.files:
+                print("nothing changed: add --yes to send them back to the GPU stage")
+            return 0
+        rescreen_id = rescreen.send_back(store, plan, args.by or getpass.getuser())
+    except rescreen.RescreenError as exc:
+        print(f"not rescreened: {exc}")
+        return 2
+    commands = rescreen.trigger_commands(plan)
+    print(f"sent back to the GPU stage (rescreen #{rescreen_id}); each day's next run screens them")
+    if not args.trigger:
+        print("\n".join(["start them now with:", *(f"  {shlex.join(c)}" for c in commands)]))
+        return 0
+    failed = [c for c in commands if subprocess.run(c, check=False).returncode != 0]
+    for command in failed:
+        print(f"could not trigger: {shlex.join(command)}")
+    return 1 if failed else 0
+
+
+def _evaluate_parser(commands: argparse._SubParsersAction) -> None:
+    evaluate = commands.add_parser(
+        "evaluate", help="judge a candidate model or policy on the RA decisions (shadow)"
+    )
+    candidate = evaluate.add_mutually_exclusive_group(required=True)
+    candidate.add_argument(
+        "--model",
+        type=Path,
+        metavar="DIR",
+        help="a candidate LoRA adapter dir (peft) on the current base",
+    )
+    candidate.add_argument(
+        "--policy",
+        type=Path,
+        metavar="FILE",
+        help="a new version of a policy file (named as the policy)",
+    )
+    evaluate.add_argument("--from", dest="first", type=_day, help="first day (default: --to - 27)")
+    evaluate.add_argument("--to", dest="last", type=_day, help="last day (default: today, local)")
+    evaluate.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _evaluate(args: argparse.Namespace, settings: Settings, store: Store) -> int:
+    """Score the decided review items under the current and the candidate version
+    (earmark.versions.evaluate) and print both sides' figures; nothing is written."""
+    from earmark.versions import evaluate as evaluation
+
+    last = args.last or datetime.now(ZoneInfo(settings.timezone)).date().isoformat()
+    days_back = timedelta(days=evaluation.DEFAULT_DAYS - 1)
+    first = args.first or (date.fromisoformat(last) - days_back).isoformat()
+    try:
+        candidate = evaluation.Candidate(policy_file=args.policy, adapter_dir=args.model)
+        result = evaluation.evaluate(settings, store, candidate, first, last)
+    except evaluation.EvaluationError as exc:
+        print(f"not evaluated: {exc}")
+        return exc.exit_code
+    print(
+        json.dumps(evaluation.as_json(result))
+        if args.json
+        else evaluation.format_evaluation(result)
+    )
+    return 0
+
+
+def _retention(args: argparse.Namespace, settings: Settings, store: Store) -> int:
+    """Apply the retention rules, or say what they would take: per kind counts and bytes."""
+    from earmark.lifecycle import retention
+
+    today = date.fromisoformat(args.date) if args.date else retention.local_today(settings)
+    if args.dry_run:
+        plan = retention.plan_retention(settings, store, today)
+        kinds, earlier, verb = plan.kinds, plan.unfinished, "due"
+    else:
+        outcome = retention.apply_retention(settings, store, today)
+        kinds, earlier, verb = outcome.kinds, outcome.finished_earlier, "removed"
+    if args.json:
+        shown = {"today": today.isoformat(), "dry_run": args.dry_run, "unfinished": earlier}
+        print(json.dumps(shown | {"kinds": [k.as_json() for k in kinds]}))
+        return 0
+    head = f"retention on {today}" + (": a dry run, nothing changed" if args.dry_run else "")
+    finished = [f"{earlier} interrupted retention intents finished first"] if earlier else []
+    print("\n".join([head, *finished, *retention.describe(kinds, verb)]))
     return 0
 
 
