@@ -33,6 +33,9 @@
                                     review items (and the delivered archive), recorded in
                                     `erasures`; without --yes only says what would go; exit 1
                                     while a GPU work unit holds them
+    earmark erase --readmit ARCHIVE --reason R [--by WHO] [--yes]
+                                    let the bytes of an archive erased whole be delivered and
+                                    screened again (recorded in `readmissions`)
     earmark erase --list [--json]   every erasure: who, when, why, what (the audit)
     earmark retention [--dry-run] [--json] [--date D]
                                     apply the retention of each kind of data (delivered
@@ -52,6 +55,10 @@
 
 The results DB is ``--db-url`` or the Airflow connection ``EARMARK_DB_CONN_ID`` (for example
 from ``AIRFLOW_CONN_EARMARK_DB``).
+
+Why one module (over 500 lines): it is the command line's table of contents, each command's
+parser beside a handler of a few lines that calls the room doing the work; split, the commands
+an operator reads in ``earmark --help`` would no longer be read in one place.
 """
 
 from __future__ import annotations
@@ -252,6 +259,9 @@ def _erase_parser(commands: argparse._SubParsersAction) -> None:
     what.add_argument("--file", type=int, help="one recording (audio_files id)")
     what.add_argument("--archive", type=int, help="every recording of an archive, and the archive")
     what.add_argument("--delivery", help="the archive(s) the delivery of this name became")
+    what.add_argument(
+        "--readmit", type=int, help="an archive erased whole: let its bytes be screened again"
+    )
     what.add_argument("--list", action="store_true", help="list every erasure (the audit)")
     erase.add_argument("--reason", help="why (required to erase; recorded)")
     erase.add_argument("--by", help="who asks for it (default: the OS user)")
@@ -271,9 +281,18 @@ def _erase(args: argparse.Namespace, settings: Settings, store: Store) -> int:
             json.dumps(rows, default=str)
             if args.json
             else "\n".join(
-                f"#{r['id']} {r['at']} {printable(r['actor'])} {r['scope']}"
-                f" {printable(r['target'])} {r['status']}: {printable(r['reason'])}"
-                for r in rows
+                [
+                    *(
+                        f"#{r['id']} {r['at']} {printable(r['actor'])} {r['scope']}"
+                        f" {printable(r['target'])} {r['status']}: {printable(r['reason'])}"
+                        for r in rows
+                    ),
+                    *(
+                        f"readmission #{r['id']} {r['at']} {printable(r['actor'])} archive"
+                        f" {r['archive_id']}: {printable(r['reason'])}"
+                        for r in erase.readmissions(store)
+                    ),
+                ]
             )
             or "no erasures"
         )
@@ -281,6 +300,8 @@ def _erase(args: argparse.Namespace, settings: Settings, store: Store) -> int:
     if not (args.reason or "").strip():
         print("--reason is required: why these recordings are erased (it is recorded)")
         return 2
+    if args.readmit is not None:
+        return _readmit(args, store)
     scope, target = next(
         (erase.Scope(name), str(value))
         for name, value in (
@@ -309,6 +330,35 @@ def _erase(args: argparse.Namespace, settings: Settings, store: Store) -> int:
         ids = ", ".join(f"#{i}" for i in outcome.erasure_ids)
         lines = [*lines[:-1], f"erased {lines[-1].removeprefix('in all ')} (erasures {ids})"]
     print("\n".join(lines))
+    return 0
+
+
+def _readmit(args: argparse.Namespace, store: Store) -> int:
+    """Let the bytes of an archive erased whole be delivered and screened again."""
+    import getpass
+
+    from earmark.lifecycle import erase
+
+    try:
+        if not args.yes:
+            plan = erase.plan_readmission(store, args.readmit)
+            print(
+                plan.already
+                or f"archive {plan.archive_id} (erasure #{plan.erasure_id}): its bytes, delivered"
+                " again, would be a new archive and screened; nothing changed: add --yes"
+            )
+            return 0
+        plan, readmission_id = erase.readmit(
+            store, args.readmit, args.by or getpass.getuser(), args.reason
+        )
+    except erase.ErasureError as exc:
+        print(f"not readmitted: {exc}")
+        return exc.exit_code
+    print(
+        plan.already
+        or f"archive {plan.archive_id} readmitted (readmission #{readmission_id}): its bytes,"
+        " delivered again, are a new archive and are screened"
+    )
     return 0
 
 

@@ -376,3 +376,52 @@ def test_every_table_that_refers_to_a_recording_is_erased(tmp_path):
     store.dispose()
     erased = {"review_queue" if kind == "review_items" else kind for kind, _ in erase.ROW_KINDS}
     assert referring <= erased
+
+
+def test_a_readmitted_archive_s_bytes_are_screened_again_and_the_readmission_is_recorded(
+    settings, store, monkeypatch, capsys
+):
+    """The operator's override: bytes erased whole stay refused until `erase --readmit`, which
+    records who and why; their next delivery is a new archive whose recordings are unpacked to
+    be screened. An archive erased only in part cannot be readmitted; readmitting twice is a
+    no-op that says so."""
+    archives = _deliver_day(settings, store)
+    a, b = archives["a.tar"], archives["b.tar"]
+    erase.erase(settings, store, Scope.ARCHIVE, str(b), "dpo", "consent withdrawn")
+    deliver(settings.incoming, "b-back.tar", _B)
+    assert register_archives(settings, store, DAY) == []
+    [refused] = store.rows("SELECT reason FROM deliveries WHERE name = 'b-back.tar'")
+    assert refused.reason.endswith(f"`earmark erase --readmit {b}` lets them be screened again")
+
+    monkeypatch.setenv("EARMARK_DATA_ROOT", str(settings.data_root))
+    url = ["--db-url", store.engine.url.render_as_string(hide_password=False)]
+    readmit = [*url, "erase", "--readmit", str(b), "--reason", "consent given again"]
+    assert main(readmit) == 0  # without --yes: says what it would do
+    assert "nothing changed: add --yes" in capsys.readouterr().out
+    assert erase.readmissions(store) == []
+    assert main([*readmit, "--yes", "--by", "dpo"]) == 0
+    assert f"archive {b} readmitted (readmission #1)" in capsys.readouterr().out
+    [row] = erase.readmissions(store)
+    assert (row["archive_id"], row["actor"], row["reason"]) == (b, "dpo", "consent given again")
+    assert row["sha256"] == store.scalar("SELECT sha256 FROM deliveries WHERE name = 'b.tar'")
+    assert main([*readmit, "--yes"]) == 0
+    assert "readmitted already (readmission #1" in capsys.readouterr().out
+
+    deliver(settings.incoming, "b-again.tar", _B)
+    [new] = register_archives(settings, store, DAY)
+    unpack_archive(settings, store, new)
+    assert new != b
+    [again] = store.rows("SELECT status, archive_id FROM deliveries WHERE name = 'b-again.tar'")
+    assert tuple(again) == ("registered", new)
+    assert store.scalar(
+        "SELECT count(*) FROM audio_files WHERE archive_id = :n AND status = 'ready'", n=new
+    ) == 1  # fmt: skip
+
+    one = store.scalar("SELECT min(id) FROM audio_files WHERE archive_id = :a", a=a)
+    erase.erase(settings, store, Scope.FILE, str(one), "dpo", "one recording withdrawn")
+    with pytest.raises(erase.ErasureError, match="was not erased whole"):
+        erase.readmit(store, a, "dpo", "x")
+    with pytest.raises(UnknownTargetError):
+        erase.plan_readmission(store, 999)
+    assert main([*url, "erase", "--list"]) == 0
+    assert "readmission #1 " in capsys.readouterr().out

@@ -226,12 +226,16 @@ def archive_with(conn: sa.Connection, digest: str) -> sa.Row:
 
 def same_bytes(first: sa.Row) -> str:
     """The reason a delivery of ``first``'s bytes is its duplicate: ``erased: ...`` when they
-    (or some of their recordings) were erased on request, with the erasure's id and date only,
-    so they are not screened again and nobody wonders why."""
+    (or some of their recordings) were erased on request, with the erasure's id and date only
+    (and, for bytes erased whole, the operator's way to let them in again), so they are not
+    screened again and nobody wonders why."""
     if first.erasure_id is not None:
         when = f"erasure #{first.erasure_id} on {as_utc(first.erased_at):%Y-%m-%d}"
         if first.whole:
-            return f"erased: same bytes as archive #{first.id}, erased on request ({when})"
+            return (
+                f"erased: same bytes as archive #{first.id}, erased on request ({when});"
+                f" `earmark erase --readmit {first.id}` lets them be screened again"
+            )
         return (
             f"erased: same bytes as archive #{first.id} ({first.status}), {first.recordings} of"
             f" whose recordings were erased on request (latest {when})"

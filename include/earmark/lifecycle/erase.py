@@ -393,3 +393,64 @@ def erasures(store: Store) -> list[dict[str, Any]]:
     for row in rows:
         row["removed"] = json.loads(row["removed"] or "{}")
     return rows
+
+
+@dataclass(frozen=True)
+class Readmission:
+    """An archive erased whole whose bytes may be screened again; ``already`` says why there is
+    nothing left to do."""
+
+    archive_id: int
+    sha256: str
+    erasure_id: int
+    already: str | None = None
+
+
+def plan_readmission(store: Store, archive_id: int) -> Readmission:
+    """What ``earmark erase --readmit`` would do; UnknownTargetError for no such archive,
+    ErasureError for one not erased whole (its other recordings are still screened)."""
+    with store.engine.connect() as conn:
+        if conn.execute(sa.text(_Q["archive"]), {"archive_id": archive_id}).first() is None:
+            raise UnknownTargetError(f"no archive {archive_id}")
+        whole = conn.execute(sa.text(_Q["erased_whole"]), {"archive_id": archive_id}).first()
+        if whole is None or whole.sha256 is None:
+            raise ErasureError(
+                f"archive {archive_id} was not erased whole: only an archive erased with"
+                " --archive or --delivery can be readmitted"
+            )
+        done = conn.execute(sa.text(_Q["readmitted"]), {"archive_id": archive_id}).first()
+    already = None
+    if done is not None:
+        already = (
+            f"archive {archive_id}: readmitted already (readmission #{done.id} on"
+            f" {as_utc(done.at):%Y-%m-%d}); nothing to do"
+        )
+    return Readmission(archive_id, whole.sha256, whole.id, already)
+
+
+def readmit(store: Store, archive_id: int, actor: str, reason: str) -> tuple[Readmission, int]:
+    """Let the bytes of an archive erased whole be delivered and screened again: one
+    transaction releases the erased archive's digest (kept in ``erasures`` and here) and
+    records who and why in ``readmissions``. Idempotent; returns the plan and the
+    readmission's id (0 when it was readmitted already)."""
+    if not reason.strip():
+        raise ErasureError("a reason is required")
+    if not actor.strip():
+        raise ErasureError("who readmits is required")
+    plan = plan_readmission(store, archive_id)
+    if plan.already is not None:
+        return plan, 0
+    params = {"archive_id": archive_id, "sha256": plan.sha256}
+    with store.begin() as conn:
+        if conn.execute(sa.text(_Q["release_digest"]), params).rowcount != 1:
+            raise ErasureError(f"archive {archive_id} changed meanwhile; nothing was readmitted")
+        readmission_id = conn.execute(
+            sa.text(_Q["record_readmission"]),
+            params | {"actor": actor.strip(), "reason": reason.strip()},
+        ).scalar_one()
+    return plan, int(readmission_id)
+
+
+def readmissions(store: Store) -> list[dict[str, Any]]:
+    """The audit: every readmission, oldest first."""
+    return [dict(r._mapping) for r in store.rows(_Q["readmissions"])]

@@ -113,3 +113,27 @@ DELETE FROM work_unit_files WHERE file_id = :file_id;
 
 -- name: delete_audio_file
 DELETE FROM audio_files WHERE id = :file_id;
+
+-- name: erased_whole
+-- The archive's own erasure row (file_id NULL, with the archive's sha256) when it was erased
+-- whole on request.
+SELECT id, sha256 FROM erasures
+WHERE archive_id = :archive_id AND file_id IS NULL AND status = 'done' AND scope <> 'retention'
+ORDER BY id DESC;
+
+-- name: readmitted
+SELECT id, at FROM readmissions WHERE archive_id = :archive_id ORDER BY id DESC;
+
+-- name: release_digest
+-- The erased archive lets go of its bytes' digest: their next delivery is a new archive.
+UPDATE archives SET sha256 = NULL, updated_at = CURRENT_TIMESTAMP
+WHERE id = :archive_id AND sha256 = :sha256;
+
+-- name: record_readmission
+INSERT INTO readmissions (actor, reason, archive_id, sha256)
+VALUES (:actor, :reason, :archive_id, :sha256)
+RETURNING id;
+
+-- name: readmissions
+-- The audit: every readmission, oldest first.
+SELECT id, at, actor, reason, archive_id, sha256 FROM readmissions ORDER BY id;
