@@ -126,6 +126,10 @@ def test_a_rescreen_after_a_policy_edit_supersedes_and_splits_by_version(screene
     decided_under = version_label(kept.policy_sha, model)
     assert sum(q.violations for q in quality if q.version == decided_under) == 1
 
+    kept = dict(store.rows("SELECT sha256, text FROM policy_versions WHERE policy = :p", p=edited))
+    assert kept.keys() == {old_sha, new_sha}  # each version's text, for pages and auditors
+    assert kept[new_sha].endswith("Also covers threats made in jest.")  # as the model read it
+
     again = rescreen.plan_rescreen(settings, store, *DAYS)
     assert again.files == 0 and "nothing to screen again" in rescreen.describe(again)[1]
     [audit] = rescreen.rescreens(store)

@@ -422,3 +422,26 @@ def test_day_page_counts_items_per_policy_and_shows_no_scores_or_recordings(web:
         assert secret not in day.text, secret
     assert web.row(one).claimed_by == "ana"
     assert web.client("dave").get("/earmark/", params={"date": "29/11/2026"}).status_code == 400
+
+
+def test_the_item_page_shows_the_policy_text_the_item_was_scored_under(web: Web) -> None:
+    """A policy edited since the item was flagged: the page shows the kept text of the item's
+    version; where that text was not kept (an item from before versions were), the current
+    file, saying so."""
+    ana = web.client("ana")
+    one = _claim(ana)
+    assert web.row(one).policy == "harassment"
+    before = ana.get(f"/earmark/review/{one}").text
+    assert 'id="policy-note"' in before  # the seed's version ("sha") is not today's file
+    assert "scored under an earlier text of the policy, which was not kept" in before
+    assert 'id="policy-version">version sha</span>' in before
+    with web.store.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO policy_versions (sha256, policy, text)"
+                " VALUES ('sha', 'harassment', '# Harassment as it read then')"
+            )
+        )
+    page = ana.get(f"/earmark/review/{one}").text
+    assert '<div class="policy" id="policy"><h1>Harassment as it read then</h1>' in page
+    assert 'id="policy-note"' not in page

@@ -20,7 +20,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
@@ -124,10 +124,15 @@ def _mark_classified(store: Store, unit_id: int, model: str, policies: int) -> N
 
 
 def _write_labels(
-    store: Store, policy: Any, model: str, settings: Settings, scored: Sequence[tuple[int, float]]
+    store: Store,
+    policy: Policy,
+    model: str,
+    settings: Settings,
+    scored: Sequence[tuple[int, float]],
 ) -> None:
-    """Labels for one policy; flags go to the review queue, and so does a sample of the
-    scores below the threshold (``EARMARK_REVIEW_SAMPLE_SHARE``), to measure what it misses."""
+    """Labels for one policy, with its text kept by version (``policy_versions``); flags go to
+    the review queue, and so does a sample of the scores below the threshold
+    (``EARMARK_REVIEW_SAMPLE_SHARE``), to measure what it misses."""
     rows = [
         {
             "f": f,
@@ -140,6 +145,10 @@ def _write_labels(
         for f, s in scored
     ]
     with store.begin() as conn:
+        conn.execute(
+            sa.text(_Q["record_policy_version"]),
+            {"sha": policy.sha256, "p": policy.name, "text": policy.text},
+        )
         conn.execute(sa.text(_Q["supersede_other_versions"]), rows)
         conn.execute(sa.text(_Q["upsert_label"]), rows)
         enqueue(conn, rows, settings.review_sample_share)

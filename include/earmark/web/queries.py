@@ -5,6 +5,7 @@ The transcript is returned to the caller only; nothing here logs it.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,7 +17,8 @@ from earmark.store.db import Store
 from earmark.store.sql import as_utc
 
 _ITEM_SQL = (
-    "SELECT r.id, r.file_id, r.policy, r.score, r.kind, r.claimed_by, r.claimed_until, f.path,"
+    "SELECT r.id, r.file_id, r.policy, r.policy_sha, r.score, r.kind, r.claimed_by,"
+    " r.claimed_until, f.path,"
     " f.format,"
     " f.duration_s, f.member_path, a.name AS archive, a.run_date"
     " FROM review_queue r JOIN audio_files f ON f.id = r.file_id"
@@ -34,6 +36,7 @@ class HeldItem:
     source: str
     run_date: str = ""
     transcript: str | None = None
+    policy_sha: str = ""
 
 
 def _held(row: sa.Row) -> HeldItem:
@@ -53,6 +56,7 @@ def _held(row: sa.Row) -> HeldItem:
         row.duration_s,
         f"{row.archive}:{row.member_path}",
         str(row.run_date)[:10],
+        policy_sha=row.policy_sha,
     )
 
 
@@ -99,6 +103,37 @@ def policy_text(policies_dir: Path, policy: str) -> str | None:
     if path.parent != policies_dir or not path.is_file():
         return None
     return path.read_text(encoding="utf-8").strip()
+
+
+@dataclass(frozen=True)
+class PolicyShown:
+    """The policy text an item's page shows, and why it may not be the one it was scored under."""
+
+    text: str | None
+    note: str | None = None
+
+
+def item_policy(store: Store, policies_dir: Path, held: HeldItem) -> PolicyShown:
+    """The text of the version the item was scored under (``policy_versions``); for an item
+    from before versions were kept, the policy file, saying so when it has changed since."""
+    kept = store.scalar(
+        "SELECT text FROM policy_versions WHERE sha256 = :sha AND policy = :p",
+        sha=held.policy_sha,
+        p=held.item.policy,
+    )
+    if kept is not None:
+        return PolicyShown(kept.strip())
+    text = policy_text(policies_dir, held.item.policy)
+    if text is None:
+        return PolicyShown(None)
+    current = hashlib.sha256((policies_dir / f"{held.item.policy}.md").read_bytes()).hexdigest()
+    if current == held.policy_sha:
+        return PolicyShown(text)
+    return PolicyShown(
+        text,
+        "This item was scored under an earlier text of the policy, which was not kept:"
+        " the text below is the current one.",
+    )
 
 
 def policy_html(text: str) -> str:

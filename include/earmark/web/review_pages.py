@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Form, HTTPException, Request
 from fastapi.responses import (
@@ -53,9 +53,11 @@ AUDIO_TYPES = {
 }
 
 
-def _policy_html(settings: Settings, policy: str) -> str | None:
-    text = queries.policy_text(settings.policies_dir, policy)
-    return None if text is None else queries.policy_html(text)
+def _policy_html(settings: Settings, store: Store, held: queries.HeldItem) -> dict[str, Any]:
+    """The policy the item was scored under, as HTML, with a note when it could not be kept."""
+    shown = queries.item_policy(store, settings.policies_dir, held)
+    html = None if shown.text is None else queries.policy_html(shown.text)
+    return {"policy": html, "policy_note": shown.note}
 
 
 def _last_action(store: Store, reviewer: str) -> queries.LastAction | None:
@@ -199,7 +201,7 @@ def _review_routes(app: FastAPI) -> None:
             held=held,
             note_max=NOTE_MAX,
             decisions=list(DECISION_LABELS.items()),
-            policy=_policy_html(settings, held.item.policy),
+            **_policy_html(settings, store, held),
             threshold=settings.flag_threshold,
             left=queries.left_for_day(store, held.run_date),
             last=_last_action(store, reviewer),

@@ -23,3 +23,8 @@ WHERE status = 'transcribed'
   AND id IN (SELECT file_id FROM work_unit_files WHERE unit_id = :b)
   AND (SELECT count(DISTINCT l.policy) FROM labels l
        WHERE l.file_id = audio_files.id AND l.model = :m AND l.superseded_at IS NULL) >= :n;
+
+-- name: record_policy_version
+-- The text of the policy version the labels are scored under, once per version.
+INSERT INTO policy_versions (sha256, policy, text) VALUES (:sha, :p, :text)
+ON CONFLICT (sha256) DO NOTHING;
