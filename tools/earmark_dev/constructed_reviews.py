@@ -11,6 +11,7 @@ violations: 2 / 10 of 30 = 6 missed.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,6 +25,15 @@ SELF_HARM_FLAGS = [0.9, 0.91, 0.92, 0.93, 0.94]
 SELF_HARM_BELOW = [k / 100 for k in range(17, 47)]
 SELF_HARM_SAMPLES = [k / 100 for k in (18, 20, 22, 26, 30, 34, 38, 40, 44, 46)]
 QA_FLIPPED = 4
+
+
+MODEL = "cope-base+cope-a-9b"
+
+
+def version(policy: str) -> dict[str, str]:
+    """A version as the GPU stage records it: a policy text's sha256 (here of a made-up text)
+    and the model."""
+    return {"sha": hashlib.sha256(f"{policy} policy text".encode()).hexdigest(), "m": MODEL}
 
 
 def first_decision(item: Any) -> str:
@@ -67,17 +77,18 @@ def build(store: Any) -> None:
             conn.execute(
                 sa.text(
                     "INSERT INTO labels (file_id, policy, policy_sha, model, score, label)"
-                    " VALUES (:f, :p, 'sha', 'm', :s, :l)"
+                    " VALUES (:f, :p, :sha, :m, :s, :l)"
                 ),
-                {"f": file_id, "p": policy, "s": score, "l": int(score >= THRESHOLD)},
+                version(policy)
+                | {"f": file_id, "p": policy, "s": score, "l": int(score >= THRESHOLD)},
             )
             if kind:
                 conn.execute(
                     sa.text(
                         "INSERT INTO review_queue (file_id, policy, policy_sha, model, score, kind)"
-                        " VALUES (:f, :p, 'sha', 'm', :s, :k)"
+                        " VALUES (:f, :p, :sha, :m, :s, :k)"
                     ),
-                    {"f": file_id, "p": policy, "s": score, "k": kind},
+                    version(policy) | {"f": file_id, "p": policy, "s": score, "k": kind},
                 )
     now = T0
     while (item := claim_next(store, "ana", now=now)) is not None:
