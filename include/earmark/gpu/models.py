@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from earmark.config import Settings
@@ -126,18 +127,26 @@ def segmenter_options(settings: Settings) -> Any:
     return SegmenterOptions(mode=settings.asr_segmenter)
 
 
-def load_classifier(settings: Settings) -> ClassifierLike:
+def load_classifier(settings: Settings, adapter_dir: Path | None = None) -> ClassifierLike:
+    """The classifier the GPU stage runs: the prepared (merged) model, checked against the base
+    and adapter it was made from. With ``adapter_dir`` (a candidate judged by ``earmark
+    evaluate``) the base with that adapter applied by peft at load instead, nothing prepared or
+    saved. Either way on the device and within the batch limits the GPU stage would use."""
     from earmark.inference.classifier import Classifier, ClassifierOptions
     from earmark.inference.prepared import check_prepared
 
     plan = stage_plan(settings)
-    prepared = check_prepared(
-        settings.base_model_dir, settings.adapter_dir, settings.prepared_model_dir
-    )
+    if adapter_dir is None:
+        prepared = check_prepared(
+            settings.base_model_dir, settings.adapter_dir, settings.prepared_model_dir
+        )
+        base_dir, adapter = prepared.path, None
+    else:
+        base_dir, adapter = settings.base_model_dir, adapter_dir
     return Classifier(
         ClassifierOptions(
-            base_dir=prepared.path,
-            adapter_dir=None,
+            base_dir=base_dir,
+            adapter_dir=adapter,
             device=plan.device,
             dtype=plan.dtype,
             batch_size=plan.classify_batch,

@@ -47,7 +47,6 @@ from earmark.gpu.models import (
     asr_model_id,
     classifier_model_id,
     load_classifier,
-    stage_plan,
 )
 from earmark.inference.policies import Policy, load_policies
 from earmark.review.stats import wilson
@@ -309,26 +308,7 @@ def evaluate(
 def load_candidate_classifier(settings: Settings, adapter_dir: Path) -> ClassifierLike:
     """The current base with the candidate adapter applied by peft at load, in memory (nothing
     prepared or saved), on the device and batch limits the GPU stage would use."""
-    from earmark.inference.classifier import (  # noqa: PLC0415 - torch only once a model loads
-        Classifier,
-        ClassifierOptions,
-    )
-
-    plan = stage_plan(settings)
-    return Classifier(
-        ClassifierOptions(
-            base_dir=settings.base_model_dir,
-            adapter_dir=adapter_dir,
-            device=plan.device,
-            dtype=plan.dtype,
-            batch_size=plan.classify_batch,
-            max_batch_tokens=plan.classify_max_batch_tokens,
-            max_context_tokens=plan.classify_max_context_tokens,
-            attn_implementation=settings.classifier_attention,
-            fits=plan.classify_fits,
-            max_cached_prefixes=1 if plan.device.startswith("cuda") else 8,
-        )
-    )
+    return load_classifier(settings, adapter_dir)
 
 
 def _policy_pairs(candidate: Candidate, current: list[Policy]) -> list[tuple[Policy, Policy]]:
