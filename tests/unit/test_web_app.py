@@ -415,9 +415,10 @@ def test_day_page_counts_items_per_policy_and_shows_no_scores_or_recordings(web:
     day = web.client("dave").get("/earmark/", params={"date": web.run_date})
     assert day.status_code == 200
     table = day.text.split('id="review-items"')[1].split("</table>")[0]
-    assert '<td>harassment</td><td>flag</td><td>claimed</td><td class="n">1</td>' in table
-    assert '<td>harassment</td><td>flag</td><td>pending</td><td class="n">2</td>' in table
-    assert '<td>self_harm</td><td>flag</td><td>pending</td><td class="n">1</td>' in table
+    version = '<td><code>sha</code> <span class="muted">cope</span></td>'  # the seed's
+    assert f'<td>harassment</td>{version}<td>flag</td><td>claimed</td><td class="n">1</td>' in table
+    assert f'<td>harassment</td>{version}<td>flag</td><td>pending</td><td class="n">2</td>' in table
+    assert f'<td>self_harm</td>{version}<td>flag</td><td>pending</td><td class="n">1</td>' in table
     for secret in ("0.910", "0.830", "0.91", "one.wav", "day.tar", "SECRET"):
         assert secret not in day.text, secret
     assert web.row(one).claimed_by == "ana"
