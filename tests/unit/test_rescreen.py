@@ -10,8 +10,10 @@ import json
 import shutil
 from dataclasses import replace
 from datetime import date
+from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from delivery_kit import plan_test_units
 from earmark.cli import main
 from earmark.day.status import day_status
@@ -208,3 +210,25 @@ def test_the_command_plans_sends_back_and_lists(screened, monkeypatch, capsys):
     assert "no policy 'no-such'" in capsys.readouterr().out
     assert main([*url, "rescreen", "--from", DAYS[1], "--to", DAYS[0]]) == 2
     assert "is after the last" in capsys.readouterr().out
+
+
+def test_a_recording_whose_audio_retention_removed_is_not_screened_again(screened):
+    """Its transcript is kept, but a new flag would have nothing to listen to: counted, left
+    out, and its labels stay as they are."""
+    settings, store, _ = screened
+    gone = store.rows("SELECT id, path FROM audio_files ORDER BY id LIMIT 1")[0]
+    with store.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE audio_files SET audio_erased_at = CURRENT_TIMESTAMP WHERE id = :i"),
+            {"i": gone.id},
+        )
+    Path(gone.path).unlink()
+    _edit(settings, load_policies(settings.policies_dir)[0].name)
+    plan = rescreen.plan_rescreen(settings, store, *DAYS)
+    assert [d.unavailable for d in plan.days] == [[gone.id], []]
+    assert plan.files == 3 and gone.id not in plan.days[0].to_classify
+    assert "1 not screened again, their audio removed by retention" in "\n".join(
+        rescreen.describe(plan)
+    )
+    rescreen.send_back(store, plan, "ops")
+    assert store.scalar("SELECT status FROM audio_files WHERE id = :i", i=gone.id) == "classified"

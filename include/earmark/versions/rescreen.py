@@ -11,8 +11,9 @@ under every current policy, and a pair already labelled under its current versio
 scored again. Each new label marks the earlier one superseded (kept, never overwritten), and the
 earlier version's undecided review items are withdrawn (:mod:`earmark.gpu.classify`).
 
-A recording whose audio and transcript are both gone (retention, erasure) cannot be screened
-again: it is counted, never sent back.
+A recording whose audio is gone (retention removed it) is not screened again, even when its
+transcript is kept: a new flag would reach reviewers with nothing to listen to. It is counted,
+never sent back.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class DayPlan:
     run_date: str
     to_classify: list[int] = field(default_factory=list)  # transcript kept
     to_transcribe: list[int] = field(default_factory=list)  # audio kept, transcript not
-    unavailable: list[int] = field(default_factory=list)  # neither: cannot be screened again
+    unavailable: list[int] = field(default_factory=list)  # audio gone: not screened again
     stale: dict[str, int] = field(default_factory=dict)  # policy -> labels not current
 
     @property
@@ -98,13 +99,13 @@ def plan_rescreen(
             continue
         row = labels[0]
         day = days.setdefault(str(row.run_date)[:10], DayPlan(str(row.run_date)[:10]))
+        if row.audio_erased_at is not None or not Path(row.path).is_file():
+            day.unavailable.append(file_id)  # a new flag would have nothing to listen to
+            continue
         if int(row.transcripts):
             day.to_classify.append(file_id)
-        elif row.audio_erased_at is None and Path(row.path).is_file():
-            day.to_transcribe.append(file_id)
         else:
-            day.unavailable.append(file_id)
-            continue
+            day.to_transcribe.append(file_id)
         for p in stale:
             day.stale[p] = day.stale.get(p, 0) + 1
     return RescreenPlan(
@@ -173,8 +174,8 @@ def describe(plan: RescreenPlan) -> list[str]:
         if day.unavailable:
             ids = ", ".join(str(i) for i in day.unavailable)
             lines.append(
-                f"    {len(day.unavailable)} cannot be screened again, audio and transcript"
-                f" removed (ids {ids})"
+                f"    {len(day.unavailable)} not screened again, their audio removed by"
+                f" retention or gone (ids {ids})"
             )
     lines.append(f"in all {plan.files} recordings")
     return lines
