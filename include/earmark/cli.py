@@ -137,7 +137,7 @@ def _parser() -> argparse.ArgumentParser:
     models.add_argument(
         "--dtype",
         default="bfloat16",
-        choices=("bfloat16", "float16", "float32"),
+        choices=("bfloat16", "float32"),  # never float16: Gemma-2 overflows in it
         help="dtype the merged weights are saved in (default bfloat16)",
     )
     return parser

@@ -299,7 +299,11 @@ class Settings:
     )
     device: str = setting("EARMARK_DEVICE", "auto", "Inference device: auto, cuda or cpu.")
     dtype: str = setting(
-        "EARMARK_DTYPE", "auto", "Inference dtype: auto (bfloat16 on GPU, float32 on CPU)."
+        "EARMARK_DTYPE",
+        "auto",
+        "Inference dtype: auto (bfloat16 on a GPU that has it, float32 on the CPU). On a GPU"
+        " without bfloat16, Whisper runs in float16 and the classifier in float32 (Gemma-2"
+        " overflows in float16).",
     )
     language: str = setting("EARMARK_LANGUAGE", "en", "Whisper language.")
     asr_max_new_tokens: int = setting(

@@ -76,7 +76,7 @@ def prepare_classifier(
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16}  # Gemma-2 overflows in fp16
     if dtype not in dtypes:
         raise ValueError(f"unsupported dtype {dtype!r}; use one of {sorted(dtypes)}")
     out_dir = Path(out_dir)
