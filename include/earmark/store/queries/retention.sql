@@ -3,7 +3,8 @@
 --
 -- Every rule leaves alone a recording not yet screened (status 'ready' or 'transcribed') and one
 -- an erasure is under way for (an 'intended' row in erasures). "Flagged": a label 1 (superseded
--- or not) or a review item of any kind. "Open": a review item 'pending' or 'claimed'. "Settled"
+-- or not) or a review item of any kind. "Open": a review item 'pending' or 'claimed' (the view
+-- recording_retention, migration 0018, says each of these once per recording). "Settled"
 -- (what the flagged audio, transcripts, labels and reviews rules count from): the later of the
 -- run date and the last review decision of the recording's items (resolved_at). A rule's time
 -- is up when the run date lies before :cutoff_day and no decision on or after :cutoff_ts (that
@@ -14,106 +15,72 @@
 -- name: due_unflagged_audio
 -- Audio files on disk of recordings never flagged, counted from their run date (a quarantined
 -- recording, refused at intake, is one: its file in quarantine/ goes by this rule).
-SELECT f.id AS file_id, f.archive_id, f.path, f.sha256, coalesce(f.bytes, 0) AS bytes
-FROM audio_files f
-JOIN archives a ON a.id = f.archive_id
-WHERE f.audio_erased_at IS NULL
-  AND f.status IN ('classified', 'quarantined')
-  AND a.run_date < :cutoff_day
-  AND NOT EXISTS (SELECT 1 FROM labels l WHERE l.file_id = f.id AND l.label = 1)
-  AND NOT EXISTS (SELECT 1 FROM review_queue r WHERE r.file_id = f.id)
-  AND NOT EXISTS (SELECT 1 FROM erasures e WHERE e.file_id = f.id AND e.status = 'intended')
-  AND f.id > :after
-ORDER BY f.id
+SELECT file_id, archive_id, path, sha256, bytes
+FROM recording_retention
+WHERE audio_erased_at IS NULL AND status IN ('classified', 'quarantined') AND flagged = 0
+  AND erasing = 0 AND run_date < :cutoff_day
+  AND file_id > :after
+ORDER BY file_id
 LIMIT :limit;
 
 -- name: due_flagged_audio
 -- Audio files on disk of flagged recordings with no open item, settled before the cutoff (no
 -- decision on or after it; with no decision at all, the run date alone decides).
-SELECT f.id AS file_id, f.archive_id, f.path, f.sha256, coalesce(f.bytes, 0) AS bytes
-FROM audio_files f
-JOIN archives a ON a.id = f.archive_id
-WHERE f.audio_erased_at IS NULL
-  AND f.status IN ('classified', 'quarantined')
-  AND (EXISTS (SELECT 1 FROM labels l WHERE l.file_id = f.id AND l.label = 1)
-       OR EXISTS (SELECT 1 FROM review_queue r WHERE r.file_id = f.id))
-  AND NOT EXISTS (SELECT 1 FROM review_queue r
-                  WHERE r.file_id = f.id AND r.status IN ('pending', 'claimed'))
-  AND a.run_date < :cutoff_day
-  AND NOT EXISTS (SELECT 1 FROM review_queue r
-                  WHERE r.file_id = f.id AND r.resolved_at >= :cutoff_ts)
-  AND NOT EXISTS (SELECT 1 FROM erasures e WHERE e.file_id = f.id AND e.status = 'intended')
-  AND f.id > :after
-ORDER BY f.id
+SELECT file_id, archive_id, path, sha256, bytes
+FROM recording_retention
+WHERE audio_erased_at IS NULL AND status IN ('classified', 'quarantined') AND flagged = 1
+  AND open_items = 0 AND erasing = 0 AND run_date < :cutoff_day
+  AND (last_decision IS NULL OR last_decision < :cutoff_ts)
+  AND file_id > :after
+ORDER BY file_id
 LIMIT :limit;
 
 -- name: due_transcripts
 -- Transcripts of recordings with no open item, settled before the cutoff.
-SELECT f.id AS file_id, f.archive_id, f.path, f.sha256, 0 AS bytes
-FROM audio_files f
-JOIN archives a ON a.id = f.archive_id
-WHERE f.status IN ('classified', 'quarantined')
-  AND EXISTS (SELECT 1 FROM transcripts t WHERE t.file_id = f.id)
-  AND NOT EXISTS (SELECT 1 FROM review_queue r
-                  WHERE r.file_id = f.id AND r.status IN ('pending', 'claimed'))
-  AND a.run_date < :cutoff_day
-  AND NOT EXISTS (SELECT 1 FROM review_queue r
-                  WHERE r.file_id = f.id AND r.resolved_at >= :cutoff_ts)
-  AND NOT EXISTS (SELECT 1 FROM erasures e WHERE e.file_id = f.id AND e.status = 'intended')
-  AND f.id > :after
-ORDER BY f.id
+SELECT file_id, archive_id, path, sha256, 0 AS bytes
+FROM recording_retention
+WHERE status IN ('classified', 'quarantined')
+  AND EXISTS (SELECT 1 FROM transcripts t WHERE t.file_id = recording_retention.file_id)
+  AND open_items = 0 AND erasing = 0 AND run_date < :cutoff_day
+  AND (last_decision IS NULL OR last_decision < :cutoff_ts)
+  AND file_id > :after
+ORDER BY file_id
 LIMIT :limit;
 
 -- name: due_labels
 -- Labels of recordings with no open item, settled before the cutoff.
-SELECT f.id AS file_id, f.archive_id, f.path, f.sha256, 0 AS bytes
-FROM audio_files f
-JOIN archives a ON a.id = f.archive_id
-WHERE f.status IN ('classified', 'quarantined')
-  AND EXISTS (SELECT 1 FROM labels l WHERE l.file_id = f.id)
-  AND NOT EXISTS (SELECT 1 FROM review_queue r
-                  WHERE r.file_id = f.id AND r.status IN ('pending', 'claimed'))
-  AND a.run_date < :cutoff_day
-  AND NOT EXISTS (SELECT 1 FROM review_queue r
-                  WHERE r.file_id = f.id AND r.resolved_at >= :cutoff_ts)
-  AND NOT EXISTS (SELECT 1 FROM erasures e WHERE e.file_id = f.id AND e.status = 'intended')
-  AND f.id > :after
-ORDER BY f.id
+SELECT file_id, archive_id, path, sha256, 0 AS bytes
+FROM recording_retention
+WHERE status IN ('classified', 'quarantined')
+  AND EXISTS (SELECT 1 FROM labels l WHERE l.file_id = recording_retention.file_id)
+  AND open_items = 0 AND erasing = 0 AND run_date < :cutoff_day
+  AND (last_decision IS NULL OR last_decision < :cutoff_ts)
+  AND file_id > :after
+ORDER BY file_id
 LIMIT :limit;
 
 -- name: due_reviews
 -- Review items (with their review_events and audio_fetches) of recordings whose audio is gone
 -- and none of whose items is open, counted from the last decision: the audit trail of who
 -- decided and who listened outlives the audio.
-SELECT f.id AS file_id, f.archive_id, f.path, f.sha256, 0 AS bytes
-FROM audio_files f
-JOIN archives a ON a.id = f.archive_id
-WHERE f.audio_erased_at IS NOT NULL
-  AND EXISTS (SELECT 1 FROM review_queue r WHERE r.file_id = f.id)
-  AND NOT EXISTS (SELECT 1 FROM review_queue r
-                  WHERE r.file_id = f.id AND r.status IN ('pending', 'claimed'))
-  AND a.run_date < :cutoff_day
-  AND NOT EXISTS (SELECT 1 FROM review_queue r
-                  WHERE r.file_id = f.id AND r.resolved_at >= :cutoff_ts)
-  AND NOT EXISTS (SELECT 1 FROM erasures e WHERE e.file_id = f.id AND e.status = 'intended')
-  AND f.id > :after
-ORDER BY f.id
+SELECT file_id, archive_id, path, sha256, 0 AS bytes
+FROM recording_retention
+WHERE audio_erased_at IS NOT NULL
+  AND EXISTS (SELECT 1 FROM review_queue r WHERE r.file_id = recording_retention.file_id)
+  AND open_items = 0 AND erasing = 0 AND run_date < :cutoff_day
+  AND (last_decision IS NULL OR last_decision < :cutoff_ts)
+  AND file_id > :after
+ORDER BY file_id
 LIMIT :limit;
 
 -- name: held
 -- What the results DB holds per kind now: recordings with audio on disk (flagged or not, in
 -- flight too), and recordings with transcripts, labels, review items; bytes of the audio files.
-SELECT 'unflagged_audio' AS kind, count(*) AS n, coalesce(sum(f.bytes), 0) AS bytes
-FROM audio_files f
-WHERE f.audio_erased_at IS NULL
-  AND NOT EXISTS (SELECT 1 FROM labels l WHERE l.file_id = f.id AND l.label = 1)
-  AND NOT EXISTS (SELECT 1 FROM review_queue r WHERE r.file_id = f.id)
-UNION ALL
-SELECT 'flagged_audio', count(*), coalesce(sum(f.bytes), 0)
-FROM audio_files f
-WHERE f.audio_erased_at IS NULL
-  AND (EXISTS (SELECT 1 FROM labels l WHERE l.file_id = f.id AND l.label = 1)
-       OR EXISTS (SELECT 1 FROM review_queue r WHERE r.file_id = f.id))
+SELECT CASE WHEN flagged = 1 THEN 'flagged_audio' ELSE 'unflagged_audio' END AS kind,
+       count(*) AS n, coalesce(sum(bytes), 0) AS bytes
+FROM recording_retention
+WHERE audio_erased_at IS NULL
+GROUP BY flagged
 UNION ALL
 SELECT 'transcripts', count(DISTINCT file_id), 0 FROM transcripts
 UNION ALL
