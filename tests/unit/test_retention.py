@@ -305,7 +305,7 @@ def test_an_item_opened_after_the_intent_keeps_the_rows(settings, store):
         )
     assert retention.finish_unfinished(settings, store) == 1
     [row] = erase.erasures(store)
-    assert (row["status"], row["removed"]) == ("done", {"kept_open_review": 1})
+    assert (row["status"], row["removed"]) == ("done", {"kept_not_settled": 1})
     assert ids["one"] in _state(settings, store)["rows"]["transcripts"]
 
 
@@ -499,3 +499,67 @@ def test_the_daily_run_applies_retention_after_its_report(dagbag):
     assert task.is_teardown and not task.on_failure_fail_dagrun
     assert daily.get_task("check_run_conf").is_setup
     assert "prune_processed" not in daily.task_ids  # retention prunes processed/, recorded
+
+
+def test_a_recording_sent_back_after_its_intent_keeps_its_audio(settings, store):
+    """A rescreen sent it back to the GPU stage between the intent and the removal: its audio
+    stays (the next screening needs it), the intent is done saying why."""
+    ids = _deliver_day(settings, store)
+    recorded, _, _ = retention.record_intents(
+        settings, store, Kind.UNFLAGGED_AUDIO, date(2027, 1, 1)
+    )
+    assert ids["one"] in [d.file_id for d in recorded]
+    with store.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE audio_files SET status = 'transcribed' WHERE id = :i"),
+            {"i": ids["one"]},
+        )
+    retention.finish_unfinished(settings, store)
+    kept = next(r for r in erase.erasures(store) if r["file_id"] == ids["one"])
+    assert (kept["status"], kept["removed"].get("kept_not_settled")) == ("done", 1)
+    path = store.scalar("SELECT path FROM audio_files WHERE id = :i", i=ids["one"])
+    assert Path(path).is_file()
+    assert (
+        store.scalar("SELECT audio_erased_at FROM audio_files WHERE id = :i", i=ids["one"]) is None
+    )
+
+
+def test_an_intent_naming_what_intake_never_made_is_refused_and_the_rest_go_on(
+    settings, store, caplog
+):
+    """A delivered-archives intent whose homes are not intake's (a tampered row): refused and
+    logged by its id, never its paths, and the run still finishes the other intents."""
+    _deliver_day(settings, store)
+    today = date(2027, 12, 2)
+    with store.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO erasures (actor, reason, scope, target, archive_id, removed)"
+                " VALUES ('retention', 'x', 'retention', 'delivered_archives',"
+                " (SELECT min(id) FROM archives), :removed)"
+            ),
+            {"removed": json.dumps({"day": DAY, "homes": ["../../etc-secret"], "files": 1})},
+        )
+    outcome = retention.apply_retention(settings, store, today)
+    assert outcome.finished_earlier == 1
+    audit = erase.erasures(store)
+    tampered = next(r for r in audit if r["removed"].get("homes") == ["../../etc-secret"])
+    assert (tampered["status"], tampered["removed"].get("refused")) == ("done", 1)
+    assert {r["status"] for r in audit} == {"done"} and len(audit) == 8
+    assert "etc-secret" not in caplog.text
+    assert f"retention intent #{tampered['id']} refused (ValueError)" in caplog.text
+
+
+def test_the_day_s_data_quality_checks_still_hold_after_every_rule_ran(settings, store):
+    """A rerun or a rescreen of an old day runs its data-quality checks: what retention removed
+    (audio, transcripts, decided reviews; the recordings' rows stay) is not a fault."""
+    from earmark.day.status import data_quality_checks
+
+    _deliver_day(settings, store)
+    took = set()
+    for _ in range(2):  # reviews go on the run after the audio they outlive
+        outcome = retention.apply_retention(settings, store, date(2029, 12, 31))
+        took |= {k.kind for k in outcome.kinds if k.count}
+        failing = [n for n, sql in data_quality_checks(DAY).items() if not store.scalar(sql)]
+        assert failing == []
+    assert took >= {Kind.UNFLAGGED_AUDIO, Kind.FLAGGED_AUDIO, Kind.TRANSCRIPTS, Kind.REVIEWS}

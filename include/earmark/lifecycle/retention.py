@@ -49,6 +49,7 @@ _LIFECYCLE = named_queries("lifecycle")  # the intents' completion and row delet
 BATCH = 500  # recordings per intent transaction
 _ALL = 2**62  # no batch bound: the dry run and the figures
 _HOME = re.compile(r"^(archive|duplicate)-(\d+)$")  # what intake puts in a processed/ day folder
+_LOCK_KEY = 0x4541524D52455431  # Postgres advisory lock: one run records intents at a time
 
 
 class Kind(StrEnum):
@@ -351,6 +352,8 @@ def record_intents(
         return [], 0, None
     recorded, refused = [], 0
     with store.begin() as conn:
+        if store.dialect == "postgresql":  # two runs at once: the second selects after this one
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
         due = _due(settings, store, conn, kind, today, after, BATCH)
         for d in due:
             removed: dict[str, Any] = {}
@@ -397,23 +400,41 @@ def _processed_homes(settings: Settings, removed: dict[str, Any]) -> tuple[Path,
     return folder, [folder / name for name in names]
 
 
-def remove_from_disk(settings: Settings, intents: Sequence[sa.Row]) -> None:
+def _settled(conn: sa.Connection, file_id: int) -> bool:
+    return bool(conn.execute(sa.text(_Q["still_settled"]), {"file_id": file_id}).scalar())
+
+
+def remove_from_disk(settings: Settings, store: Store, intents: Sequence[sa.Row]) -> set[int]:
     """Step 2: each intended recording's audio file (with the folders it leaves empty), each
-    intended archive's homes in its processed/ day folder (and the folder once empty)."""
+    intended archive's homes in its processed/ day folder (and the folder once empty). A
+    recording no longer settled (sent back by a rescreen, a review item opened) keeps its audio.
+    Returns the intents refused: a recorded path that is not where intake puts things, logged by
+    the intent's id only (never the path), kept on disk; one such intent never stops the others."""
+    refused: set[int] = set()
     for row in intents:
         kind = Kind(row.kind)
-        if kind in AUDIO_KINDS and row.path is not None:
-            disk.remove_audio_file(settings, Path(row.path))
-        elif kind is Kind.DELIVERED_ARCHIVES:
-            folder, homes = _processed_homes(settings, json.loads(row.removed or "{}"))
-            disk.remove(settings, homes)
-            disk.remove_empty_folders(settings, folder)
+        try:
+            if kind in AUDIO_KINDS and row.path is not None:
+                with store.engine.connect() as conn:
+                    if not _settled(conn, row.file_id):
+                        continue
+                disk.remove_audio_file(settings, Path(row.path))
+            elif kind is Kind.DELIVERED_ARCHIVES:
+                folder, homes = _processed_homes(settings, json.loads(row.removed or "{}"))
+                disk.remove(settings, homes)
+                disk.remove_empty_folders(settings, folder)
+        except (disk.OutsideDataRootError, ValueError, KeyError) as exc:
+            log.warning("retention intent #%d refused (%s): kept", row.id, type(exc).__name__)
+            refused.add(row.id)
+    return refused
 
 
-def mark_done(store: Store, intents: Sequence[sa.Row]) -> None:
-    """Step 3, one transaction: per intent the kind's rows go (an item opened since keeps them:
-    ``kept_open_review``) or the audio is marked gone, and the intent is marked ``done`` with
-    the rows removed per kind. An intent another run completed meanwhile is left as it is."""
+def mark_done(store: Store, intents: Sequence[sa.Row], refused: set[int] | None = None) -> None:
+    """Step 3, one transaction: per intent the kind's rows go or the audio is marked gone, and
+    the intent is marked ``done`` with the rows removed per kind. A recording no longer settled
+    keeps everything (``kept_not_settled``: a rescreen sent it back or a review item opened
+    since the intent); an intent refused at step 2 is done with ``refused``. An intent another
+    run completed meanwhile is left as it is."""
     with store.begin() as conn:
         for row in intents:
             if conn.execute(sa.text(_LIFECYCLE["claim_done"]), {"id": row.id}).rowcount != 1:
@@ -421,15 +442,16 @@ def mark_done(store: Store, intents: Sequence[sa.Row]) -> None:
             removed = json.loads(row.removed or "{}")
             kind = Kind(row.kind)
             on_file = {"file_id": row.file_id}
-            if kind in AUDIO_KINDS:
+            if row.id in (refused or set()):
+                removed["refused"] = 1
+            elif kind is not Kind.DELIVERED_ARCHIVES and not _settled(conn, row.file_id):
+                removed["kept_not_settled"] = 1
+            elif kind in AUDIO_KINDS:
                 marked = conn.execute(sa.text(_Q["mark_audio_erased"]), on_file).rowcount
                 removed["audio_marked_gone"] = marked
             elif kind in KIND_ROWS:
-                if conn.execute(sa.text(_Q["open_items"]), on_file).scalar():
-                    removed["kept_open_review"] = 1
-                else:
-                    for name, query in KIND_ROWS[kind]:
-                        removed[name] = conn.execute(sa.text(_LIFECYCLE[query]), on_file).rowcount
+                for name, query in KIND_ROWS[kind]:
+                    removed[name] = conn.execute(sa.text(_LIFECYCLE[query]), on_file).rowcount
             conn.execute(
                 sa.text(_LIFECYCLE["record_removed"]),
                 {"id": row.id, "removed": json.dumps(removed)},
@@ -440,8 +462,7 @@ def finish_unfinished(settings: Settings, store: Store) -> int:
     """Complete every ``intended`` retention row (steps 2 and 3); how many there were."""
     intents = store.rows(_Q["unfinished"])
     if intents:
-        remove_from_disk(settings, intents)
-        mark_done(store, intents)
+        mark_done(store, intents, remove_from_disk(settings, store, intents))
     return len(intents)
 
 

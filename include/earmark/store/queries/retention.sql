@@ -116,10 +116,12 @@ LEFT JOIN audio_files f ON f.id = e.file_id
 WHERE e.status = 'intended' AND e.scope = 'retention'
 ORDER BY e.id;
 
--- name: open_items
--- Checked again when the rows go: an item opened since the intent keeps them.
-SELECT count(*) FROM review_queue WHERE file_id = :file_id AND status IN ('pending', 'claimed');
-
 -- name: mark_audio_erased
 UPDATE audio_files SET audio_erased_at = CURRENT_TIMESTAMP, updated_at = CURRENT_TIMESTAMP
 WHERE id = :file_id AND audio_erased_at IS NULL;
+
+-- name: still_settled
+-- Checked again before an intent's audio or rows go: the recording is still screened and has
+-- no open item (a rescreen may have sent it back, a review item may have opened meanwhile).
+SELECT count(*) FROM recording_retention
+WHERE file_id = :file_id AND status IN ('classified', 'quarantined') AND open_items = 0;
