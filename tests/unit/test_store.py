@@ -301,38 +301,33 @@ def test_0010_renames_gpu_batches_to_work_units_keeping_rows_keys_and_ids(
 def test_0014_gives_each_review_item_its_version_keeping_ids_decisions_and_trail(
     backend, tmp_path, request
 ):
-    """Items from before take the version of their file's latest label under the policy (a qa
-    item its first's); ids, statuses, decisions and the trail stay; afterwards one item per
-    version and kind, 'withdrawn' is a status, and labels can be marked superseded."""
+    """Of labels scored under several versions the newest stays current, the others are marked
+    superseded; an item takes the version of the newest label made before it (a qa item its
+    first's), and an undecided one of a superseded version is withdrawn; ids, decisions and the
+    trail stay; afterwards one item per version and kind."""
     store = _store_before("0014", backend, tmp_path, request)
     _archive_7_with_file_3(store, "classified")
-    with store.begin() as conn:
-        for sha in ("old", "new"):  # the policy edited once already: two labels, two versions
-            conn.execute(
-                sa.text(
-                    "INSERT INTO labels (file_id, policy, policy_sha, model, score, label)"
-                    " VALUES (3, 'harassment', :sha, 'cope', 0.9, 1)"
-                ),
-                {"sha": sha},
-            )
-        conn.execute(
-            sa.text(
-                "INSERT INTO review_queue (id, file_id, policy, score, status, decision, kind)"
-                " VALUES (5, 3, 'harassment', 0.9, 'resolved', 'violation', 'flag')"
-            )
-        )
-        conn.execute(
-            sa.text(
-                "INSERT INTO review_queue (id, file_id, policy, score, kind, first_item_id)"
-                " VALUES (6, 3, 'harassment', 0.9, 'qa', 5)"
-            )
-        )
-        conn.execute(
-            sa.text(
-                "INSERT INTO review_queue (id, file_id, policy, score, kind)"
-                " VALUES (8, 3, 'self_harm', 0.2, 'sample')"  # no label under it: unknown
-            )
-        )
+    label = sa.text(
+        "INSERT INTO labels (file_id, policy, policy_sha, model, score, label, created_at)"
+        " VALUES (3, :p, :sha, 'cope', 0.9, 1, :at)"
+    )
+    item = sa.text(
+        "INSERT INTO review_queue (id, file_id, policy, score, status, decision, kind,"
+        " first_item_id, created_at) VALUES (:id, 3, :p, 0.9, :status, :decision, :kind,"
+        " :first, :at)"
+    )
+    with store.begin() as conn:  # both policies edited once already: two labels each
+        for policy in ("harassment", "self_harm"):
+            conn.execute(label, {"p": policy, "sha": "old", "at": "2026-11-01 10:00:00"})
+            conn.execute(label, {"p": policy, "sha": "new", "at": "2026-11-20 10:00:00"})
+        for row in (
+            (5, "harassment", "resolved", "violation", "flag", None, "2026-11-02 09:00:00"),
+            (6, "harassment", "pending", None, "qa", 5, "2026-11-25 09:00:00"),
+            (7, "self_harm", "pending", None, "flag", None, "2026-11-02 09:00:00"),
+            (8, "self_harm", "pending", None, "sample", None, "2026-10-01 09:00:00"),
+        ):
+            keys = ("id", "p", "status", "decision", "kind", "first", "at")
+            conn.execute(item, dict(zip(keys, row, strict=True)))
         conn.execute(
             sa.text(
                 "INSERT INTO review_events (item_id, action, reviewer, decision)"
@@ -347,23 +342,22 @@ def test_0014_gives_each_review_item_its_version_keeping_ids_decisions_and_trail
         )
     ]
     assert items == [
-        (5, "resolved", "violation", "new", "cope"),
-        (6, "pending", None, "new", "cope"),
-        (8, "pending", None, "unknown", "unknown"),
+        (5, "resolved", "violation", "old", "cope"),  # decided under the text of its day
+        (6, "pending", None, "old", "cope"),  # its first item's, made later
+        (7, "withdrawn", None, "old", "cope"),  # undecided, of a superseded version
+        (8, "pending", None, "new", "cope"),  # before any label: the newest
     ]
+    superseded = store.rows("SELECT policy, policy_sha FROM labels WHERE superseded_at IS NOT NULL")
+    assert sorted(tuple(r) for r in superseded) == [("harassment", "old"), ("self_harm", "old")]
     assert store.scalar("SELECT count(*) FROM review_events WHERE item_id = 5") == 1
     insert = sa.text(
         "INSERT INTO review_queue (file_id, policy, policy_sha, model, score, kind, status)"
         " VALUES (3, 'harassment', :sha, 'cope', 0.9, 'flag', :status)"
     )
-    with store.begin() as conn:  # another version's flag beside the decided one
-        conn.execute(insert, {"sha": "old", "status": "withdrawn"})
-        conn.execute(
-            sa.text("UPDATE labels SET superseded_at = CURRENT_TIMESTAMP WHERE policy_sha = 'old'")
-        )
+    with store.begin() as conn:  # the new version's flag beside the decided old one
+        conn.execute(insert, {"sha": "new", "status": "pending"})
     with pytest.raises(sa.exc.IntegrityError), store.begin() as conn:
         conn.execute(insert, {"sha": "new", "status": "pending"})  # the same version twice
     with pytest.raises(sa.exc.IntegrityError), store.begin() as conn:
         conn.execute(insert, {"sha": "newer", "status": "lost"})
-    assert store.scalar("SELECT count(*) FROM labels WHERE superseded_at IS NOT NULL") == 1
     store.dispose()

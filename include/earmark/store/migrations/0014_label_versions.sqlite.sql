@@ -4,6 +4,10 @@
 
 ALTER TABLE labels ADD COLUMN superseded_at {{ts}};
 CREATE INDEX labels_file_policy ON labels (file_id, policy);
+UPDATE labels SET superseded_at = CURRENT_TIMESTAMP
+WHERE EXISTS (SELECT 1 FROM labels n WHERE n.file_id = labels.file_id AND n.policy = labels.policy
+              AND (n.created_at > labels.created_at
+                   OR (n.created_at = labels.created_at AND n.id > labels.id)));
 
 CREATE TABLE review_queue_rebuilt (
     id            {{pk}},
@@ -30,15 +34,33 @@ INSERT INTO review_queue_rebuilt
      resolved_at, kind, first_item_id, policy_sha, model)
 SELECT q.id, q.file_id, q.policy, q.score, q.status, q.claimed_by, q.claimed_until, q.decision,
        q.note, q.created_at, q.resolved_at, q.kind, q.first_item_id,
-       coalesce((SELECT l.policy_sha FROM labels l WHERE l.file_id = q.file_id
-                 AND l.policy = q.policy ORDER BY l.id DESC LIMIT 1), 'unknown'),
-       coalesce((SELECT l.model FROM labels l WHERE l.file_id = q.file_id
-                 AND l.policy = q.policy ORDER BY l.id DESC LIMIT 1), 'unknown')
+       coalesce(
+           (SELECT l.policy_sha FROM labels l WHERE l.file_id = q.file_id AND l.policy = q.policy
+            AND l.created_at <= q.created_at ORDER BY l.created_at DESC, l.id DESC LIMIT 1),
+           (SELECT l.policy_sha FROM labels l WHERE l.file_id = q.file_id AND l.policy = q.policy
+            ORDER BY l.created_at DESC, l.id DESC LIMIT 1),
+           'unknown'),
+       coalesce(
+           (SELECT l.model FROM labels l WHERE l.file_id = q.file_id AND l.policy = q.policy
+            AND l.created_at <= q.created_at ORDER BY l.created_at DESC, l.id DESC LIMIT 1),
+           (SELECT l.model FROM labels l WHERE l.file_id = q.file_id AND l.policy = q.policy
+            ORDER BY l.created_at DESC, l.id DESC LIMIT 1),
+           'unknown')
 FROM review_queue q;
 DROP TABLE review_queue;
 ALTER TABLE review_queue_rebuilt RENAME TO review_queue;
 CREATE INDEX review_queue_status ON review_queue (status);
 CREATE INDEX review_queue_first_item ON review_queue (first_item_id);
+UPDATE review_queue
+SET policy_sha = (SELECT f.policy_sha FROM review_queue f WHERE f.id = review_queue.first_item_id),
+    model = (SELECT f.model FROM review_queue f WHERE f.id = review_queue.first_item_id)
+WHERE kind = 'qa';
+UPDATE review_queue SET status = 'withdrawn', claimed_by = NULL, claimed_until = NULL
+WHERE status IN ('pending', 'claimed') AND kind <> 'qa'
+  AND EXISTS (SELECT 1 FROM labels l
+              WHERE l.file_id = review_queue.file_id AND l.policy = review_queue.policy
+                AND l.policy_sha = review_queue.policy_sha AND l.model = review_queue.model
+                AND l.superseded_at IS NOT NULL);
 
 CREATE TABLE rescreens (
     id         {{pk}},

@@ -11,10 +11,11 @@ ON CONFLICT (file_id, policy, policy_sha, model, kind) DO UPDATE SET
 WHERE review_queue.status IN ('pending', 'withdrawn');
 
 -- name: withdraw_other_versions
--- The file was scored under this policy again, by another version or model: its items that no
--- one decided yet leave the queue (a holder's claim ends with them; decided items stay).
+-- The file was scored under this policy again, by another version or model: its flags and
+-- samples that no one decided yet leave the queue (a holder's claim ends with them; decided
+-- items stay). A second review stays: it checks a decision already made under its version.
 UPDATE review_queue SET status = 'withdrawn', claimed_by = NULL, claimed_until = NULL
-WHERE file_id = :f AND policy = :p AND status IN ('pending', 'claimed')
+WHERE file_id = :f AND policy = :p AND status IN ('pending', 'claimed') AND kind <> 'qa'
   AND NOT (policy_sha = :sha AND model = :m);
 
 -- name: queue_second_review
