@@ -227,7 +227,7 @@ def test_a_recording_whose_audio_retention_removed_is_not_screened_again(screene
     plan = rescreen.plan_rescreen(settings, store, *DAYS)
     assert [d.unavailable for d in plan.days] == [[gone.id], []]
     assert plan.files == 3 and gone.id not in plan.days[0].to_classify
-    assert "1 not screened again, their audio removed by retention" in "\n".join(
+    assert "1 not screened again: their audio, transcript or labels removed" in "\n".join(
         rescreen.describe(plan)
     )
     rescreen.send_back(store, plan, "ops")

@@ -155,8 +155,10 @@ def _record(store: Store, folder: Path, verdict: Verdict, run_date: str) -> None
     with store.begin() as conn:
         if verdict.rejected is not None:
             status, reason = DeliveryStatus.REJECTED, str(verdict.rejected)
-        elif verdict.sha256 is not None:  # read here: bytes an archive already has
-            first = archive_with(conn, verdict.sha256)
+        elif (
+            verdict.sha256 is not None and (first := archive_with(conn, verdict.sha256)) is not None
+        ):
+            # read here: bytes an archive already has (unless a readmission let them go since)
             status, archive_id, reason = DeliveryStatus.DUPLICATE, first.id, same_bytes(first)
         else:
             archive = folder / verdict.name

@@ -123,6 +123,8 @@ def _judge_bytes(store: Store, row: sa.Row, actual: str, home: Path) -> str | No
             return None
         with store.engine.connect() as conn:
             first = archive_with(conn, actual)
+        if first is None:  # the archive that had them let them go (a readmission): try again
+            return _judge_bytes(store, row, actual, home)
         verdict, reason, first_id = DeliveryStatus.DUPLICATE, same_bytes(first), first.id
     remove_path(home)
     intake.step_done("unpack.superseded_removed")

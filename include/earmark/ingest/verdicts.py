@@ -218,10 +218,11 @@ def read_known(folder: Path, verdict: Verdict) -> Verdict:
     return Verdict(verdict.name, declared, actual)
 
 
-def archive_with(conn: sa.Connection, digest: str) -> sa.Row:
-    """The archive that already has these bytes, with what was erased of it on request."""
+def archive_with(conn: sa.Connection, digest: str) -> sa.Row | None:
+    """The archive that already has these bytes, with what was erased of it on request; None
+    when none has them (any more: ``earmark erase --readmit`` lets an erased archive's go)."""
     query = named_queries("lifecycle")["archive_with_bytes"]
-    return conn.execute(sa.text(query), {"sha": digest}).one()
+    return conn.execute(sa.text(query), {"sha": digest}).one_or_none()
 
 
 def same_bytes(first: sa.Row) -> str:

@@ -12,8 +12,9 @@ scored again. Each new label marks the earlier one superseded (kept, never overw
 earlier version's undecided review items are withdrawn (:mod:`earmark.gpu.classify`).
 
 A recording whose audio is gone (retention removed it) is not screened again, even when its
-transcript is kept: a new flag would reach reviewers with nothing to listen to. It is counted,
-never sent back.
+transcript is kept: a new flag would reach reviewers with nothing to listen to. Nor is one whose
+transcript or labels retention removed (screening would bring them back), or one an erasure or a
+retention intent is under way for. Each is counted, never sent back; `send_back` checks again.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class DayPlan:
     run_date: str
     to_classify: list[int] = field(default_factory=list)  # transcript kept
     to_transcribe: list[int] = field(default_factory=list)  # audio kept, transcript not
-    unavailable: list[int] = field(default_factory=list)  # audio gone: not screened again
+    unavailable: list[int] = field(default_factory=list)  # held back by its lifecycle
     stale: dict[str, int] = field(default_factory=dict)  # policy -> labels not current
 
     @property
@@ -99,8 +100,8 @@ def plan_rescreen(
             continue
         row = labels[0]
         day = days.setdefault(str(row.run_date)[:10], DayPlan(str(row.run_date)[:10]))
-        if row.audio_erased_at is not None or not Path(row.path).is_file():
-            day.unavailable.append(file_id)  # a new flag would have nothing to listen to
+        if int(row.held_back) or row.audio_erased_at is not None or not Path(row.path).is_file():
+            day.unavailable.append(file_id)  # gone, or going: retention, erasure
             continue
         if int(row.transcripts):
             day.to_classify.append(file_id)
@@ -174,8 +175,8 @@ def describe(plan: RescreenPlan) -> list[str]:
         if day.unavailable:
             ids = ", ".join(str(i) for i in day.unavailable)
             lines.append(
-                f"    {len(day.unavailable)} not screened again, their audio removed by"
-                f" retention or gone (ids {ids})"
+                f"    {len(day.unavailable)} not screened again: their audio, transcript or"
+                f" labels removed by retention, or an erasure under way (ids {ids})"
             )
     lines.append(f"in all {plan.files} recordings")
     return lines
