@@ -458,8 +458,9 @@ class Settings:
     retain_flagged_audio_days: int | None = setting(
         "EARMARK_RETAIN_FLAGGED_AUDIO_DAYS",
         "90",
-        "Retention of the audio files of flagged recordings, in days from the last review "
-        "decision of their items, or `forever`; never while one of their items is open.",
+        "Retention of the audio files of flagged recordings, in days from the later of their "
+        "run date and the last review decision of their items, or `forever`; never while one "
+        "of their items is open.",
         parse=_days_or_forever,
     )
     retain_transcripts_days: int | None = setting(

@@ -202,3 +202,21 @@ def test_the_unit_budget_names_the_unit_whatever_the_timer_interrupted():
     with pytest.raises(DriverError), unit_deadline(replace(budget, seconds=30), "classify"):
         raise DriverError("not the timer")
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+def test_the_unit_budget_holds_when_a_library_swallows_the_timer():
+    """A library that catches every exception and carries on: the block ends normally, but the
+    unit ran past its budget, so it still fails as over budget."""
+    from earmark.gpu.work_units import UnitBudget
+
+    def forgiving_call() -> None:
+        try:
+            time.sleep(5)
+        except Exception:
+            return
+
+    budget = UnitBudget(9, f"{DAY} unit 004 (3 files)", 10.0, 0.05)
+    over = pytest.raises(UnitOverBudget, match=r"unit 9 .*transcribe")
+    with over, unit_deadline(budget, "transcribe"):
+        forgiving_call()
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)

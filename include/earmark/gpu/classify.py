@@ -72,7 +72,7 @@ def classify_unit(
         if todo:
             _write_labels(store, policy, model, settings, _scores(cope, policy, todo))
             items += len(todo)
-    _mark_classified(store, unit_id, model, len(policies))
+    _mark_classified(store, unit_id, model, [p.name for p in policies])
     result = StageResult(
         unit_id,
         items,
@@ -114,13 +114,11 @@ def _scores(
     return scored
 
 
-def _mark_classified(store: Store, unit_id: int, model: str, policies: int) -> None:
-    """Move the unit's transcribed files labelled under every policy to classified."""
+def _mark_classified(store: Store, unit_id: int, model: str, policies: list[str]) -> None:
+    """Move the unit's transcribed files labelled under every current policy to classified."""
+    query = sa.text(_Q["mark_classified"]).bindparams(sa.bindparam("policies", expanding=True))
     with store.begin() as conn:
-        conn.execute(
-            sa.text(_Q["mark_classified"]),
-            {"b": unit_id, "m": model, "n": policies},
-        )
+        conn.execute(query, {"b": unit_id, "m": model, "n": len(policies), "policies": policies})
 
 
 def _write_labels(

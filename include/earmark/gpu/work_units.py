@@ -336,6 +336,8 @@ def unit_deadline(budget: UnitBudget, stage: str) -> Iterator[None]:
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
+        if fired:  # the timer's exception was swallowed on the way: the unit is over all the same
+            raise UnitOverBudget(_over_message(budget, stage, seconds))
     except UnitOverBudget:
         raise
     except Exception as interrupted:

@@ -5,8 +5,9 @@
 -- the text as the classifier read it (the file's surrounding whitespace stripped; the sha256 is
 -- of the file's bytes).
 CREATE TABLE policy_versions (
-    sha256        TEXT PRIMARY KEY,
+    sha256        TEXT NOT NULL,
     policy        TEXT NOT NULL,
     text          TEXT NOT NULL,
-    first_used_at {{ts}} NOT NULL DEFAULT CURRENT_TIMESTAMP
+    first_used_at {{ts}} NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    PRIMARY KEY (sha256, policy)
 );

@@ -3,6 +3,8 @@
 -- label 1, superseded or not, or a review item of any kind), how many of its review items are
 -- open ('pending', 'claimed'), its last review decision, and whether an erasure is under way for
 -- it (an 'intended' row). Each rule's query reads this view with its own cutoff.
+-- A later migration that rebuilds one of the tables it reads on SQLite (new table, copy, drop,
+-- rename) drops this view first and creates it again after: SQLite refuses the rename otherwise.
 CREATE VIEW recording_retention AS
 SELECT f.id AS file_id, f.archive_id, f.path, f.sha256, coalesce(f.bytes, 0) AS bytes, f.status,
        f.audio_erased_at, a.run_date,

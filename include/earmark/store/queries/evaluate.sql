@@ -7,7 +7,7 @@
 -- Every resolved flag and below-threshold sample of the days with its decision ('unclear' too:
 -- counted apart). Blind second reviews (qa items) are left out: each checks a flag that is here.
 -- Per row, what may set the item aside: `decided_later`, 1 when the recording was decided again
--- under the same policy (a later version's item: that latest decision is the one used);
+-- under the same policy later (another version's item: the latest decision is the one used);
 -- `being_erased`, 1 while an erasure on request of the recording is under way; `transcripts`,
 -- the file's transcripts by any ASR model; `transcripts_retired`, 1 when retention removed them.
 SELECT r.id AS item_id, r.file_id, r.policy, r.kind, r.decision, a.run_date,
@@ -15,7 +15,8 @@ SELECT r.id AS item_id, r.file_id, r.policy, r.kind, r.decision, a.run_date,
        CASE WHEN EXISTS (SELECT 1 FROM review_queue later
                          WHERE later.file_id = r.file_id AND later.policy = r.policy
                            AND later.kind IN ('flag', 'sample') AND later.status = 'resolved'
-                           AND later.id > r.id)
+                           AND (later.resolved_at > r.resolved_at
+                                OR (later.resolved_at = r.resolved_at AND later.id > r.id)))
             THEN 1 ELSE 0 END AS decided_later,
        CASE WHEN EXISTS (SELECT 1 FROM erasures e
                          WHERE e.file_id = r.file_id AND e.status = 'intended'

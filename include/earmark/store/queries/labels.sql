@@ -17,14 +17,16 @@ ON CONFLICT (file_id, policy, policy_sha, model) DO UPDATE SET
     superseded_at = NULL;
 
 -- name: mark_classified
--- The unit's transcribed files with a current label by the model under every policy.
+-- The unit's transcribed files with a current label by the model under every current policy
+-- (a label of a policy since removed from the policies folder does not count).
 UPDATE audio_files SET status = 'classified', updated_at = CURRENT_TIMESTAMP
 WHERE status = 'transcribed'
   AND id IN (SELECT file_id FROM work_unit_files WHERE unit_id = :b)
   AND (SELECT count(DISTINCT l.policy) FROM labels l
-       WHERE l.file_id = audio_files.id AND l.model = :m AND l.superseded_at IS NULL) >= :n;
+       WHERE l.file_id = audio_files.id AND l.model = :m AND l.superseded_at IS NULL
+         AND l.policy IN :policies) >= :n;
 
 -- name: record_policy_version
 -- The text of the policy version the labels are scored under, once per version.
 INSERT INTO policy_versions (sha256, policy, text) VALUES (:sha, :p, :text)
-ON CONFLICT (sha256) DO NOTHING;
+ON CONFLICT (sha256, policy) DO NOTHING;
