@@ -18,6 +18,10 @@ Crash-consistent as `earmark.lifecycle.erase` is, recorded in the same ``erasure
    (``audio_files.audio_erased_at``), and the intents are ``done`` with the rows removed.
 Every run first finishes what an interrupted one left ``intended`` (`finish_unfinished`). Ids,
 hashes, counts and bytes only: never transcript text or names of recordings.
+
+Why one module (over 500 lines): the rules, what each selects, the three steps that apply them
+and the figures of what is held are one protocol, read top to bottom as `erase` is; the steps
+check again what the selection assumed, and split apart the two would drift.
 """
 
 from __future__ import annotations
