@@ -6,7 +6,6 @@ the steps is finished by the next erase; a redelivery of erased bytes is a dupli
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,17 +23,9 @@ from earmark.review.listens import record_listen
 from earmark.review.queue import ReviewError, claim_next, enqueue, resolve
 from earmark.store.sql import named_queries
 from earmark.web.queries import held_by, held_item
+from store_kit import files_under, rows_by_recording
 
 DAY = "2026-11-29"
-TABLES = {  # table -> how its rows name their recording
-    "audio_files": "id",
-    "transcripts": "file_id",
-    "labels": "file_id",
-    "review_queue": "file_id",
-    "work_unit_files": "file_id",
-    "audio_fetches": "file_id",
-    "review_events": "(SELECT file_id FROM review_queue r WHERE r.id = item_id)",
-}
 
 
 @pytest.fixture
@@ -100,26 +91,10 @@ _A = tar_bytes({"rec/one.wav": wav(0.3, 200.0), "rec/two.wav": wav(0.3, 300.0), 
 _B = tar_bytes({"x/three.wav": wav(0.3, 400.0)})
 
 
-def _rows(store) -> dict[str, list[int]]:
-    """Per table, the recording each row belongs to."""
-    return {
-        table: sorted(r[0] for r in store.rows(f"SELECT {key} FROM {table}"))
-        for table, key in TABLES.items()
-    }
-
-
 def _files(store, archive_id: int) -> dict[int, str]:
     return {
         r.id: r.path
         for r in store.rows("SELECT id, path FROM audio_files WHERE archive_id = :a", a=archive_id)
-    }
-
-
-def _disk(settings) -> set[str]:
-    return {
-        str(Path(parent, name).relative_to(settings.data_root))
-        for parent, _dirs, names in os.walk(settings.data_root)
-        for name in names
     }
 
 
@@ -139,14 +114,15 @@ def test_one_recording_goes_entirely_and_nothing_else(settings, store):
     one_path = Path(_files(store, a)[one])
     sha = store.scalar("SELECT sha256 FROM audio_files WHERE id = :f", f=one)
     size = one_path.stat().st_size
-    before, disk_before = _rows(store), _disk(settings)
+    before, disk_before = rows_by_recording(store), files_under(settings.data_root)
 
     outcome = erase.erase(settings, store, Scope.FILE, str(one), "dpo", "withdrawn, ticket 7")
 
-    assert _rows(store) == _without(before, {one})
-    assert before != _rows(store)
+    assert rows_by_recording(store) == _without(before, {one})
+    assert before != rows_by_recording(store)
     gone = str(one_path.relative_to(settings.data_root))
-    assert _disk(settings) == disk_before - {gone}  # the delivered archive stays in processed/
+    # The delivered archive stays in processed/.
+    assert files_under(settings.data_root) == disk_before - {gone}
     [row] = erase.erasures(store)
     assert (row["actor"], row["reason"], row["scope"], row["target"]) == (
         "dpo",
@@ -177,7 +153,7 @@ def test_one_recording_goes_entirely_and_nothing_else(settings, store):
 
     again = erase.erase(settings, store, Scope.FILE, str(one), "dpo", "withdrawn, ticket 7")
     assert again.erasure_ids == () and f"erasure #{row['id']}" in again.plan.already
-    assert len(erase.erasures(store)) == 1 and _rows(store) == _without(before, {one})
+    assert len(erase.erasures(store)) == 1 and rows_by_recording(store) == _without(before, {one})
 
     # The same bytes delivered again: a duplicate that says some of them were erased.
     deliver(settings.incoming, "a-again.tar", _A)
@@ -220,13 +196,13 @@ def test_an_archive_goes_with_its_delivered_bytes_and_copies(settings, store):
     a, b = archives["a.tar"], archives["b.tar"]
     files_a = _files(store, a)
     assert len(files_a) == 3  # two recordings and one refused file (quarantined)
-    before, disk_before = _rows(store), _disk(settings)
+    before, disk_before = rows_by_recording(store), files_under(settings.data_root)
     assert any(p.startswith(f"processed/{DAY}/duplicate-") for p in disk_before)
 
     erase.erase(settings, store, Scope.ARCHIVE, str(a), "dpo", "site withdrew")
 
-    assert _rows(store) == _without(before, set(files_a))
-    left = _disk(settings)
+    assert rows_by_recording(store) == _without(before, set(files_a))
+    left = files_under(settings.data_root)
     assert not any(f"archive-{a}" in p or "duplicate-" in p for p in left)
     assert left == {p for p in disk_before if f"archive-{a}" not in p and "duplicate-" not in p}
     assert any(f"archive-{b}" in p for p in left)
@@ -251,9 +227,9 @@ def test_a_delivery_name_erases_its_archive_and_a_redelivery_is_a_duplicate_sayi
 ):
     archives = _deliver_day(settings, store)
     b = archives["b.tar"]
-    before, files_b = _rows(store), set(_files(store, b))
+    before, files_b = rows_by_recording(store), set(_files(store, b))
     outcome = erase.erase(settings, store, Scope.DELIVERY, "b.tar", "dpo", "consent withdrawn")
-    assert _rows(store) == _without(before, files_b)
+    assert rows_by_recording(store) == _without(before, files_b)
     assert len(files_b) == 1 and store.scalar("SELECT count(*) FROM audio_files") == 3
     assert {r["scope"] for r in erase.erasures(store)} == {"delivery"}
     own = max(outcome.erasure_ids)
@@ -275,11 +251,12 @@ def test_a_delivery_name_erases_its_archive_and_a_redelivery_is_a_duplicate_sayi
 
 def test_refused_while_a_gpu_unit_holds_the_recordings(settings, store):
     archives = _deliver_day(settings, store, screened=False)  # planned, not yet screened
-    before, disk_before = _rows(store), _disk(settings)
+    before, disk_before = rows_by_recording(store), files_under(settings.data_root)
     unit = store.scalar("SELECT min(id) FROM work_units")
     with pytest.raises(HeldError, match=rf"unit {unit} \(run run-1, #000\).*retry after"):
         erase.erase(settings, store, Scope.ARCHIVE, str(archives["a.tar"]), "dpo", "withdrawn")
-    assert (_rows(store), _disk(settings), erase.erasures(store)) == (before, disk_before, [])
+    unchanged = (rows_by_recording(store), files_under(settings.data_root), erase.erasures(store))
+    assert unchanged == (before, disk_before, [])
     # A refused (quarantined) recording is no unit's work: it can go.
     refused = store.scalar("SELECT id FROM audio_files WHERE status = 'quarantined'")
     assert erase.erase(settings, store, Scope.FILE, str(refused), "dpo", "x").erasure_ids
@@ -292,7 +269,7 @@ def test_a_crash_between_the_steps_is_finished_by_the_next_erase(
     archives = _deliver_day(settings, store)
     a, b = archives["a.tar"], archives["b.tar"]
     files_a = _files(store, a)
-    before = _rows(store)
+    before = rows_by_recording(store)
 
     def crash(*_args):
         raise RuntimeError("power cut")
@@ -301,7 +278,7 @@ def test_a_crash_between_the_steps_is_finished_by_the_next_erase(
     with pytest.raises(RuntimeError, match="power cut"):
         erase.erase(settings, store, Scope.ARCHIVE, str(a), "dpo", "withdrawn")
     assert {r["status"] for r in erase.erasures(store)} == {"intended"}
-    on_disk = any(f"archive-{a}" in p for p in _disk(settings))
+    on_disk = any(f"archive-{a}" in p for p in files_under(settings.data_root))
     assert on_disk == (step == "remove_from_disk")  # a crash after the disk step: files gone
     set_aside = store.rows("SELECT status, error FROM audio_files WHERE archive_id = :a", a=a)
     assert {s for s, _ in set_aside} == {"quarantined"}  # no GPU unit takes them meanwhile
@@ -315,8 +292,8 @@ def test_a_crash_between_the_steps_is_finished_by_the_next_erase(
     outcome = erase.erase(settings, store, Scope.FILE, str(b_file), "dpo", "another")
     assert outcome.finished_earlier == 4  # three recordings and the archive's own row
     assert {r["status"] for r in erase.erasures(store)} == {"done"}
-    assert _rows(store) == _without(before, {*files_a, b_file})
-    assert not any(f"archive-{a}" in p for p in _disk(settings))
+    assert rows_by_recording(store) == _without(before, {*files_a, b_file})
+    assert not any(f"archive-{a}" in p for p in files_under(settings.data_root))
 
 
 def test_the_command_dry_run_changes_nothing_then_erases_and_lists(
@@ -326,7 +303,7 @@ def test_the_command_dry_run_changes_nothing_then_erases_and_lists(
     monkeypatch.setenv("EARMARK_DATA_ROOT", str(settings.data_root))
     url = store.engine.url.render_as_string(hide_password=False)
     a = str(archives["a.tar"])
-    before, disk_before = _rows(store), _disk(settings)
+    before, disk_before = rows_by_recording(store), files_under(settings.data_root)
 
     assert main(["--db-url", url, "erase", "--archive", a]) == 2  # no reason
     assert "--reason is required" in capsys.readouterr().out
@@ -334,7 +311,8 @@ def test_the_command_dry_run_changes_nothing_then_erases_and_lists(
     out = capsys.readouterr().out.strip().splitlines()
     assert out[0].startswith(f"archive {a} ({DAY}): 3 recordings")
     assert out[-1] == "nothing changed: add --yes to erase"
-    assert (_rows(store), _disk(settings), erase.erasures(store)) == (before, disk_before, [])
+    unchanged = (rows_by_recording(store), files_under(settings.data_root), erase.erasures(store))
+    assert unchanged == (before, disk_before, [])
 
     erase_a = ["--db-url", url, "erase", "--archive", a, "--reason", "withdrawn", "--by", "dpo"]
     assert main([*erase_a, "--yes"]) == 0

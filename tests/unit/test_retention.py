@@ -7,7 +7,6 @@ the migration keeps the erasures an older release recorded."""
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import fields, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -26,18 +25,10 @@ from earmark.review.listens import record_listen
 from earmark.review.queue import claim_next, enqueue, resolve
 from earmark.store.db import Store
 from earmark.store.sql import named_queries
+from store_kit import archive_7_with_file_3, files_under, rows_by_recording, store_before
 
 DAY = "2026-11-29"
 DECIDED = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)  # the flagged recording's decision
-TABLES = {  # table -> how its rows name their recording
-    "audio_files": "id",
-    "transcripts": "file_id",
-    "labels": "file_id",
-    "review_queue": "file_id",
-    "work_unit_files": "file_id",
-    "audio_fetches": "file_id",
-    "review_events": "(SELECT file_id FROM review_queue r WHERE r.id = item_id)",
-}
 _A = tar_bytes({"rec/one.wav": wav(0.3, 200.0), "rec/two.wav": wav(0.3, 300.0), "bad.wav": b"x"})
 _B = tar_bytes({"x/three.wav": wav(0.3, 400.0)})
 
@@ -109,15 +100,8 @@ def _deliver_day(settings: Settings, store: Store) -> dict[str, int]:
 def _state(settings: Settings, store: Store) -> dict[str, object]:
     """Everything retention may change, without ids or times: files on disk, each table's rows
     by recording, the recordings whose audio is marked gone, the audit rows."""
-    disk = {
-        str(Path(parent, name).relative_to(settings.data_root))
-        for parent, _dirs, names in os.walk(settings.data_root)
-        for name in names
-    }
-    rows = {
-        table: sorted(r[0] for r in store.rows(f"SELECT {key} FROM {table}"))
-        for table, key in TABLES.items()
-    }
+    disk = files_under(settings.data_root)
+    rows = rows_by_recording(store)
     gone = sorted(
         r[0] for r in store.rows("SELECT id FROM audio_files WHERE audio_erased_at IS NOT NULL")
     )
@@ -441,31 +425,9 @@ def test_retention_settings_take_days_or_forever(monkeypatch):
 def test_0015_keeps_the_erasures_and_allows_retention(backend, tmp_path, request):
     """An erasure recorded under 0013/0014 keeps its row and id; retention rows are allowed,
     other scopes still refused; the audio of every recording is held."""
-    from earmark.store import db
-
-    url = (
-        request.getfixturevalue("pg_url")
-        if backend == "postgres"
-        else f"sqlite:///{tmp_path / 'r.db'}"
-    )
-    store = Store.from_url(url)
-    with pytest.MonkeyPatch.context() as patch:
-        every = db.migrations
-        patch.setattr(db, "migrations", lambda d: [m for m in every(d) if m[0] < "0015"])
-        store.migrate()
+    store = store_before("0015", backend, tmp_path, request)
+    archive_7_with_file_3(store, "classified")
     with store.begin() as conn:
-        conn.execute(
-            sa.text(
-                "INSERT INTO archives (id, name, sha256, run_date, status, path)"
-                " VALUES (7, 'day.tar', 'd7', '2026-11-29', 'unpacked', '/p')"
-            )
-        )
-        conn.execute(
-            sa.text(
-                "INSERT INTO audio_files (id, archive_id, member_path, path, status)"
-                " VALUES (3, 7, 'a.wav', '/a', 'classified')"
-            )
-        )
         old = conn.execute(
             sa.text(
                 "INSERT INTO erasures (actor, reason, scope, target, file_id, archive_id,"

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 from earmark.store.db import Store, migrations
+from store_kit import archive_7_with_file_3, store_before
 
 CONTRACT_TABLES = {"archives", "audio_files", "transcripts", "labels", "review_queue"}
 
@@ -79,49 +80,11 @@ def test_a_failed_migration_leaves_nothing_behind(tmp_path, monkeypatch):
     assert "archives" not in sa.inspect(store.engine).get_table_names()
 
 
-def _store_before(version: str, backend: str, tmp_path, request) -> Store:
-    """A results DB on ``backend`` migrated up to, not including, migration ``version``: the
-    state an older release left, for an upgrade test to fill and then migrate."""
-    from earmark.store import db
-
-    url = (
-        request.getfixturevalue("pg_url")
-        if backend == "postgres"
-        else f"sqlite:///{tmp_path / 'r.db'}"
-    )
-    store = Store.from_url(url)
-    with pytest.MonkeyPatch.context() as patch:
-        every = db.migrations
-        patch.setattr(
-            db, "migrations", lambda dialect: [m for m in every(dialect) if m[0] < version]
-        )
-        store.migrate()
-    return store
-
-
-def _archive_7_with_file_3(store: Store, status: str) -> None:
-    """Archive 7 holding audio file 3 in ``status``: what the upgrade tests fill around."""
-    with store.begin() as conn:
-        conn.execute(
-            sa.text(
-                "INSERT INTO archives (id, name, sha256, run_date, status, path)"
-                " VALUES (7, 'day.tar', 'd7', '2026-11-29', 'unpacked', '/p')"
-            )
-        )
-        conn.execute(
-            sa.text(
-                "INSERT INTO audio_files (id, archive_id, member_path, path, status)"
-                " VALUES (3, 7, 'a.wav', '/a', :s)"
-            ),
-            {"s": status},
-        )
-
-
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_0003_frees_bytes_barred_by_a_marker_or_name_rejection(backend, tmp_path, request):
     """Rows an older intake wrote for marker or name rejections become rejected deliveries, so
     the same bytes can be delivered again; content rejections stay barred."""
-    store = _store_before("0003", backend, tmp_path, request)
+    store = store_before("0003", backend, tmp_path, request)
     rows = [
         ("typo.tar", "s1", "bad_marker: typo.tar.sha256 does not hold a sha256 hex digest"),
         ("cut.tar", "s2", "checksum_mismatch: marker says 0123…, archive is 4567…"),
@@ -153,7 +116,7 @@ def test_0005_keeps_every_row_and_constraint_while_the_digest_becomes_optional(
     backend, tmp_path, request
 ):
     """SQLite rebuilds `archives` for this one: ids, rows and the keys pointing at them stay."""
-    store = _store_before("0005", backend, tmp_path, request)
+    store = store_before("0005", backend, tmp_path, request)
     with store.begin() as conn:
         conn.execute(
             sa.text(
@@ -211,8 +174,8 @@ def test_0008_keeps_the_queue_and_its_trail_and_adds_kinds_and_corrections(
 ):
     """Existing items become flags with their ids and events; a second review needs its first;
     one item per file, policy and kind; a correction is an event with a decision."""
-    store = _store_before("0008", backend, tmp_path, request)
-    _archive_7_with_file_3(store, "classified")
+    store = store_before("0008", backend, tmp_path, request)
+    archive_7_with_file_3(store, "classified")
     with store.begin() as conn:
         conn.execute(
             sa.text(
@@ -267,8 +230,8 @@ def test_0010_renames_gpu_batches_to_work_units_keeping_rows_keys_and_ids(
 ):
     """A unit planned before the rename keeps its row, its files and its id; the foreign keys
     follow the new names, and new units number on from the old ones."""
-    store = _store_before("0010", backend, tmp_path, request)
-    _archive_7_with_file_3(store, "ready")
+    store = store_before("0010", backend, tmp_path, request)
+    archive_7_with_file_3(store, "ready")
     with store.begin() as conn:
         unit = conn.execute(
             sa.text(
@@ -305,8 +268,8 @@ def test_0014_gives_each_review_item_its_version_keeping_ids_decisions_and_trail
     superseded; an item takes the version of the newest label made before it (a qa item its
     first's), and an undecided one of a superseded version is withdrawn; ids, decisions and the
     trail stay; afterwards one item per version and kind."""
-    store = _store_before("0014", backend, tmp_path, request)
-    _archive_7_with_file_3(store, "classified")
+    store = store_before("0014", backend, tmp_path, request)
+    archive_7_with_file_3(store, "classified")
     label = sa.text(
         "INSERT INTO labels (file_id, policy, policy_sha, model, score, label, created_at)"
         " VALUES (3, :p, :sha, 'cope', 0.9, 1, :at)"
