@@ -67,6 +67,7 @@ import argparse
 import json
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from earmark.config import Settings
@@ -269,6 +270,11 @@ def _erase_parser(commands: argparse._SubParsersAction) -> None:
     erase.add_argument("--json", action="store_true", help="--list as JSON")
 
 
+def _audit(rows: list[dict[str, Any]], as_json: bool, lines: list[str], empty: str) -> None:
+    """An audit table's rows for `--list`: as JSON, or a line each (``empty`` for none)."""
+    print(json.dumps(rows, default=str) if as_json else "\n".join(lines) or empty)
+
+
 def _erase(args: argparse.Namespace, settings: Settings, store: Store) -> int:
     """Erase recordings on request (earmark.lifecycle.erase), say what would go, or list."""
     import getpass
@@ -277,24 +283,23 @@ def _erase(args: argparse.Namespace, settings: Settings, store: Store) -> int:
 
     if args.list:
         rows = erase.erasures(store)
-        print(
-            json.dumps(rows, default=str)
-            if args.json
-            else "\n".join(
-                [
-                    *(
-                        f"#{r['id']} {r['at']} {printable(r['actor'])} {r['scope']}"
-                        f" {printable(r['target'])} {r['status']}: {printable(r['reason'])}"
-                        for r in rows
-                    ),
-                    *(
-                        f"readmission #{r['id']} {r['at']} {printable(r['actor'])} archive"
-                        f" {r['archive_id']}: {printable(r['reason'])}"
-                        for r in erase.readmissions(store)
-                    ),
-                ]
-            )
-            or "no erasures"
+        readmitted = [] if args.json else erase.readmissions(store)
+        _audit(
+            rows,
+            args.json,
+            [
+                *(
+                    f"#{r['id']} {r['at']} {printable(r['actor'])} {r['scope']}"
+                    f" {printable(r['target'])} {r['status']}: {printable(r['reason'])}"
+                    for r in rows
+                ),
+                *(
+                    f"readmission #{r['id']} {r['at']} {printable(r['actor'])} archive"
+                    f" {r['archive_id']}: {printable(r['reason'])}"
+                    for r in readmitted
+                ),
+            ],
+            "no erasures",
         )
         return 0
     if not (args.reason or "").strip():
@@ -390,16 +395,12 @@ def _rescreen(args: argparse.Namespace, settings: Settings, store: Store) -> int
 
     if args.list:
         rows = rescreen.rescreens(store)
-        print(
-            json.dumps(rows, default=str)
-            if args.json
-            else "\n".join(
-                f"#{r['id']} {r['at']} {printable(r['actor'])} {r['first_day']}..{r['last_day']}"
-                f" {printable(r['policy'] or 'every policy')} {r['files']} recordings"
-                for r in rows
-            )
-            or "no rescreens"
-        )
+        lines = [
+            f"#{r['id']} {r['at']} {printable(r['actor'])} {r['first_day']}..{r['last_day']}"
+            f" {printable(r['policy'] or 'every policy')} {r['files']} recordings"
+            for r in rows
+        ]
+        _audit(rows, args.json, lines, "no rescreens")
         return 0
     if args.first is None:
         print("--from is required: the first day to screen again (YYYY-MM-DD)")
